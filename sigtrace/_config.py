@@ -1,0 +1,213 @@
+"""Options of ``sigtrace.install()`` and their ``SIGTRACE_*`` environment mirrors, validated once.
+
+A keyword argument wins over its environment variable; the environment wins over the default.
+Nothing read from the environment is evaluated: values are parsed as booleans, numbers or
+comma-separated lists, and a bad value is a ``ConfigError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["ConfigError", "Exclusions", "Options", "resolve_options"]
+
+ENV_PREFIX = "SIGTRACE_"
+EXCLUDE_KINDS = ("source", "model", "operation", "signal")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """A sigtrace option (keyword or ``SIGTRACE_*`` variable) has a value sigtrace cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusions:
+    """What to leave untraced, by kind; matched by exact name."""
+
+    sources: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()
+    operations: frozenset[str] = frozenset()
+    signals: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.sources or self.models or self.operations or self.signals)
+
+    def matches(self, source: str, model: str | None, operation: str, signal: str | None) -> bool:
+        return (
+            source in self.sources
+            or operation in self.operations
+            or (model is not None and model in self.models)
+            or (signal is not None and signal in self.signals)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Validated options of one installation. See docs/configuration.md for each one."""
+
+    service_name: str | None = None
+    sources: tuple[str, ...] | None = None
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    logger_provider: Any = None
+    audit: bool | Callable[..., Any] | Any = True
+    audit_file: str | None = None
+    audit_reads: bool = False
+    metrics: bool = True
+    capture_values: bool = False
+    redact: tuple[str, ...] = ()
+    actor: Callable[[], str | None] | None = None
+    exclude: Exclusions = field(default_factory=Exclusions)
+    orphan_timeout: float = 300.0
+    max_in_flight: int = 10_000
+    max_value_length: int = 1024
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))
+
+
+#: Options that can be set from the environment, and how each is parsed.
+_ENV_PARSERS: dict[str, str] = {
+    "service_name": "str",
+    "sources": "list",
+    "audit": "bool",
+    "audit_file": "str",
+    "audit_reads": "bool",
+    "metrics": "bool",
+    "capture_values": "bool",
+    "redact": "list",
+    "exclude": "list",
+    "orphan_timeout": "float",
+    "max_in_flight": "int",
+    "max_value_length": "int",
+}
+ENV_VARIABLES: Mapping[str, str] = {name: ENV_PREFIX + name.upper() for name in _ENV_PARSERS}
+
+
+def _parse_env(name: str, raw: str) -> object:
+    variable = ENV_VARIABLES[name]
+    kind = _ENV_PARSERS[name]
+    text = raw.strip()
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{variable}={raw!r}: expected one of true/false/1/0/yes/no/on/off")
+    if kind == "list":
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r}: expected an integer") from None
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r}: expected a number of seconds") from None
+    return text
+
+
+def _parse_exclude(value: object) -> Exclusions:
+    if isinstance(value, Exclusions):
+        return value
+    if value is None:
+        return Exclusions()
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, Mapping):
+        items: list[str] = []
+        for kind, names in value.items():
+            kind_name = str(kind).rstrip("s")
+            for item in [names] if isinstance(names, str) else names:
+                items.append(f"{kind_name}:{item}")
+        value = items
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"exclude={value!r}: expected a list of 'kind:name' strings")
+    buckets: dict[str, set[str]] = {kind: set() for kind in EXCLUDE_KINDS}
+    for item in value:
+        kind, sep, name = str(item).partition(":")
+        if not sep or kind not in buckets or not name:
+            raise ConfigError(
+                f"exclude entry {item!r}: expected 'kind:name' with kind one of {', '.join(EXCLUDE_KINDS)}"
+                " (e.g. 'model:AuditLog', 'operation:delete')"
+            )
+        buckets[kind].add(name)
+    return Exclusions(
+        sources=frozenset(buckets["source"]),
+        models=frozenset(buckets["model"]),
+        operations=frozenset(buckets["operation"]),
+        signals=frozenset(buckets["signal"]),
+    )
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r}: expected True or False")
+    return value
+
+
+def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
+    """Merge keyword options over ``SIGTRACE_*`` variables and validate every value."""
+    env = os.environ if environ is None else environ
+    known = {f.name for f in fields(Options)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
+    merged: dict[str, Any] = {}
+    for name in _ENV_PARSERS:
+        raw = env.get(ENV_VARIABLES[name])
+        if raw is not None and raw.strip() != "":
+            merged[name] = _parse_env(name, raw)
+    merged.update({k: v for k, v in kwargs.items()})
+
+    if "sources" in merged and merged["sources"] is not None:
+        sources = merged["sources"]
+        if isinstance(sources, str):
+            sources = [sources]
+        merged["sources"] = tuple(str(s).strip().lower() for s in sources)
+    if "redact" in merged:
+        patterns = merged["redact"]
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        checked = []
+        for pattern in patterns or ():
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ConfigError(f"redact pattern {pattern!r} is not a valid regular expression: {exc}") from None
+            checked.append(str(pattern))
+        merged["redact"] = tuple(checked)
+    if "exclude" in merged:
+        merged["exclude"] = _parse_exclude(merged["exclude"])
+    for name in ("audit_reads", "metrics", "capture_values"):
+        if name in merged:
+            _check_bool(name, merged[name])
+    audit = merged.get("audit", True)
+    if audit is None or (not isinstance(audit, bool) and not callable(audit) and not hasattr(audit, "msg")):
+        raise ConfigError(f"audit={audit!r}: expected True/False, a structlog logger, or a callable(event_dict)")
+    if "orphan_timeout" in merged:
+        timeout = merged["orphan_timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ConfigError(f"orphan_timeout={timeout!r}: expected a positive number of seconds")
+        merged["orphan_timeout"] = float(timeout)
+    for name in ("max_in_flight", "max_value_length"):
+        if name in merged:
+            value = merged[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r}: expected a positive integer")
+    actor = merged.get("actor")
+    if actor is not None and not callable(actor):
+        raise ConfigError(f"actor={actor!r}: expected a callable returning the acting user's name")
+    for name in ("service_name", "audit_file"):
+        value = merged.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r}: expected a string")
+    return Options(**merged)

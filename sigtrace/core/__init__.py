@@ -1,0 +1,1 @@
+"""Library-neutral core: operations, correlation, safety and parenting. Imports no ORM."""

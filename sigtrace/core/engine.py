@@ -1,0 +1,316 @@
+"""The correlation engine: sources report start/end events, the engine pairs them and feeds the sinks.
+
+A source calls :meth:`Engine.begin` at a pre signal and :meth:`Engine.end` at the matching post
+signal (or at the failure it observed), with a correlation key; or wraps a library entry point in
+:meth:`Engine.entry` where receivers cannot make a span current (see ``core/context.py``). The
+engine keeps the in-flight table bounded, reaps orphans from one thread, and reports every
+operation exactly once: audit event first (the durable record), then metrics, then the span end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable
+from contextvars import Token
+from functools import lru_cache
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+from sigtrace import semconv
+from sigtrace._config import Exclusions
+from sigtrace.core import safety
+from sigtrace.core.context import Scope, current_actor, current_scope, enter_scope, exit_scope
+from sigtrace.core.correlation import InFlightTable, weak_ref
+from sigtrace.core.operation import Operation
+from sigtrace.sinks.audit import AuditSink
+from sigtrace.sinks.metrics import MetricSink
+from sigtrace.sinks.spans import SpanSink
+
+__all__ = ["Engine", "EntryScope", "error_type_of"]
+
+_DESCRIPTIVE = (
+    "name",
+    "model",
+    "collection",
+    "db_system",
+    "namespace",
+    "pk",
+    "correlation_id",
+    "signal",
+    "changed_fields",
+    "values",
+)
+
+
+def error_type_of(error: BaseException) -> str:
+    """``error.type`` of an exception: its class's qualified name, as OpenTelemetry's Python instrumentations use."""
+    return type(error).__qualname__
+
+
+class Engine:
+    """Pairs starts with ends and reports each operation once to the span, metric and audit sinks."""
+
+    def __init__(
+        self,
+        spans: SpanSink,
+        metrics: MetricSink | None,
+        audit: AuditSink | None,
+        *,
+        max_in_flight: int,
+        orphan_timeout: float,
+        exclude: Exclusions | None = None,
+    ) -> None:
+        self.spans = spans
+        self.metrics = metrics
+        self.audit = audit
+        self.exclude = exclude or Exclusions()
+        self.table = InFlightTable(max_in_flight, orphan_timeout, self._orphaned)
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        self._excluded = lru_cache(maxsize=4096)(self._compute_excluded)
+
+    # --- life cycle ---
+
+    def start_reaper(self) -> None:
+        """One daemon thread for every orphan, waking a few times per ``orphan_timeout``."""
+        if self._reaper is not None:
+            return
+        interval = max(0.01, min(self.table.timeout / 4.0, 1.0))
+
+        def run() -> None:
+            while not self._stop.wait(interval):
+                with safety.guard("engine.reaper"):
+                    self.table.reap()
+
+        self._reaper = threading.Thread(target=run, name="sigtrace-reaper", daemon=True)
+        self._reaper.start()
+
+    def close(self) -> None:
+        """Stop the reaper and end what is still in flight as orphans (reason ``uninstall``)."""
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=5.0)
+            self._reaper = None
+        for op in self.table.drain():
+            self._orphaned(op, "uninstall")
+
+    # --- what sources call ---
+
+    def enabled(self, source: str, model: str | None, name: str, signal: str | None = None) -> bool:
+        """False under ``suppress_instrumentation`` or for an excluded source/model/operation/signal."""
+        if not is_instrumentation_enabled():
+            return False
+        return not (self.exclude and self._excluded(source, model, name, signal))
+
+    def _compute_excluded(self, source: str, model: str | None, name: str, signal: str | None) -> bool:
+        return self.exclude.matches(source, model, name, signal)
+
+    def begin(
+        self, op: Operation, key: Hashable | None = None, *, obj: object = None, activate: bool = False
+    ) -> Operation | None:
+        """An operation starts (pre signal). Returns the operation now in flight, or ``None`` if untraced.
+
+        Inside an :class:`EntryScope` whose operation is not claimed yet, that operation is
+        claimed and enriched instead of starting a second span. ``obj`` is the instance behind an
+        identity key (checked by weak reference at the end). ``activate`` makes the span current in
+        this context until :meth:`end` runs in the same context (only where pre and post do).
+        """
+        if not self.enabled(op.source, op.model, op.name, op.signal):
+            return None
+        scope = current_scope()
+        target = scope.claimable(op, key) if scope is not None else None
+        if target is not None:
+            _absorb(target, op)
+        else:
+            target = op
+            if obj is not None:
+                op.ref = weak_ref(obj)
+            self._start(op, activate=activate)
+        if key is not None:
+            existing = self.table.add(key, target)
+            if existing is not None:
+                # A second pre for an operation already in flight (e.g. parent-model signals): no duplicate.
+                if target is op and target is not existing:
+                    self._discard_started(op)
+                return existing
+        if scope is not None and target is not scope.op:
+            scope.ops.append(target)
+        return target
+
+    def end(
+        self,
+        key: Hashable | None = None,
+        *,
+        op: Operation | None = None,
+        obj: object = None,
+        outcome: str = semconv.OUTCOME_OK,
+        error: BaseException | None = None,
+        **updates: Any,
+    ) -> Operation | None:
+        """An operation ends (post signal, or a failure the source observed). Unknown keys are ignored."""
+        if op is None:
+            if key is None:
+                return None
+            op = self.table.pop(key, obj)
+        else:
+            self.table.discard(op)
+        if op is None or op.done:
+            return None
+        if updates:
+            op.update(**updates)
+        self._finish(op, semconv.OUTCOME_ERROR if error is not None else outcome, error)
+        return op
+
+    def record_event(self, op: Operation) -> None:
+        """A single signal with no pair: an event on the current span and an audit event (outcome ``ok``)."""
+        if not self.enabled(op.source, op.model, op.name, op.signal):
+            return
+        op.actor = current_actor()
+        op.outcome = semconv.OUTCOME_OK
+        op.done = True
+        span = trace.get_current_span()
+        op.span = span
+        with safety.guard("sink.spans"):
+            span.add_event(op.name, self.spans.attributes(op))
+        if self.audit is not None:
+            with safety.guard("sink.audit"):
+                self.audit.emit(op, time.time_ns(), 0.0)
+
+    def lookup(self, key: Hashable) -> Operation | None:
+        return self.table.get(key)
+
+    def entry(self, op: Operation | None = None, *, expect: Hashable | None = None) -> EntryScope:
+        """Scope a library entry point: ``op``'s span is current during the call, failures end it at once."""
+        return EntryScope(self, op, expect)
+
+    # --- internals ---
+
+    def _start(self, op: Operation, *, activate: bool) -> None:
+        op.start_ns = time.time_ns()
+        op.start_monotonic = time.monotonic()
+        op.actor = current_actor()
+        op.span = self.spans.start(op)
+        if self.metrics is not None:
+            self.metrics.started(op)
+        if activate:
+            op.token = otel_context.attach(trace.set_span_in_context(op.span))
+
+    def _discard_started(self, op: Operation) -> None:
+        """Undo :meth:`_start` of a duplicate without reporting it."""
+        op.done = True
+        if op.token is not None:
+            _detach(op.token)
+            op.token = None
+        if self.metrics is not None:
+            self.metrics.cancelled(op)
+        if op.span is not None:
+            op.span.end()
+
+    def _finish(self, op: Operation, outcome: str, error: BaseException | None) -> None:
+        with safety.guard("engine.finish"):
+            if op.done:
+                return
+            op.done = True
+            op.outcome = outcome
+            if error is not None:
+                op.error = error
+                op.error_type = error_type_of(error)
+            if op.token is not None:
+                _detach(op.token)
+                op.token = None
+            end_ns = time.time_ns()
+            duration = max(0.0, time.monotonic() - op.start_monotonic)
+            if self.audit is not None:
+                with safety.guard("sink.audit"):
+                    self.audit.emit(op, end_ns, duration)
+            if self.metrics is not None:
+                with safety.guard("sink.metrics"):
+                    self.metrics.finished(op, duration)
+            with safety.guard("sink.spans"):
+                self.spans.end(op, end_ns)
+
+    def _orphaned(self, op: Operation, reason: str) -> None:
+        op.orphaned = True
+        op.audit["orphan_reason"] = reason
+        op.token = None  # attached in another context: resetting it here would corrupt this one
+        self._finish(op, semconv.OUTCOME_UNKNOWN, None)
+
+
+class EntryScope:
+    """Context manager around one library call; see ``core/context.py`` for why it exists."""
+
+    __slots__ = ("_engine", "_scope", "_scope_token", "_span_token")
+
+    def __init__(self, engine: Engine, op: Operation | None, expect: Hashable | None) -> None:
+        self._engine = engine
+        if op is not None and not engine.enabled(op.source, op.model, op.name, op.signal):
+            op = None
+        self._scope = Scope(op, expect)
+        self._span_token: Token[Any] | None = None
+        self._scope_token: Token[Scope | None] | None = None
+
+    @property
+    def operation(self) -> Operation | None:
+        return self._scope.op
+
+    def __enter__(self) -> EntryScope:
+        with safety.guard("engine.entry"):
+            op = self._scope.op
+            if op is not None:
+                self._engine._start(op, activate=False)
+                self._span_token = otel_context.attach(trace.set_span_in_context(op.span))  # type: ignore[arg-type]
+            self._scope_token = enter_scope(self._scope)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with safety.guard("engine.entry"):
+            if self._scope_token is not None:
+                exit_scope(self._scope_token)
+            if self._span_token is not None:
+                _detach(self._span_token)
+            engine = self._engine
+            scope = self._scope
+            pending = [op for op in scope.ops if not op.done]
+            if scope.op is not None and not scope.op.done:
+                pending.append(scope.op)
+            for op in reversed(pending):
+                engine.table.discard(op)
+                if exc is not None:
+                    engine._finish(op, semconv.OUTCOME_ERROR, exc)
+                else:
+                    # The call returned: it happened, even where no post signal said so.
+                    engine._finish(op, semconv.OUTCOME_OK, None)
+
+    async def __aenter__(self) -> EntryScope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def _absorb(target: Operation, op: Operation) -> None:
+    """Copy what a pre signal knows into the scope's operation (the signal's view wins)."""
+    for name in _DESCRIPTIVE:
+        value = getattr(op, name)
+        if value is not None:
+            setattr(target, name, value)
+    target.write = op.write
+    target.attributes.update(op.attributes)
+    target.audit.update(op.audit)
+
+
+def _detach(token: Token[Any]) -> None:
+    """Detach a context token if it belongs to this context; elsewhere it cannot (and must not) be."""
+    try:
+        token.var.reset(token)
+    except (ValueError, RuntimeError):
+        pass

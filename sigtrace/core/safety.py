@@ -1,0 +1,114 @@
+"""The safety net: no exception raised inside sigtrace reaches the application.
+
+Every receiver and sink runs under :func:`guard`. A caught error is counted and logged once per
+kind, then at most once per ``LOG_INTERVAL`` seconds per kind. Under strict mode (sigtrace's own
+test suite: ``SIGTRACE_STRICT=1`` or :func:`strict`) it is raised instead, so the net hides no bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+__all__ = ["error_counts", "guard", "guarded", "is_strict", "report", "set_error_listener", "strict"]
+
+logger = logging.getLogger("sigtrace")
+LOG_INTERVAL = 60.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_strict: bool | None = None
+_lock = threading.Lock()
+_counts: dict[str, int] = {}
+_last_logged: dict[str, float] = {}
+_listener: Callable[[str, BaseException], None] | None = None
+
+
+def is_strict() -> bool:
+    if _strict is not None:
+        return _strict
+    return os.environ.get("SIGTRACE_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextmanager
+def strict(enabled: bool = True) -> Iterator[None]:
+    """Raise (``enabled``) or swallow internal errors inside the block, whatever the environment says."""
+    global _strict
+    previous = _strict
+    _strict = enabled
+    try:
+        yield
+    finally:
+        _strict = previous
+
+
+def set_error_listener(listener: Callable[[str, BaseException], None] | None) -> None:
+    """Called for every internal error (the metrics sink counts them)."""
+    global _listener
+    _listener = listener
+
+
+def error_counts() -> dict[str, int]:
+    with _lock:
+        return dict(_counts)
+
+
+def report(kind: str, exc: BaseException) -> None:
+    """Count and (rate-limited) log an internal error; re-raise it in strict mode."""
+    now = time.monotonic()
+    with _lock:
+        count = _counts.get(kind, 0) + 1
+        _counts[kind] = count
+        last = _last_logged.get(kind)
+        should_log = last is None or now - last >= LOG_INTERVAL
+        if should_log:
+            _last_logged[kind] = now
+    if should_log:
+        logger.warning(
+            "sigtrace internal error in %s (%d so far; the application is not affected): %r",
+            kind,
+            count,
+            exc,
+            exc_info=exc,
+        )
+    listener = _listener
+    if listener is not None:
+        try:
+            listener(kind, exc)
+        except Exception:  # noqa: BLE001 - a failing counter must not fail the report
+            pass
+    if is_strict():
+        raise exc
+
+
+@contextmanager
+def guard(kind: str) -> Iterator[None]:
+    """Run a block whose exceptions must never reach the application."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - that is the point of the net
+        report(kind, exc)
+
+
+def guarded(kind: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
+    """Decorator form of :func:`guard` for receivers: returns ``None`` where the body failed."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R | None]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                report(kind, exc)
+                return None
+
+        return wrapper
+
+    return decorate

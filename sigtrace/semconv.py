@@ -1,0 +1,65 @@
+"""The names users query by, in one place.
+
+Stable OpenTelemetry names come from ``opentelemetry-semantic-conventions``; sigtrace's own
+names live here so that sources and sinks never spell a key twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes import aws_attributes, rpc_attributes
+from opentelemetry.semconv.attributes import db_attributes, error_attributes
+
+# --- OpenTelemetry database / AWS / RPC conventions (stable names) ---
+DB_SYSTEM_NAME: Final = db_attributes.DB_SYSTEM_NAME
+DB_OPERATION_NAME: Final = db_attributes.DB_OPERATION_NAME
+DB_COLLECTION_NAME: Final = db_attributes.DB_COLLECTION_NAME
+DB_NAMESPACE: Final = db_attributes.DB_NAMESPACE
+DB_OPERATION_BATCH_SIZE: Final = db_attributes.DB_OPERATION_BATCH_SIZE
+ERROR_TYPE: Final = error_attributes.ERROR_TYPE
+AWS_DYNAMODB_TABLE_NAMES: Final = aws_attributes.AWS_DYNAMODB_TABLE_NAMES
+RPC_SYSTEM: Final = rpc_attributes.RPC_SYSTEM
+RPC_SERVICE: Final = rpc_attributes.RPC_SERVICE
+RPC_METHOD: Final = rpc_attributes.RPC_METHOD
+
+# --- Old names, added beside the stable ones with OTEL_SEMCONV_STABILITY_OPT_IN=database/dup ---
+OLD_DB_SYSTEM: Final = "db.system"
+OLD_DB_OPERATION: Final = "db.operation"
+OLD_DB_NAME: Final = "db.name"
+OLD_DB_SQL_TABLE: Final = "db.sql.table"
+#: Old ``db.system`` values where they differ from the stable ``db.system.name`` values.
+OLD_DB_SYSTEM_VALUES: Final = {"aws.dynamodb": "dynamodb", "postgresql": "postgresql"}
+
+# --- sigtrace's own attributes ---
+SIGTRACE_SOURCE: Final = "sigtrace.source"
+SIGTRACE_MODEL: Final = "sigtrace.model"
+SIGTRACE_SIGNAL: Final = "sigtrace.signal"
+SIGTRACE_CORRELATION_ID: Final = "sigtrace.correlation_id"
+SIGTRACE_PK: Final = "sigtrace.pk"
+SIGTRACE_ORPHANED: Final = "sigtrace.orphaned"
+SIGTRACE_OUTCOME: Final = "sigtrace.outcome"
+SIGTRACE_ERROR_KIND: Final = "sigtrace.error.kind"
+SIGTRACE_ORPHAN_REASON: Final = "sigtrace.orphan.reason"
+
+# --- Metrics ---
+METRIC_DURATION: Final = "db.client.operation.duration"
+METRIC_OPERATIONS: Final = "sigtrace.operations"
+METRIC_ORPHANS: Final = "sigtrace.orphans"
+METRIC_INTERNAL_ERRORS: Final = "sigtrace.internal_errors"
+METRIC_IN_FLIGHT: Final = "sigtrace.operations.in_flight"
+#: The semantic-convention buckets for db.client.operation.duration (the SDK defaults put
+#: every fast call in the first bucket).
+DURATION_BUCKETS: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+
+# --- Audit ---
+AUDIT_EVENT: Final = "sigtrace.audit"
+AUDIT_SINGLE_EVENT: Final = "sigtrace.signal"
+OUTCOME_OK: Final = "ok"
+OUTCOME_ERROR: Final = "error"
+OUTCOME_SKIPPED: Final = "skipped"
+OUTCOME_UNKNOWN: Final = "unknown"
+OUTCOMES: Final = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_SKIPPED, OUTCOME_UNKNOWN)
+
+#: Instrumentation scope name of every tracer, meter and logger sigtrace creates.
+SCOPE_NAME: Final = "sigtrace"

@@ -1,0 +1,221 @@
+"""One audit event per finished operation, rendered by structlog.
+
+An event is a flat dict (fields of design.md). It goes to every configured output, each guarded on
+its own so one failing output never stops the others:
+
+* the durable JSON-lines record (default: stderr, or ``audit_file``), written and flushed before
+  the operation's span is ended, so a collector outage loses no audit event;
+* a structlog logger or a callable the application passed as ``audit=``;
+* OTLP log records through the OpenTelemetry logs pipeline, carrying the span's trace context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger
+from opentelemetry.util.types import AnyValue
+
+from sigtrace import semconv
+from sigtrace.core import safety
+from sigtrace.core.operation import Operation
+from sigtrace.sinks.redaction import Redactor
+
+__all__ = ["AuditOutput", "AuditSink", "JsonLinesWriter", "OtlpLogOutput", "add_trace_context"]
+
+AuditOutput = Callable[[Mapping[str, Any]], None]
+_SEVERITY = {
+    semconv.OUTCOME_OK: (SeverityNumber.INFO, "INFO"),
+    semconv.OUTCOME_SKIPPED: (SeverityNumber.INFO, "INFO"),
+    semconv.OUTCOME_ERROR: (SeverityNumber.WARN, "WARN"),
+    semconv.OUTCOME_UNKNOWN: (SeverityNumber.WARN, "WARN"),
+}
+
+
+def add_trace_context(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: add the current span's ``trace_id``/``span_id`` to an application's own log lines."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event_dict
+
+
+class _ReopeningFile:
+    """An append-mode file that reopens itself when logrotate moves it away (checked once a second)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the sink
+        self._checked = time.monotonic()
+
+    def write(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            try:
+                moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                self._file.close()
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class JsonLinesWriter:
+    """The durable record: one JSON object per line, flushed at once, through a cached structlog logger."""
+
+    def __init__(self, target: str | IO[str] | None) -> None:
+        self._owned: _ReopeningFile | None = None
+        stream: Any
+        if target is None or target == "stderr":
+            stream = sys.stderr
+        elif target == "-" or target == "stdout":
+            stream = sys.stdout
+        elif isinstance(target, str):
+            self._owned = stream = _ReopeningFile(target)
+        else:
+            stream = target
+        self._lock = threading.Lock()
+        self._logger = structlog.wrap_logger(
+            structlog.WriteLogger(stream),
+            processors=[structlog.processors.JSONRenderer(sort_keys=False)],
+            cache_logger_on_first_use=True,
+        )
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        fields = dict(event)
+        name = fields.pop("event")
+        with self._lock:
+            self._logger.msg(name, **fields)
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+
+
+class OtlpLogOutput:
+    """Audit events as OTLP log records with the operation span's trace and span ids."""
+
+    def __init__(self, logger_provider: LoggerProvider | None) -> None:
+        self._logger = get_logger(semconv.SCOPE_NAME + ".audit", logger_provider=logger_provider)
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        attributes: dict[str, AnyValue] = {}
+        for key, value in event.items():
+            if key in ("trace_id", "span_id", "timestamp") or value is None:
+                continue
+            if isinstance(value, dict):
+                attributes[key] = json.dumps(value, default=str)
+            elif isinstance(value, list | tuple):
+                attributes[key] = [str(item) for item in value]
+            else:
+                attributes[key] = value
+        severity, text = _SEVERITY.get(str(event.get("outcome")), (SeverityNumber.INFO, "INFO"))
+        trace_id = event.get("trace_id")
+        span_id = event.get("span_id")
+        self._logger.emit(
+            LogRecord(
+                timestamp=time.time_ns(),
+                trace_id=int(trace_id, 16) if trace_id else None,
+                span_id=int(span_id, 16) if span_id else None,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED) if trace_id else None,
+                severity_number=severity,
+                severity_text=text,
+                body=f"{event.get('operation')} {event.get('collection') or event.get('model') or ''}".strip(),
+                attributes=attributes,
+                event_name=semconv.AUDIT_EVENT,
+            )
+        )
+
+
+class AuditSink:
+    """Builds the audit event of an operation and hands it to every output."""
+
+    def __init__(
+        self,
+        outputs: list[tuple[str, AuditOutput]],
+        *,
+        service_name: str | None,
+        redactor: Redactor,
+        capture_values: bool,
+        audit_reads: bool,
+        actor: Callable[[], str | None] | None,
+    ) -> None:
+        self.outputs = outputs
+        self.service_name = service_name
+        self.redactor = redactor
+        self.capture_values = capture_values
+        self.audit_reads = audit_reads
+        self.actor = actor
+
+    def wants(self, op: Operation) -> bool:
+        return bool(self.outputs) and (op.write or self.audit_reads)
+
+    def resolve_actor(self, op: Operation) -> str | None:
+        if op.actor is not None:
+            return op.actor
+        if self.actor is not None:
+            with safety.guard("audit.actor"):
+                value = self.actor()
+                return None if value is None else str(value)
+        return None
+
+    def event(self, op: Operation, end_ns: int, duration_s: float) -> dict[str, Any]:
+        ctx = op.span.get_span_context() if op.span is not None else None
+        valid = ctx is not None and ctx.is_valid
+        clip = self.redactor.clip
+        event: dict[str, Any] = {
+            "event": semconv.AUDIT_EVENT,
+            "timestamp": datetime.fromtimestamp(end_ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds"),
+            "service_name": self.service_name,
+            "source": op.source,
+            "operation": op.name,
+            "model": op.model,
+            "collection": op.collection,
+            "pk": clip(op.pk) if op.pk is not None else None,
+            "outcome": op.outcome,
+            "error_type": op.error_type,
+            "duration_ms": round(duration_s * 1000.0, 3),
+            "changed_fields": [clip(str(name)) for name in op.changed_fields] if op.changed_fields else None,
+            "actor": self.resolve_actor(op),
+            "correlation_id": op.correlation_id,
+            "signal": op.signal,
+            "trace_id": format(ctx.trace_id, "032x") if valid and ctx else None,
+            "span_id": format(ctx.span_id, "016x") if valid and ctx else None,
+        }
+        if op.orphaned:
+            event["orphaned"] = True
+        for key, value in op.audit.items():
+            event.setdefault(key, self.redactor.value(value))
+        if self.capture_values and op.values is not None:
+            event["values"] = self.redactor.mapping(op.values)
+        return event
+
+    def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:
+        if not self.wants(op):
+            return
+        event = self.event(op, end_ns, duration_s)
+        self.publish(event)
+
+    def publish(self, event: Mapping[str, Any]) -> None:
+        clean = {key: value for key, value in event.items() if value is not None}
+        for name, output in self.outputs:
+            with safety.guard(f"audit.output.{name}"):
+                output(clean)

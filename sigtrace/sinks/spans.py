@@ -1,0 +1,117 @@
+"""Operation spans: kind CLIENT, named ``{operation} {collection}``, database semantic conventions.
+
+The attribute set that depends only on (source, system, operation, model, collection) is computed
+once per combination and cached; per operation only the pk, correlation id and extras are added.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from sigtrace import semconv
+from sigtrace.core.operation import Operation
+
+__all__ = ["SpanSink", "old_names_enabled"]
+
+
+def old_names_enabled() -> bool:
+    """``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup`` adds the old attribute names beside the stable ones."""
+    opt_in = os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+    return "database/dup" in {part.strip() for part in opt_in.split(",")}
+
+
+@lru_cache(maxsize=4096)
+def _base_attributes(
+    source: str,
+    db_system: str | None,
+    name: str,
+    model: str | None,
+    collection: str | None,
+    namespace: str | None,
+    signal: str | None,
+    dup: bool,
+) -> Mapping[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {semconv.SIGTRACE_SOURCE: source, semconv.DB_OPERATION_NAME: name}
+    if db_system:
+        attrs[semconv.DB_SYSTEM_NAME] = db_system
+    if collection:
+        attrs[semconv.DB_COLLECTION_NAME] = collection
+    if namespace:
+        attrs[semconv.DB_NAMESPACE] = namespace
+    if model:
+        attrs[semconv.SIGTRACE_MODEL] = model
+    if signal:
+        attrs[semconv.SIGTRACE_SIGNAL] = signal
+    if dup:
+        if db_system:
+            attrs[semconv.OLD_DB_SYSTEM] = semconv.OLD_DB_SYSTEM_VALUES.get(db_system, db_system)
+        attrs[semconv.OLD_DB_OPERATION] = name
+        if namespace:
+            attrs[semconv.OLD_DB_NAME] = namespace
+    return attrs
+
+
+class SpanSink:
+    """Starts and ends the span of each operation."""
+
+    def __init__(self, tracer_provider: TracerProvider | None, max_value_length: int) -> None:
+        self.tracer: Tracer = trace.get_tracer(semconv.SCOPE_NAME, tracer_provider=tracer_provider)
+        self.dup = old_names_enabled()
+        self.max_value_length = max_value_length
+
+    def attributes(self, op: Operation) -> dict[str, AttributeValue]:
+        attrs = dict(
+            _base_attributes(
+                op.source, op.db_system, op.name, op.model, op.collection, op.namespace, op.signal, self.dup
+            )
+        )
+        if op.pk is not None:
+            attrs[semconv.SIGTRACE_PK] = op.pk[: self.max_value_length]
+        if op.correlation_id is not None:
+            attrs[semconv.SIGTRACE_CORRELATION_ID] = op.correlation_id
+        for key, value in op.attributes.items():
+            attrs[key] = value[: self.max_value_length] if isinstance(value, str) else value
+        return attrs
+
+    def start(self, op: Operation, context: Context | None = None) -> Span:
+        return self.tracer.start_span(
+            op.span_name,
+            context=context,
+            kind=SpanKind.CLIENT,
+            attributes=self.attributes(op),
+            start_time=op.start_ns,
+        )
+
+    def end(self, op: Operation, end_ns: int) -> None:
+        span = op.span
+        if span is None or not span.is_recording():
+            if span is not None:
+                span.end(end_time=end_ns)
+            return
+        # Information learnt after the start (pk from the post signal, signal name, extras).
+        if getattr(span, "name", None) != op.span_name:
+            span.update_name(op.span_name)
+        span.set_attributes(self.attributes(op))
+        if op.outcome == semconv.OUTCOME_ERROR:
+            span.set_attribute(semconv.ERROR_TYPE, op.error_type or "_OTHER")
+            if op.error is not None:
+                span.record_exception(op.error, escaped=True)
+            span.set_status(Status(StatusCode.ERROR, _describe(op.error)))
+        elif op.outcome == semconv.OUTCOME_SKIPPED:
+            span.set_attribute(semconv.SIGTRACE_OUTCOME, semconv.OUTCOME_SKIPPED)
+        if op.orphaned:
+            span.set_attribute(semconv.SIGTRACE_ORPHANED, True)
+        span.end(end_time=end_ns)
+
+
+def _describe(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return f"{type(error).__name__}: {error}"[:1024]
