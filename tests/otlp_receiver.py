@@ -685,7 +685,7 @@ class OtlpReceiver:
             },
             "/v1/metrics": {
                 "resourceMetrics": [{"resource": res, "scopeMetrics": [{"scope": scope, "metrics": [{
-                    "name": CANARY_NAME, "gauge": {"dataPoints": [{"timeUnixNano": now, "asInt": "1"}]}}]}]}]
+                    "name": CANARY_NAME, "gauge": {"dataPoints": [{"timeUnixNano": now, "asInt": 1}]}}]}]}]
             },
         }  # fmt: skip
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
