@@ -12,7 +12,6 @@ The whole public surface::
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 

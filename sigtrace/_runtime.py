@@ -98,7 +98,9 @@ def select_sources(requested: tuple[str, ...] | None, excluded: frozenset[str]) 
     return chosen
 
 
-def _audit_outputs(options: Options, providers: Providers) -> tuple[list[tuple[str, AuditOutput]], JsonLinesWriter | None]:
+def _audit_outputs(
+    options: Options, providers: Providers
+) -> tuple[list[tuple[str, AuditOutput]], JsonLinesWriter | None]:
     outputs: list[tuple[str, AuditOutput]] = []
     writer: JsonLinesWriter | None = None
     audit = options.audit

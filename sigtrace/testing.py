@@ -85,7 +85,9 @@ class Capture:
         """The one finished span with this name (fails if there are none or several)."""
         found = self.spans_named(name)
         if len(found) != 1:
-            raise AssertionError(f"expected one span named {name!r}, found {len(found)}: {[s.name for s in self.spans]}")
+            raise AssertionError(
+                f"expected one span named {name!r}, found {len(found)}: {[s.name for s in self.spans]}"
+            )
         return found[0]
 
     def audit_for(self, span: ReadableSpan) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("SIGTRACE_STRICT", "1")
 
-import sigtrace  # noqa: E402
+import sigtrace
 
 
 @pytest.fixture(autouse=True)

@@ -101,7 +101,7 @@ class SourceContract:
         assert cap.installation is not None and cap.installation.in_flight() == 0
 
     def test_failure_is_an_error_span_at_once(self, cap: Capture) -> None:
-        with pytest.raises(BaseException) as raised:  # noqa: B017, PT011 - the type is the harness's
+        with pytest.raises(BaseException) as raised:
             self.fail()
         expected = self.expected_failure
         assert isinstance(raised.value, expected)
@@ -115,9 +115,9 @@ class SourceContract:
         (event,) = cap.audit_for(span)
         assert event["outcome"] == semconv.OUTCOME_ERROR
         assert event["error_type"] == type(raised.value).__qualname__
-        assert (
-            cap.metric_total(semconv.METRIC_DURATION, error__type=type(raised.value).__qualname__) == 1
-        ), cap.metric_points(semconv.METRIC_DURATION)
+        assert cap.metric_total(semconv.METRIC_DURATION, error__type=type(raised.value).__qualname__) == 1, (
+            cap.metric_points(semconv.METRIC_DURATION)
+        )
         assert cap.installation is not None and cap.installation.in_flight() == 0
 
     expected_failure: ClassVar[type[BaseException]] = Exception

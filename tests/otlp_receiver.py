@@ -66,7 +66,7 @@ T = TypeVar("T")
 Record = dict[str, Any]
 
 
-class ReceiverUnavailable(RuntimeError):
+class ReceiverUnavailableError(RuntimeError):
     """The environment cannot run rotel (missing package/library): tests skip."""
 
 
@@ -131,6 +131,8 @@ def _plain(v, depth=0):
         return v
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).hex()
+    if isinstance(v, list) and all(isinstance(i, int) for i in v):
+        return bytes(v).hex()  # rotel hands bytes_value over as a list of ints
     if depth > 10:
         return repr(v)
     items = list(v)
@@ -246,9 +248,9 @@ def _buckets(b):
 
 
 def _points(m, ctx):
-    data = m.data
-    inner = data[0]
-    mtype = _METRIC_TYPES.get(type(inner).__name__, type(inner).__name__)
+    data = _opt(m, "data")
+    inner = data[0] if data is not None else None
+    mtype = _METRIC_TYPES.get(type(inner).__name__, type(inner).__name__) if inner is not None else None
     base = dict(
         ctx,
         signal="metric",
@@ -259,6 +261,8 @@ def _points(m, ctx):
         aggregation_temporality=_temporality(inner),
         is_monotonic=_opt(inner, "is_monotonic"),
     )
+    if inner is None:  # no data, or a kind rotel's model does not expose (seen: summary)
+        return [dict(base, attributes={})]
     out = []
     for dp in inner.data_points:
         rec = dict(
@@ -351,6 +355,8 @@ def _find_agent() -> Path:
     """Locate rotel-agent inside the installed rotel package (installing it if allowed)."""
     override = os.environ.get("OTLP_RECEIVER_ROTEL_AGENT")
     if override:
+        if not Path(override).is_file():
+            raise ReceiverUnavailableError(f"OTLP_RECEIVER_ROTEL_AGENT={override} does not exist")
         return Path(override)
     spec = importlib.util.find_spec("rotel")  # does not import (and start) rotel
     if spec is None and not _no_install():
@@ -358,12 +364,12 @@ def _find_agent() -> Path:
         importlib.invalidate_caches()
         spec = importlib.util.find_spec("rotel")
     if spec is None or not spec.submodule_search_locations:
-        raise ReceiverUnavailable(f"python package rotel is not installed (need {ROTEL_PIN})")
+        raise ReceiverUnavailableError(f"python package rotel is not installed (need {ROTEL_PIN})")
     for loc in spec.submodule_search_locations:
         agent = Path(loc) / "rotel-agent"
         if agent.is_file():
             return agent
-    raise ReceiverUnavailable("rotel is installed but its rotel-agent binary is missing")
+    raise ReceiverUnavailableError("rotel is installed but its rotel-agent binary is missing")
 
 
 def _pip_install(req: str) -> None:
@@ -433,7 +439,7 @@ def agent_environment(agent: Path) -> dict[str, str]:
     """Env under which rotel-agent finds a libpython3.11 and a matching stdlib."""
     base = _base_env()
     tried: list[str] = []
-    for home in _python311_homes():
+    for home in dict.fromkeys(h.resolve() for h in _python311_homes()):
         libdir = home / "lib"
         if not (libdir / LIBPYTHON_SONAME).is_file() or not (libdir / "python3.11" / "os.py").is_file():
             continue
@@ -453,8 +459,8 @@ def agent_environment(agent: Path) -> dict[str, str]:
         ok, out = _agent_loads(agent, system_env)
         if not ok:
             tried.append(f"apt-get install libpython3.11: {apt}")
-            raise ReceiverUnavailable(
-                f"rotel-agent cannot load {LIBPYTHON_SONAME}; install Debian's libpython3.11 "
+            raise ReceiverUnavailableError(
+                f"`{agent} version` fails (usually: cannot load {LIBPYTHON_SONAME}); install Debian's libpython3.11 "
                 f"(apt-get install -y libpython3.11) or a shared CPython 3.11. Tried: {tried}"
             )
     if "PYTHONHOME" not in system_env and Path("/usr/lib/python3.11/os.py").is_file():
@@ -551,7 +557,7 @@ class OtlpReceiver:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> OtlpReceiver:
-        """Start and block until canaries round-trip (raises ReceiverUnavailable/ReceiverError)."""
+        """Start and block until canaries round-trip (raises ReceiverUnavailableError/ReceiverError)."""
         if self.is_alive():
             return self
         t0 = time.monotonic()
@@ -576,7 +582,7 @@ class OtlpReceiver:
                 self._spawn_and_wait_ready()
                 self.startup_seconds = time.monotonic() - t0
                 return self
-            except _EarlyExit as e:
+            except _EarlyExitError as e:
                 last = str(e)
                 time.sleep(0.25)
         raise ReceiverError(f"rotel-agent kept exiting during start-up: {last}")
@@ -654,7 +660,7 @@ class OtlpReceiver:
                 assert self._proc is not None
                 rc = self._proc.returncode
                 self._detach()
-                raise _EarlyExit(f"exit status {rc}; log tail:\n{self.log_tail()}")
+                raise _EarlyExitError(f"exit status {rc}; log tail:\n{self.log_tail()}")
             if time.monotonic() >= next_send and _port_open(g) and _port_open(h):
                 next_send = time.monotonic() + 1.0
                 with contextlib.suppress(OSError):
@@ -700,9 +706,7 @@ class OtlpReceiver:
                 resp.read()
 
     def _canaries_seen(self, nonce: str) -> bool:
-        seen = {
-            r["signal"] for r in self._all_records() if r.get("resource", {}).get(CANARY_KEY) == nonce
-        }
+        seen = {r["signal"] for r in self._all_records() if r.get("resource", {}).get(CANARY_KEY) == nonce}
         return {"span", "log", "metric"} <= seen
 
     # -- reading -----------------------------------------------------------
@@ -783,7 +787,7 @@ class OtlpReceiver:
             return "<no agent log>"
 
 
-class _EarlyExit(Exception):
+class _EarlyExitError(Exception):
     """The agent exited during start-up (e.g. port taken): worth a retry."""
 
 
@@ -803,7 +807,7 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
     rx = OtlpReceiver()
     try:
         rx.start()
-    except ReceiverUnavailable as e:
+    except ReceiverUnavailableError as e:
         rx.close()
         _unavailable(str(e))
     yield rx

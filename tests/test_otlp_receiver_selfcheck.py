@@ -8,9 +8,12 @@ and that a crashed receiver makes exports fail fast and recover on restart.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import urllib.request
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,16 +30,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 try:  # tests/ on sys.path (rootdir-less layout) or tests as a package
-    from otlp_receiver import (  # noqa: F401  (fixtures are used by name)
+    from otlp_receiver import (  # fixtures are used by name
         OtlpReceiver,
-        ReceiverUnavailable,
+        ReceiverUnavailableError,
         fresh_otlp_receiver,
         otlp_receiver,
     )
 except ImportError:  # pragma: no cover
     from tests.otlp_receiver import (  # noqa: F401
         OtlpReceiver,
-        ReceiverUnavailable,
+        ReceiverUnavailableError,
         fresh_otlp_receiver,
         otlp_receiver,
     )
@@ -106,7 +109,9 @@ def test_span_metric_log_round_trip(fresh_otlp_receiver: OtlpReceiver, protocol:
     logger = logging.getLogger(f"selfcheck.{run_id}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    handler = LoggingHandler(level=logging.INFO, logger_provider=lp)
+    with warnings.catch_warnings():  # deprecated in the SDK, still what most apps use
+        warnings.simplefilter("ignore", DeprecationWarning)
+        handler = LoggingHandler(level=logging.INFO, logger_provider=lp)
     logger.addHandler(handler)
 
     try:
@@ -197,7 +202,7 @@ def private_receiver(otlp_receiver: OtlpReceiver) -> Iterator[OtlpReceiver]:
     rx = OtlpReceiver()
     try:
         rx.start()
-    except ReceiverUnavailable as e:  # pragma: no cover - the session fixture already skipped
+    except ReceiverUnavailableError as e:  # pragma: no cover - the session fixture already skipped
         pytest.skip(str(e))
     yield rx
     rx.close()
@@ -237,3 +242,50 @@ def test_crash_then_restart(private_receiver: OtlpReceiver, protocol: str, run_i
         assert [s["name"] for s in _mine(rx.spans(), run_id)] == ["before-crash", "after-restart"]
     finally:
         tp.shutdown()
+
+
+def _post_json(rx: OtlpReceiver, path: str, body: dict[str, Any]) -> int:
+    req = urllib.request.Request(
+        rx.http_endpoint + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=5) as resp:
+        return int(resp.status)
+
+
+def test_odd_payloads_do_not_kill_the_receiver(fresh_otlp_receiver: OtlpReceiver) -> None:
+    """Nested/bytes values and a metric kind rotel's model hides (summary) must not crash the agent."""
+    rx = fresh_otlp_receiver
+    attrs = [
+        {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "x", "value": {"intValue": 3}}]}}},
+        {"key": "arr", "value": {"arrayValue": {"values": [{"boolValue": True}, {"doubleValue": 1.5}]}}},
+        {"key": "raw", "value": {"bytesValue": "AAEC"}},
+    ]
+    ids = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331"}
+    body = {"kvlistValue": {"values": [{"key": "msg", "value": {"stringValue": "hi"}}]}}
+    summary = {"dataPoints": [{"count": 2, "sum": 3.0, "quantileValues": [{"quantile": 0.5, "value": 1.0}]}]}
+    assert (
+        _post_json(
+            rx,
+            "/v1/traces",
+            {"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "odd", **ids, "attributes": attrs}]}]}]},
+        )
+        == 200
+    )
+    assert (
+        _post_json(
+            rx, "/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": body, "attributes": attrs}]}]}]}
+        )
+        == 200
+    )
+    metrics = [{"name": "odd.summary", "summary": summary}]
+    assert _post_json(rx, "/v1/metrics", {"resourceMetrics": [{"scopeMetrics": [{"metrics": metrics}]}]}) == 200
+
+    (span,) = rx.wait_for(lambda: rx.spans("odd"))
+    (log,) = rx.wait_for(rx.logs)
+    rx.wait_for(lambda: rx.metrics("odd.summary"))
+    expected = {"kv": {"x": 3}, "arr": [True, 1.5], "raw": "000102"}
+    assert span["attributes"] == expected and log["attributes"] == expected
+    assert log["body"] == {"msg": "hi"}
+    assert rx.errors() == []
+    assert rx.is_alive()

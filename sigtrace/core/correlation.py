@@ -92,7 +92,7 @@ class InFlightTable:
         deadline = (time.monotonic() if now is None else now) - self.timeout
         expired: list[Operation] = []
         with self._lock:
-            for key, op in self._ops.items():
+            for _key, op in self._ops.items():
                 if op.start_monotonic > deadline:
                     break
                 expired.append(op)

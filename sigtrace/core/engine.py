@@ -9,6 +9,7 @@ operation exactly once: audit event first (the durable record), then metrics, th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Hashable
@@ -310,7 +311,5 @@ def _absorb(target: Operation, op: Operation) -> None:
 
 def _detach(token: Token[Any]) -> None:
     """Detach a context token if it belongs to this context; elsewhere it cannot (and must not) be."""
-    try:
+    with contextlib.suppress(ValueError, RuntimeError):
         token.var.reset(token)
-    except (ValueError, RuntimeError):
-        pass

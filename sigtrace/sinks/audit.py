@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import structlog
@@ -130,12 +130,16 @@ class OtlpLogOutput:
         severity, text = _SEVERITY.get(str(event.get("outcome")), (SeverityNumber.INFO, "INFO"))
         trace_id = event.get("trace_id")
         span_id = event.get("span_id")
+        context = None
+        if trace_id and span_id:
+            span_context = trace.SpanContext(
+                int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=trace.TraceFlags(1)
+            )
+            context = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
         self._logger.emit(
             LogRecord(
                 timestamp=time.time_ns(),
-                trace_id=int(trace_id, 16) if trace_id else None,
-                span_id=int(span_id, 16) if span_id else None,
-                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED) if trace_id else None,
+                context=context,
                 severity_number=severity,
                 severity_text=text,
                 body=f"{event.get('operation')} {event.get('collection') or event.get('model') or ''}".strip(),
@@ -183,7 +187,7 @@ class AuditSink:
         clip = self.redactor.clip
         event: dict[str, Any] = {
             "event": semconv.AUDIT_EVENT,
-            "timestamp": datetime.fromtimestamp(end_ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds"),
+            "timestamp": datetime.fromtimestamp(end_ns / 1e9, tz=UTC).isoformat(timespec="microseconds"),
             "service_name": self.service_name,
             "source": op.source,
             "operation": op.name,

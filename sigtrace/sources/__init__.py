@@ -18,8 +18,5 @@ class SourceSpec:
 
 
 REGISTRY: dict[str, SourceSpec] = {
-    spec.name: spec
-    for spec in (
-        SourceSpec("blinker", "sigtrace.sources.blinker:BlinkerSource", "blinker", "blinker"),
-    )
+    spec.name: spec for spec in (SourceSpec("blinker", "sigtrace.sources.blinker:BlinkerSource", "blinker", "blinker"),)
 }

@@ -246,4 +246,3 @@ def _correlation_id(key: Hashable) -> str | None:
     if isinstance(key, str | int | uuid.UUID) and not isinstance(key, bool):
         return str(key)
     return None
-
