@@ -123,6 +123,11 @@ class Engine:
         """
         if not self.enabled(op.source, op.model, op.name, op.signal):
             return None
+        if key is not None:
+            existing = self.table.get(key)
+            if existing is not None and (existing.ref is None or existing.ref() is obj):
+                # A second pre for an operation already in flight (e.g. parent-model signals): no duplicate.
+                return existing
         scope = current_scope()
         target = scope.claimable(op, key) if scope is not None else None
         if target is not None:
@@ -135,7 +140,7 @@ class Engine:
         if key is not None:
             existing = self.table.add(key, target)
             if existing is not None:
-                # A second pre for an operation already in flight (e.g. parent-model signals): no duplicate.
+                # Lost a race with another thread starting the same key: keep the first.
                 if target is op and target is not existing:
                     self._discard_started(op)
                 return existing

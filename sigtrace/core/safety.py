@@ -7,6 +7,7 @@ test suite: ``SIGTRACE_STRICT=1`` or :func:`strict`) it is raised instead, so th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -80,10 +81,8 @@ def report(kind: str, exc: BaseException) -> None:
         )
     listener = _listener
     if listener is not None:
-        try:
+        with contextlib.suppress(Exception):  # a failing counter must not fail the report
             listener(kind, exc)
-        except Exception:  # noqa: BLE001 - a failing counter must not fail the report
-            pass
     if is_strict():
         raise exc
 

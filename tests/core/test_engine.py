@@ -1,0 +1,217 @@
+"""The correlation engine and sinks: bounds, orphans, failures of sinks, identity keys, values and redaction."""
+
+from __future__ import annotations
+
+import gc
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sigtrace
+from sigtrace import semconv
+from sigtrace.core import safety
+from sigtrace.core.correlation import identity_key
+from sigtrace.core.operation import Operation
+from sigtrace.sinks.redaction import MASK, Redactor
+from sigtrace.testing import Capture, capture
+
+
+def engine_of(cap: Capture) -> Any:
+    assert cap.installation is not None
+    return cap.installation.engine
+
+
+def test_orphan_flood_keeps_the_table_at_max_in_flight_and_counts_every_orphan() -> None:
+    with capture(sources=["blinker"], max_in_flight=1000, audit=False) as cap:
+        engine = engine_of(cap)
+        for i in range(100_000):
+            engine.begin(Operation("test", "put", collection="t"), ("req", i))
+            assert len(engine.table) <= 1000
+        assert len(engine.table) == 1000
+        overflow = cap.metric_total(semconv.METRIC_ORPHANS, sigtrace__orphan__reason="overflow")
+        assert overflow == 99_000
+        assert len(cap.spans) == 99_000
+        assert all(s.attributes and s.attributes[semconv.SIGTRACE_ORPHANED] for s in cap.spans)
+    # uninstall ends the last 1,000 as orphans too: every orphan is counted.
+    assert len(cap.spans) == 100_000
+
+
+def test_duplicate_pre_makes_no_second_span(sigtrace_capture: Capture) -> None:
+    engine = engine_of(sigtrace_capture)
+    first = engine.begin(Operation("test", "save", collection="t"), "k")
+    again = engine.begin(Operation("test", "save", collection="t"), "k")
+    assert again is first
+    engine.end("k")
+    assert len(sigtrace_capture.spans) == 1
+    assert sigtrace_capture.metric_total(semconv.METRIC_IN_FLIGHT) == 0
+
+
+def test_identity_keys_check_the_very_object(sigtrace_capture: Capture) -> None:
+    engine = engine_of(sigtrace_capture)
+
+    class Model:
+        def __eq__(self, other: object) -> bool:  # models compare by value
+            return True
+
+        __hash__ = object.__hash__
+
+    a, b = Model(), Model()
+    engine.begin(Operation("test", "save"), identity_key(a, "save"), obj=a)
+    assert engine.end(identity_key(b, "save"), obj=b) is None  # equal, not the same
+    assert engine.end(identity_key(a, "save"), obj=a) is not None
+
+
+def test_dead_object_whose_id_is_reused_is_an_orphan(sigtrace_capture: Capture) -> None:
+    engine = engine_of(sigtrace_capture)
+
+    class Model:
+        pass
+
+    obj = Model()
+    key = identity_key(obj, "save")
+    engine.begin(Operation("test", "save"), key, obj=obj)
+    del obj
+    gc.collect()
+    newcomer = Model()
+    op = engine.begin(Operation("test", "save"), key, obj=newcomer)  # same key, other object
+    assert op is not None and op.ref is not None and op.ref() is newcomer
+    reasons = [e.get("orphan_reason") for e in sigtrace_capture.audit_events]
+    assert reasons == ["collected"]
+
+
+def test_failing_sink_does_not_fail_the_operation_and_is_counted() -> None:
+    def broken(event: Any) -> None:
+        raise OSError("disk full")
+
+    with safety.strict(False), capture(sources=["blinker"], audit=broken) as cap:
+        engine = engine_of(cap)
+        engine.begin(Operation("test", "save", collection="t"), "k")
+        engine.end("k")
+        assert len(cap.spans) == 1  # the span still ends
+        assert cap.metric_total(semconv.METRIC_INTERNAL_ERRORS, sigtrace__error__kind="audit.output.callable") == 1
+    assert safety.error_counts().get("audit.output.callable", 0) >= 1
+
+
+def test_strict_mode_raises_internal_errors() -> None:
+    with safety.strict(True), pytest.raises(OSError):
+        safety.report("test", OSError("x"))
+    with safety.strict(False):
+        safety.report("test", OSError("x"))  # swallowed, counted
+
+
+def test_values_only_with_capture_values_and_always_redacted() -> None:
+    values = {"email": "a@example.org", "password": "hunter2", "api_key": "k-123", "ssn": "078-05-1120"}
+    with capture(sources=["blinker"]) as cap:
+        engine = engine_of(cap)
+        engine.begin(Operation("test", "save", values=values, changed_fields=["email"]), "k")
+        engine.end("k")
+        (event,) = cap.audit_events
+        assert "values" not in event and event["changed_fields"] == ["email"]
+        assert "hunter2" not in json.dumps(event)
+    with capture(sources=["blinker"], capture_values=True, redact=[r"ssn"]) as cap:
+        engine = engine_of(cap)
+        engine.begin(Operation("test", "save", values=values), "k")
+        engine.end("k")
+        (event,) = cap.audit_events
+        assert event["values"] == {"email": "a@example.org", "password": MASK, "api_key": MASK, "ssn": MASK}
+        text = json.dumps(event)
+        for secret in ("hunter2", "k-123", "078-05-1120"):
+            assert secret not in text
+
+
+def test_redactor_masks_nested_and_caps_sizes() -> None:
+    redactor = Redactor(["internal_.*"], max_length=16)
+    out = redactor.mapping(
+        {
+            "profile": {"Authorization": "Bearer x", "credit_card": "4111", "name": "n" * 100},
+            "internal_note": "x",
+            "tokens": ["a"],
+            "line": "a\nb",
+        }
+    )
+    assert out["profile"]["Authorization"] == MASK and out["profile"]["credit_card"] == MASK
+    assert out["profile"]["name"].startswith("n" * 16) and "more]" in out["profile"]["name"]
+    assert out["internal_note"] == MASK and out["tokens"] == MASK
+    assert out["line"] == "a\nb"  # JSON rendering escapes it: no forged line
+    assert MASK not in ("password",)
+
+
+def test_audit_json_lines_file_is_written_before_the_span_ends(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    seen_at_span_end: list[int] = []
+    with capture(sources=["blinker"], audit=True, audit_file=str(path)) as cap:
+        from opentelemetry.sdk.trace import SpanProcessor
+
+        class LineCounter(SpanProcessor):
+            def on_end(self, span: Any) -> None:
+                seen_at_span_end.append(len(path.read_text().splitlines()))
+
+        cap.tracer_provider.add_span_processor(LineCounter())
+        engine = engine_of(cap)
+        for i in range(3):
+            engine.begin(Operation("test", "save", collection="t", pk=str(i), values={"x": "y\nz"}), i)
+            engine.end(i)
+    lines = path.read_text().splitlines()
+    assert seen_at_span_end == [1, 2, 3]
+    events = [json.loads(line) for line in lines]
+    assert [e["pk"] for e in events] == ["0", "1", "2"]
+    assert all(e["event"] == semconv.AUDIT_EVENT and e["outcome"] == "ok" for e in events)
+    assert all(len(e["trace_id"]) == 32 and len(e["span_id"]) == 16 for e in events)
+
+
+def test_error_type_on_span_and_metric_only_when_failed(sigtrace_capture: Capture) -> None:
+    engine = engine_of(sigtrace_capture)
+    engine.begin(Operation("test", "save", collection="t"), "ok")
+    engine.end("ok")
+    engine.begin(Operation("test", "save", collection="t"), "bad")
+    engine.end("bad", error=KeyError("x"))
+    ok, bad = sigtrace_capture.spans
+    assert ok.attributes is not None and semconv.ERROR_TYPE not in ok.attributes
+    assert bad.attributes is not None and bad.attributes[semconv.ERROR_TYPE] == "KeyError"
+    types = sorted(
+        str(p.attributes.get(semconv.ERROR_TYPE)) for p in sigtrace_capture.metric_points(semconv.METRIC_DURATION)
+    )
+    assert types == ["KeyError", "None"]
+
+
+def test_old_attribute_names_with_database_dup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database/dup")
+    with capture(sources=["blinker"]) as cap:
+        engine = engine_of(cap)
+        engine.begin(Operation("t", "PutItem", collection="orders", db_system="aws.dynamodb", namespace="ns"), "k")
+        engine.end("k")
+        attrs = cap.span("PutItem orders").attributes
+        assert attrs is not None
+        assert attrs["db.system.name"] == "aws.dynamodb" and attrs["db.system"] == "dynamodb"
+        assert attrs["db.operation"] == "PutItem" and attrs["db.name"] == "ns"
+
+
+def test_entry_scope_fails_every_open_operation_of_the_call(sigtrace_capture: Capture) -> None:
+    engine = engine_of(sigtrace_capture)
+    with pytest.raises(ZeroDivisionError), engine.entry(Operation("test", "save", collection="t")) as entry:
+        assert entry.operation is not None
+        claimed = engine.begin(Operation("test", "save", collection="t", signal="pre_save", pk="7"), "k")
+        assert claimed is entry.operation  # the receiver claimed the scope's operation
+        _ = 1 / 0
+    (span,) = sigtrace_capture.spans
+    assert span.attributes is not None
+    assert span.attributes[semconv.ERROR_TYPE] == "ZeroDivisionError"
+    assert span.attributes[semconv.SIGTRACE_PK] == "7"
+    assert engine.table.get("k") is None
+
+
+def test_uuid_correlation_id_is_recorded(sigtrace_capture: Capture) -> None:
+    import blinker
+
+    pre, post = blinker.NamedSignal("pre_x"), blinker.NamedSignal("post_x")
+    pair = sigtrace.trace_signals(pre, post, key=lambda s, **kw: kw["u"])
+    try:
+        u = uuid.uuid4()
+        pre.send("s", u=u)
+        post.send("s", u=u)
+        assert sigtrace_capture.audit_events[0]["correlation_id"] == str(u)
+    finally:
+        pair.untrace()
