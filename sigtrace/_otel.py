@@ -62,14 +62,15 @@ def _configure_sdk(service_name: str | None) -> bool:
     with _lock:
         if _configured or _global_tracer_set():
             return False
-        from opentelemetry.sdk._configuration import _initialize_components
+        from opentelemetry.sdk._configuration import _get_exporter_entry_point, _initialize_components
 
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         names: dict[str, list[str]] = {}
         for signal, (exporter_variable, signal_endpoint) in _EXPORTER_VARIABLES.items():
             # The distro's default: OTLP when an endpoint is configured and no exporter is named.
-            wanted = endpoint or os.environ.get(signal_endpoint)
-            names[signal] = ["otlp"] if wanted and not os.environ.get(exporter_variable) else []
+            wanted = bool(endpoint or os.environ.get(signal_endpoint)) and not os.environ.get(exporter_variable)
+            # The SDK maps "otlp" to gRPC or HTTP by OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL.
+            names[signal] = [_get_exporter_entry_point("otlp", signal)] if wanted else []  # type: ignore[arg-type]
         resource: dict[str, Any] = {}
         if service_name and not os.environ.get("OTEL_SERVICE_NAME"):
             resource["service.name"] = service_name
