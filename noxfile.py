@@ -1,0 +1,82 @@
+"""The whole test suite: ``python3 -m pip install -q uv nox && python3 -m nox`` (see README).
+
+Sessions (each in its own uv-made environment):
+- lint:      ruff check, ruff format --check, mypy --strict on sigtrace/
+- tests:     pytest with coverage on the modern stack (every source but Flask-SignalBus)
+- signalbus: Flask-SignalBus on its old stack (Flask<3, Flask-SQLAlchemy 2.5, SQLAlchemy 1.4),
+             which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
+- docs:      the documentation site, built in strict mode
+Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests", "signalbus", "docs"]
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+MODERN = ".[all,test]"
+SIGNALBUS = [
+    ".[signalbus,test]",
+    "flask<3",
+    "flask-sqlalchemy==2.5.1",
+    "sqlalchemy>=1.4,<2",
+    "psycopg2-binary",
+    "pika",
+]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("-e", MODERN, "ruff", "mypy")
+    session.run("ruff", "check", "sigtrace", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "sigtrace", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("mypy", "sigtrace")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    session.install("-e", MODERN)
+    session.run(
+        "pytest",
+        "tests",
+        "--ignore=tests/signalbus",
+        "-m",
+        "not slow",
+        "--cov=sigtrace",
+        "--cov-report=term",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"SIGTRACE_STRICT": "1", "OTLP_RECEIVER_REQUIRED": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def signalbus(session: nox.Session) -> None:
+    session.install("-e", *SIGNALBUS)
+    session.run(
+        "pytest",
+        "tests/signalbus",
+        "--cov=sigtrace",
+        "--cov-report=term",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"SIGTRACE_STRICT": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site")
+
+
+@nox.session(python=PYTHON)
+def slow(session: nox.Session) -> None:
+    session.install("-e", MODERN)
+    session.run("pytest", "tests", "--ignore=tests/signalbus", "-m", "slow", "-p", "no:cacheprovider", *session.posargs)
