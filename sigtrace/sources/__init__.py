@@ -18,5 +18,9 @@ class SourceSpec:
 
 
 REGISTRY: dict[str, SourceSpec] = {
-    spec.name: spec for spec in (SourceSpec("blinker", "sigtrace.sources.blinker:BlinkerSource", "blinker", "blinker"),)
+    spec.name: spec
+    for spec in (
+        SourceSpec("blinker", "sigtrace.sources.blinker:BlinkerSource", "blinker", "blinker"),
+        SourceSpec("ormar", "sigtrace.sources.ormar:OrmarSource", "ormar", "ormar"),
+    )
 }
