@@ -72,8 +72,8 @@ def signalbus(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    session.install("mkdocs>=1.6", "mkdocs-material>=9.5")
-    session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site")
+    session.install("mkdocs==1.6.1", "mkdocs-material==9.8.2")
+    session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python=PYTHON)
