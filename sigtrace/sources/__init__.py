@@ -22,5 +22,6 @@ REGISTRY: dict[str, SourceSpec] = {
     for spec in (
         SourceSpec("blinker", "sigtrace.sources.blinker:BlinkerSource", "blinker", "blinker"),
         SourceSpec("ormar", "sigtrace.sources.ormar:OrmarSource", "ormar", "ormar"),
+        SourceSpec("edgy", "sigtrace.sources.edgy:EdgySource", "edgy", "edgy"),
     )
 }

@@ -1,0 +1,570 @@
+"""Edgy source: lifecycle, query-set, bulk, relation and migrate signals as operations.
+
+What Edgy sends (edgy 0.37, measured: ../shared/signal-semantics.md):
+
+* ``pre/post_{save,update,delete}`` (instance and ``QuerySet`` operations) are sent with
+  ``send_async`` and awaited one receiver after the other IN THE CALLER'S TASK: the pre receiver
+  makes the operation span current (``begin(..., activate=True)``) and the post receiver ends it
+  in the same context, so the SQL spans of the write nest under it.
+* ``pre/post_bulk`` and ``pre/post_relation_{add,remove}`` run their receivers under
+  ``asyncio.gather`` (one task each): a receiver cannot make a span current for the caller. The
+  source wraps the entry points (``QuerySet.bulk_*``, ``ManyRelation``/``SingleRelation``
+  ``add_many``/``remove_many``/``save_related``) in ``Engine.entry``: the span is current for the
+  whole call and the receivers (in child tasks, with a copied context) claim it.
+* On a failure (``IntegrityError``...) Edgy sends only the pre signal. ``DatabaseMixin.real_save``,
+  ``.update``, ``.delete`` and ``QuerySet.update``/``.delete`` are wrapped in an observing
+  ``Engine.entry`` scope, so an exception leaving the call ends the operation as an ERROR at once.
+* ``SkipOperation`` raised by a pre receiver makes Edgy send the post with ``operation_skipped=True``:
+  outcome ``skipped``.
+* ``pre/post_migrate`` are sync, with string senders (``upgrade``, ``downgrade``, ``revision``);
+  ``alembic.command.{upgrade,downgrade,revision}`` are wrapped so a failing migration ends at once.
+
+Every model is covered, also one whose ``Meta.signals`` (or ``set_lifecycle_signals_from``) replaces
+the global signals with its own: the source connects to each model's ``meta.signals`` through a
+persistent callback on every Edgy ``Registry`` (existing models and models registered later), and
+the entry-point wrappers re-check the model's signals at each call (signals re-wired after install).
+
+Custom signals (``User.meta.signals.on_verify = edgy.Signal()``) are traced on request through the
+generic blinker source: :func:`trace_model_signal` / :func:`trace_model_signals`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any, Final
+
+import edgy
+from edgy.core import signals as edgy_signals
+from edgy.core.connection.registry import Registry
+from opentelemetry.util.types import AttributeValue
+
+import sigtrace
+from sigtrace import semconv
+from sigtrace.core import safety
+from sigtrace.core.context import current_scope
+from sigtrace.core.correlation import identity_key
+from sigtrace.core.operation import Operation
+from sigtrace.sources.base import Source
+from sigtrace.sources.blinker import SignalPair, SingleSignal
+
+__all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
+
+SOURCE: Final = "edgy"
+
+#: Span attributes of this source (sigtrace.* namespace, no OpenTelemetry equivalent).
+ATTR_IS_UPDATE: Final = "sigtrace.edgy.is_update"
+ATTR_QUERYSET: Final = "sigtrace.edgy.queryset"
+ATTR_FILTER: Final = "sigtrace.edgy.filter"
+ATTR_ROW_COUNT: Final = "sigtrace.edgy.row_count"
+ATTR_RELATION: Final = "sigtrace.edgy.relation"
+ATTR_RELATION_FIELD: Final = "sigtrace.edgy.relation.field"
+ATTR_RELATION_OPERATION: Final = "sigtrace.edgy.relation.operation"
+ATTR_MIGRATE_DIRECTION: Final = "sigtrace.edgy.migrate.direction"
+ATTR_MIGRATE_REVISION: Final = "sigtrace.edgy.migrate.revision"
+
+#: Families of paired lifecycle signals and whether pre and post run in the caller's task.
+_IN_TASK: Final = ("save", "update", "delete")
+_GATHERED: Final = ("bulk", "relation_add", "relation_remove")
+FAMILIES: Final = (*_IN_TASK, *_GATHERED)
+
+#: SQLAlchemy dialect name -> OpenTelemetry ``db.system.name`` value.
+_DB_SYSTEMS: Final = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "mssql": "microsoft.sql_server",
+    "oracle": "oracle.db",
+    "cockroachdb": "cockroachdb",
+}
+_MAX_FILTER: Final = 1024
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _db_fields(database: Any) -> tuple[str | None, str | None]:
+    """(db.system.name, db.namespace) of an Edgy/databasez ``Database``."""
+    url = getattr(database, "url", None)
+    if url is None:
+        return None, None
+    dialect = str(getattr(url, "dialect", "") or "").lower()
+    system = _DB_SYSTEMS.get(dialect, dialect or None)
+    namespace = getattr(url, "database", None)
+    return system, (str(namespace) if namespace else None)
+
+
+def _model_class(sender: Any) -> Any:
+    return sender if isinstance(sender, type) else type(sender)
+
+
+def _tablename(model: Any) -> str | None:
+    meta = getattr(model, "meta", None)
+    name = getattr(meta, "tablename", None)
+    return str(name) if name else None
+
+
+def _pk_of(instance: Any) -> str | None:
+    if instance is None:
+        return None
+    try:
+        pk = instance.pk
+    except Exception:  # noqa: BLE001 - not loaded / deleted: no pk to show
+        return None
+    if pk is None or (isinstance(pk, dict) and all(v is None for v in pk.values())):
+        return None
+    return str(pk)
+
+
+def _is_queryset(obj: Any) -> bool:
+    from edgy.core.db.querysets.base import BaseQuerySet
+
+    return isinstance(obj, BaseQuerySet)
+
+
+def _scope_tag() -> int | None:
+    """Identifies the entry call we are in (same in pre and post, also in gathered child tasks)."""
+    scope = current_scope()
+    if scope is None:
+        return None
+    return id(scope.op if scope.op is not None else scope)
+
+
+def _op_key(instance: Any, family: str, tag: int | None) -> Hashable:
+    return identity_key(instance, SOURCE, family, tag)
+
+
+def _names(values: Any) -> list[str] | None:
+    if isinstance(values, Mapping):
+        return sorted(str(name) for name in values)
+    return None
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class EdgySource(Source):
+    """Connects to Edgy's lifecycle, bulk, relation and migrate signals and wraps its entry points."""
+
+    name = SOURCE
+
+    def __init__(self, engine: Any, options: Any = None) -> None:
+        super().__init__(engine, options)
+        self._lock = threading.RLock()
+        #: id(signal) -> signal, for every lifecycle signal this source is connected to (strong refs).
+        self._watched: dict[int, Any] = {}
+        self._registries: dict[int, Registry] = {}
+        self._receivers: dict[str, Callable[..., Any]] = {}
+        self._capture_values = bool(getattr(options, "capture_values", False))
+
+    # --- attach ---
+
+    def attach(self) -> None:
+        for family in FAMILIES:
+            self._receivers[f"pre_{family}"] = self._make_pre(family)
+            self._receivers[f"post_{family}"] = self._make_post(family)
+        for signal_name in self._receivers:
+            self._watch(getattr(edgy_signals, signal_name), signal_name)
+        self.connect(edgy_signals.pre_migrate, self._on_pre_migrate)
+        self.connect(edgy_signals.post_migrate, self._on_post_migrate)
+        self._patch_entry_points()
+        # Every model, also those with their own Broadcaster and those registered after install().
+        self.patch("edgy.core.connection.registry", "Registry.__init__", self._wrap_registry_init)
+        for registry in self._known_registries():
+            self._hook_registry(registry)
+
+    def _watch(self, signal: Any, signal_name: str) -> None:
+        """Connect this source's receiver for ``signal_name`` to ``signal`` (once per signal object)."""
+        if signal is None or id(signal) in self._watched:
+            return
+        with self._lock:
+            if id(signal) in self._watched:
+                return
+            self._watched[id(signal)] = signal
+            self.connect(signal, self._receivers[signal_name])
+            self.on_detach(lambda: self._watched.pop(id(signal), None))
+
+    def watch_model(self, model: Any) -> None:
+        """Connect to the lifecycle signals of one model's ``meta.signals`` (a registry callback)."""
+        with safety.guard("source.edgy.watch_model"):
+            signals = getattr(getattr(model, "meta", None), "signals", None)
+            if not isinstance(signals, dict):
+                return
+            for signal_name in self._receivers:
+                self._watch(signals.get(signal_name), signal_name)
+
+    def _ensure(self, model: Any, family: str) -> None:
+        """At an entry point: the model's signals may have been re-wired after install."""
+        signals = getattr(getattr(model, "meta", None), "signals", None)
+        if not isinstance(signals, dict):
+            return
+        for signal_name in (f"pre_{family}", f"post_{family}"):
+            signal = signals.get(signal_name)
+            if signal is not None and id(signal) not in self._watched:
+                self._watch(signal, signal_name)
+
+    def _known_registries(self) -> Iterator[Registry]:
+        seen: set[int] = set()
+        stack: list[type[Any]] = [edgy.Model]
+        with safety.guard("source.edgy.registries"):
+            from edgy.core.db.models.base import EdgyBaseModel
+
+            stack.append(EdgyBaseModel)
+        while stack:
+            cls = stack.pop()
+            stack.extend(cls.__subclasses__())
+            registry = getattr(getattr(cls, "meta", None), "registry", None)
+            if isinstance(registry, Registry) and id(registry) not in seen:
+                seen.add(id(registry))
+                yield registry
+            elif getattr(cls, "meta", None) is not None:
+                # A model outside any registry (abstract): still connect to its own signals.
+                self.watch_model(cls)
+
+    def _hook_registry(self, registry: Registry) -> None:
+        with self._lock:
+            if id(registry) in self._registries:
+                return
+            self._registries[id(registry)] = registry
+        callback = self.watch_model
+        registry.register_callback(None, callback, one_time=False)
+
+        def unhook() -> None:
+            callbacks = registry._callbacks.get(None)
+            if callbacks and callback in callbacks:
+                callbacks.remove(callback)
+            self._registries.pop(id(registry), None)
+
+        self.on_detach(unhook)
+
+    def _wrap_registry_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        with safety.guard("source.edgy.registry_init"):
+            self._hook_registry(instance)
+        return result
+
+    # --- operation building ---
+
+    def _operation(self, family: str, sender: Any, kwargs: Mapping[str, Any], signal: str) -> tuple[Operation, Any]:
+        """The operation a signal describes, and the object its key is built on."""
+        model = _model_class(sender)
+        instance = kwargs.get("instance")
+        model_instance = kwargs.get("model_instance")
+        database = getattr(model_instance if model_instance is not None else instance, "database", None)
+        if database is None:
+            database = getattr(model, "database", None)
+        db_system, namespace = _db_fields(database)
+        attributes: dict[str, AttributeValue] = {}
+        audit: dict[str, Any] = {}
+        values: Mapping[str, Any] | None = None
+        changed: list[str] | None = None
+        name = family
+        if family in _IN_TASK:
+            subject = model_instance if model_instance is not None else instance
+            if model_instance is None and _is_queryset(instance):
+                attributes[ATTR_QUERYSET] = True
+                audit["queryset"] = True
+            if family != "delete":
+                changed = _names(kwargs.get("values"))
+                is_update = kwargs.get("is_update")
+                if family == "save" and isinstance(is_update, bool):
+                    attributes[ATTR_IS_UPDATE] = is_update
+                    audit["is_update"] = is_update
+                if self._capture_values:
+                    values = self._values(model_instance, kwargs.get("values"), family)
+        else:
+            subject = instance
+            if family == "bulk":
+                name = str(kwargs.get("operation") or "bulk")
+                raw = kwargs.get("raw_values")
+                if isinstance(raw, list) and len(raw) > 1:
+                    attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(raw)
+                audit["count"] = len(raw) if isinstance(raw, list) else None
+            else:
+                relation = kwargs.get("relation")
+                field = kwargs.get("field")
+                source_model = kwargs.get("source")
+                target_model = kwargs.get("target")
+                if relation:
+                    attributes[ATTR_RELATION] = str(relation)
+                if field:
+                    attributes[ATTR_RELATION_FIELD] = str(field)
+                if kwargs.get("operation"):
+                    attributes[ATTR_RELATION_OPERATION] = str(kwargs["operation"])
+                raw = kwargs.get("raw_values")
+                audit.update(
+                    relation=relation,
+                    field=field,
+                    relation_source=getattr(source_model, "__name__", None),
+                    relation_target=getattr(target_model, "__name__", None),
+                    owner_pk=_pk_of(instance),
+                    count=len(raw) if isinstance(raw, list) else None,
+                )
+        op = Operation(
+            source=SOURCE,
+            name=name,
+            model=model.__name__,
+            collection=_tablename(model),
+            db_system=db_system,
+            namespace=namespace,
+            pk=_pk_of(model_instance) if family in _IN_TASK else None,
+            signal=signal,
+            attributes=attributes,
+            changed_fields=changed,
+            values=values,
+            audit={k: v for k, v in audit.items() if v is not None},
+        )
+        return op, subject
+
+    def _values(self, model_instance: Any, new: Any, family: str) -> dict[str, Any] | None:
+        """``{field: [old, new]}`` where the old value is known (instance update), else ``{field: new}``."""
+        if not isinstance(new, Mapping):
+            return None
+        old_state = getattr(model_instance, "__dict__", None) if family == "update" else None
+        out: dict[str, Any] = {}
+        for field, value in new.items():
+            if isinstance(old_state, dict) and field in old_state:
+                out[str(field)] = [old_state[field], value]
+            else:
+                out[str(field)] = value
+        return out
+
+    async def _filter_shape(self, op: Operation, queryset: Any) -> None:
+        """The WHERE clause of a query-set operation with bind-parameter names, never values."""
+        with safety.guard("source.edgy.filter"):
+            clause = await queryset.build_where_clause()
+            if clause is None:
+                return
+            shape = str(clause)[:_MAX_FILTER]
+            op.attributes[ATTR_FILTER] = shape
+            op.audit["filter"] = shape
+            if self._capture_values:
+                params = clause.compile().params
+                merged = dict(op.values or {})
+                merged["filter"] = dict(params)
+                op.values = merged
+
+    # --- lifecycle receivers ---
+
+    def _make_pre(self, family: str) -> Callable[..., Any]:
+        signal_name = f"pre_{family}"
+        activate = family in _IN_TASK
+        engine = self.engine
+
+        async def on_pre(sender: Any, **kwargs: Any) -> None:
+            with safety.guard(f"source.edgy.{signal_name}"):
+                op, subject = self._operation(family, sender, kwargs, signal_name)
+                if not engine.enabled(SOURCE, op.model, op.name, signal_name):
+                    return
+                if ATTR_QUERYSET in op.attributes:
+                    await self._filter_shape(op, subject)
+                key = _op_key(subject, family, _scope_tag())
+                engine.begin(op, key, obj=subject, activate=activate)
+
+        on_pre.__name__ = f"sigtrace_edgy_{signal_name}"
+        return on_pre
+
+    def _make_post(self, family: str) -> Callable[..., Any]:
+        signal_name = f"post_{family}"
+        engine = self.engine
+
+        async def on_post(sender: Any, **kwargs: Any) -> None:
+            with safety.guard(f"source.edgy.{signal_name}"):
+                instance = kwargs.get("instance")
+                model_instance = kwargs.get("model_instance")
+                subject = model_instance if family in _IN_TASK and model_instance is not None else instance
+                key = _op_key(subject, family, _scope_tag())
+                skipped = bool(kwargs.get("operation_skipped"))
+                outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
+                attributes: dict[str, AttributeValue] = {}
+                audit: dict[str, Any] = {}
+                row_count = kwargs.get("row_count")
+                if row_count is None and family == "bulk":
+                    counts = [kwargs.get("row_count_create"), kwargs.get("row_count_update")]
+                    if any(isinstance(c, int) for c in counts):
+                        row_count = sum(c for c in counts if isinstance(c, int))
+                if isinstance(row_count, int) and not isinstance(row_count, bool):
+                    attributes[ATTR_ROW_COUNT] = row_count
+                    audit["row_count"] = row_count
+                pk = _pk_of(model_instance) if family in _IN_TASK else None
+                op = engine.end(
+                    key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
+                )
+                if op is not None or not skipped:
+                    return
+                # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
+                # unless this is a second post of the same call (models with their own signals).
+                scope = current_scope()
+                if scope is not None and scope.op is not None and scope.op.key == key:
+                    return
+                op, _ = self._operation(family, sender, kwargs, signal_name)
+                if engine.begin(op, key, obj=subject) is not None:
+                    engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
+
+        on_post.__name__ = f"sigtrace_edgy_{signal_name}"
+        return on_post
+
+    # --- migrate (sync signals, string senders) ---
+
+    def _on_pre_migrate(self, sender: Any, **kwargs: Any) -> None:
+        with safety.guard("source.edgy.pre_migrate"):
+            direction = str(sender)
+            revision = kwargs.get("revision") if direction != "revision" else kwargs.get("revision_id")
+            attributes: dict[str, AttributeValue] = {ATTR_MIGRATE_DIRECTION: direction}
+            audit: dict[str, Any] = {"direction": direction}
+            if revision is not None:
+                attributes[ATTR_MIGRATE_REVISION] = str(revision)
+                audit["revision"] = str(revision)
+            for name in ("message", "autogenerate", "sql", "tag"):
+                value = kwargs.get(name)
+                if value not in (None, False):
+                    audit[name] = value
+            op = Operation(
+                source=SOURCE,
+                name="migrate",
+                signal="pre_migrate",
+                attributes=attributes,
+                audit=audit,
+            )
+            config = kwargs.get("config")
+            self.engine.begin(op, _op_key(config, "migrate", None), obj=config, activate=True)
+
+    def _on_post_migrate(self, sender: Any, **kwargs: Any) -> None:
+        with safety.guard("source.edgy.post_migrate"):
+            config = kwargs.get("config")
+            self.engine.end(_op_key(config, "migrate", None), obj=config, signal="post_migrate")
+
+    def _wrap_alembic(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """``alembic.command.*`` under an Edgy migrate signal: a failure ends the span at once."""
+        config = args[0] if args else kwargs.get("config")
+        key = _op_key(config, "migrate", None)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            with safety.guard("source.edgy.migrate_failed"):
+                self.engine.end(key, obj=config, error=exc)
+            raise
+        with safety.guard("source.edgy.migrate_result"):
+            op = self.engine.lookup(key)
+            revision = getattr(result, "revision", None)
+            if op is not None and isinstance(revision, str):
+                op.attributes[ATTR_MIGRATE_REVISION] = revision
+                op.audit["revision"] = revision
+        return result
+
+    # --- entry points ---
+
+    def _patch_entry_points(self) -> None:
+        db = "edgy.core.db.models.mixins.db"
+        qs = "edgy.core.db.querysets.queryset"
+        rel = "edgy.core.db.relationships.relation"
+        self.patch(db, "DatabaseMixin.real_save", self._observing("save"))
+        self.patch(db, "DatabaseMixin.update", self._observing("update"))
+        self.patch(db, "DatabaseMixin.delete", self._observing("delete"))
+        self.patch(qs, "QuerySet.update", self._observing("update"))
+        self.patch(qs, "QuerySet.delete", self._observing("delete"))
+        for method in ("bulk_create", "bulk_update", "bulk_update_or_create", "bulk_get_or_create"):
+            self.patch(qs, f"QuerySet.{method}", self._gathered("bulk", method))
+        for cls in ("ManyRelation", "SingleRelation"):
+            self.patch(rel, f"{cls}.add_many", self._gathered("relation_add", "relation_add"))
+            self.patch(rel, f"{cls}.save_related", self._gathered("relation_add", "relation_add"))
+            self.patch(rel, f"{cls}.remove_many", self._gathered("relation_remove", "relation_remove"))
+        for command in ("upgrade", "downgrade", "revision"):
+            self.patch("alembic.command", command, self._wrap_alembic)
+
+    def _observing(self, family: str) -> Callable[..., Any]:
+        """Instance / query-set operation: receivers own the span; the scope ends it on a failure."""
+        engine = self.engine
+
+        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            with safety.guard("source.edgy.entry"):
+                self._ensure(instance.model_class if _is_queryset(instance) else type(instance), family)
+            async with engine.entry(None):
+                return await wrapped(*args, **kwargs)
+
+        return wrapper
+
+    def _gathered(self, family: str, name: str) -> Callable[..., Any]:
+        """Bulk / relation operation: the span is current for the call, the gathered receivers claim it."""
+        engine = self.engine
+
+        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            op: Operation | None = None
+            expect: Hashable | None = None
+            with safety.guard("source.edgy.entry"):
+                if family == "bulk":
+                    model, owner = instance.model_class, instance
+                    models: Iterable[Any] = (model,)
+                else:
+                    owner = instance.instance
+                    many = hasattr(instance, "through")
+                    model = instance.through if many else instance.to
+                    params = instance._shared_relation_signals_params
+                    models = (params.get("source"), params.get("target"), model)
+                for each in models:
+                    self._ensure(each, family)
+                db_system, namespace = _db_fields(getattr(model, "database", None))
+                op = Operation(
+                    source=SOURCE,
+                    name=name,
+                    model=model.__name__,
+                    collection=_tablename(model),
+                    db_system=db_system,
+                    namespace=namespace,
+                )
+                expect = _op_key(owner, family, id(op))
+            if op is None:
+                return await wrapped(*args, **kwargs)
+            async with engine.entry(op, expect=expect):
+                return await wrapped(*args, **kwargs)
+
+        return wrapper
+
+
+# --------------------------------------------------------------------------- custom signals
+
+
+def _key_by_instance(sender: Any, **kwargs: Any) -> Hashable:
+    subject = kwargs.get("instance", sender)
+    return identity_key(subject)
+
+
+def trace_model_signals(
+    model: Any,
+    pre: str,
+    post: str,
+    *,
+    name: str | None = None,
+    asynchronous: bool = True,
+    key: Callable[..., Hashable] | None = None,
+) -> SignalPair:
+    """Trace a pair of custom signals of a model's Broadcaster (``model.meta.signals.<pre>/<post>``).
+
+    Delivered by the generic blinker source (install with the ``blinker`` source enabled, the
+    default). Correlated by the ``instance`` keyword's identity unless ``key`` is given.
+    ``asynchronous=False`` for signals the application sends with ``send`` instead of ``send_async``.
+    """
+    signals = model.meta.signals
+    return sigtrace.trace_signals(
+        getattr(signals, pre),
+        getattr(signals, post),
+        key=key or _key_by_instance,
+        name=name or (pre[4:] if pre.startswith("pre_") else pre),
+        model=model.__name__,
+        collection=_tablename(model),
+        source=SOURCE,
+        asynchronous=asynchronous,
+    )
+
+
+def trace_model_signal(model: Any, signal: str, *, asynchronous: bool = True) -> SingleSignal:
+    """Trace one custom signal of a model's Broadcaster: an event on the current span plus an audit event."""
+    return sigtrace.trace_signal(
+        getattr(model.meta.signals, signal),
+        name=signal,
+        model=model.__name__,
+        source=SOURCE,
+        asynchronous=asynchronous,
+    )
