@@ -24,6 +24,7 @@ signal see the same proxy object, so they share a key.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
@@ -190,10 +191,8 @@ def _model_info(cls: Any) -> _ModelInfo:
         if db_system != "sqlite" and parsed.database:
             namespace = f"{parsed.database}|{schema}" if schema else parsed.database
     info = _ModelInfo(getattr(cls, "__name__", str(cls)), collection, db_system, namespace)
-    try:
+    with contextlib.suppress(TypeError):
         _info_cache[cls] = info
-    except TypeError:
-        pass
     return info
 
 
@@ -310,23 +309,21 @@ class OrmarSource(Source):
 
         return await self._scoped("save", make, wrapped, args, kwargs)
 
-    async def _wrap_update(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    async def _wrap_update(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def make() -> tuple[Operation, Hashable]:
             op = self._operation("update", _class_of(instance), pk=instance.pk, signal="pre_update")
             columns = args[0] if args else kwargs.get("_columns")
             passed = {k: v for k, v in kwargs.items() if k != "_columns"}
             op.changed_fields = _changed_fields(instance, passed, columns)
+            if _inferred(instance, passed):
+                op.audit["changed_fields_inferred"] = True
             if self._capture_values:
                 op.values = _values_of(instance, op.changed_fields, passed)
             return op, identity_key(instance, "update")
 
         return await self._scoped("update", make, wrapped, args, kwargs)
 
-    async def _wrap_delete(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    async def _wrap_delete(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         def make() -> tuple[Operation, Hashable]:
             op = self._operation("delete", _class_of(instance), pk=instance.pk, signal="pre_delete")
             return op, identity_key(instance, "delete")
@@ -348,9 +345,7 @@ class OrmarSource(Source):
         if child_pk is not None:
             attributes[RELATED_PK] = child_pk
             audit["related_pk"] = child_pk
-        return self._operation(
-            name, _class_of(owner), pk=owner.pk, signal=signal, attributes=attributes, audit=audit
-        )
+        return self._operation(name, _class_of(owner), pk=owner.pk, signal=signal, attributes=attributes, audit=audit)
 
     async def _wrap_relation_add(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -375,9 +370,7 @@ class OrmarSource(Source):
 
         def make() -> tuple[Operation, Hashable]:
             owner = instance._owner
-            op = self._relation_operation(
-                "relation_remove", owner, item, instance.field_name, "pre_relation_remove"
-            )
+            op = self._relation_operation("relation_remove", owner, item, instance.field_name, "pre_relation_remove")
             return op, identity_key(owner, "relation_remove", instance.field_name, id(item))
 
         return await self._scoped("relation_remove", make, wrapped, args, kwargs)
@@ -515,6 +508,8 @@ class OrmarSource(Source):
             if target is not None and op_name == "update" and target.changed_fields is None:
                 passed = kw.get("passed_args") or {}
                 target.changed_fields = _changed_fields(instance, passed, None)
+                if _inferred(instance, passed):
+                    target.audit["changed_fields_inferred"] = True
                 if self._capture_values:
                     target.values = _values_of(instance, target.changed_fields, passed)
         elif name in _RELATION_PRE:
@@ -591,14 +586,27 @@ def _is_parent_echo(sender: Any, instance: Any) -> bool:
 
 
 def _changed_fields(instance: Any, passed: Mapping[str, Any], columns: Iterable[str] | None) -> list[str]:
-    explicit = set(getattr(instance, "__setattr_fields__", ()) or ()) | set(passed)
+    """Fields an update writes that the caller changed: ``update(**kwargs)`` plus the attributes ormar
+    saw being set (it tracks them only for models with ``onupdate`` fields). When neither says
+    anything, ormar writes every column: those are reported (an audit marks them as inferred)."""
+    config = getattr(_class_of(instance), "ormar_config", None)
+    fields = getattr(config, "model_fields", None) or {}
+    pkname = getattr(config, "pkname", None)
+    writable = {
+        name
+        for name, spec in fields.items()
+        if name != pkname and not getattr(spec, "virtual", False) and not getattr(spec, "is_multi", False)
+    }
+    explicit = (set(getattr(instance, "__setattr_fields__", ()) or ()) | set(passed)) & writable
+    if not explicit:
+        explicit = set(writable)
     if columns:
         explicit &= set(columns)
-    own = getattr(_class_of(instance), "ormar_config", None)
-    fields = getattr(own, "model_fields", None)
-    if fields:
-        explicit &= set(fields)
     return sorted(explicit)
+
+
+def _inferred(instance: Any, passed: Mapping[str, Any]) -> bool:
+    return not passed and not getattr(instance, "__setattr_fields__", None)
 
 
 def _values_of(instance: Any, names: Iterable[str] | None, passed: Mapping[str, Any]) -> dict[str, Any]:
