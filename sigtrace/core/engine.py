@@ -225,7 +225,8 @@ class Engine:
             op.outcome = outcome
             if error is not None:
                 op.error = error
-                op.error_type = error_type_of(error)
+                # A source may have named the failure more precisely (a service's error code).
+                op.error_type = op.error_type or error_type_of(error)
             if op.token is not None:
                 _detach(op.token)
                 op.token = None
