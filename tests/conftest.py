@@ -9,10 +9,10 @@ import pytest
 
 os.environ.setdefault("SIGTRACE_STRICT", "1")
 
-import sigtrace  # noqa: E402
+import sigtrace
 
 # The real OTLP receiver (rotel), as fixtures for every test package.
-from tests.otlp_receiver import fresh_otlp_receiver, otlp_receiver  # noqa: E402, F401
+from tests.otlp_receiver import fresh_otlp_receiver, otlp_receiver  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

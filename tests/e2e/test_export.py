@@ -107,7 +107,7 @@ def test_export_reaches_a_real_receiver(
     assert error_points and error_points[-1]["count"] >= told["failed"]
 
     # audit events as OTLP log records, with the same trace and span ids as their spans
-    logs = rx.wait_for(lambda: (lambda l: l if len(l) >= len(ops) else None)(ours(rx.logs())), timeout=20)
+    logs = rx.wait_for(lambda: (lambda found: found if len(found) >= len(ops) else None)(ours(rx.logs())), timeout=20)
     audit = [log for log in logs if log["event_name"] == semconv.AUDIT_EVENT or "outcome" in log["attributes"]]
     for op in ops:
         matching = [a for a in audit if a["trace_id"] == op["trace_id"] and a["span_id"] == op["span_id"]]
