@@ -21,6 +21,7 @@ REGISTRY: dict[str, SourceSpec] = {
     spec.name: spec
     for spec in (
         SourceSpec("blinker", "sigtrace.sources.blinker:BlinkerSource", "blinker", "blinker"),
+        SourceSpec("pynamodb", "sigtrace.sources.pynamodb:PynamoDBSource", "pynamodb", "pynamodb"),
         SourceSpec("ormar", "sigtrace.sources.ormar:OrmarSource", "ormar", "ormar"),
         SourceSpec("edgy", "sigtrace.sources.edgy:EdgySource", "edgy", "edgy"),
     )
