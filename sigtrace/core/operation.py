@@ -40,6 +40,10 @@ class Operation:
     values: Mapping[str, Any] | None = None
     #: Extra audit fields (e.g. both sides of a relation); keys never collide with the standard ones.
     audit: dict[str, Any] = field(default_factory=dict)
+    #: A batch's items: one audit event per item (each mapping overrides fields such as ``pk``)
+    #: instead of one for the operation; an empty sequence audits nothing (e.g. a run whose items
+    #: are operations audited on their own). ``None``: one event, as usual.
+    audit_items: Sequence[Mapping[str, Any]] | None = None
 
     # --- run time, owned by the engine ---
     key: Hashable | None = None

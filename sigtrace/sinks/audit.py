@@ -216,7 +216,11 @@ class AuditSink:
         if not self.wants(op):
             return
         event = self.event(op, end_ns, duration_s)
-        self.publish(event)
+        if op.audit_items is None:
+            self.publish(event)
+            return
+        for item in op.audit_items:  # a batch: one event per item
+            self.publish({**event, **{str(key): self.redactor.value(value) for key, value in item.items()}})
 
     def publish(self, event: Mapping[str, Any]) -> None:
         clean = {key: value for key, value in event.items() if value is not None}

@@ -45,6 +45,8 @@ class MetricSink:
 
     def __init__(self, meter_provider: MeterProvider | None) -> None:
         meter = metrics.get_meter(semconv.SCOPE_NAME, meter_provider=meter_provider)
+        #: The installation's meter: a source creates its own instruments on it (``engine.metrics.meter``).
+        self.meter = meter
         self.duration = meter.create_histogram(
             semconv.METRIC_DURATION,
             unit="s",
