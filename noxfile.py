@@ -32,8 +32,8 @@ SIGNALBUS = [
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("-e", MODERN, "ruff", "mypy")
-    session.run("ruff", "check", "sigtrace", "tests", "examples", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "sigtrace", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
     session.run("mypy", "sigtrace")
 
 
@@ -73,7 +73,9 @@ def signalbus(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     session.install("mkdocs==1.6.1", "mkdocs-material==9.8.2")
-    session.run("mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site", env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
 
 
 @nox.session(python=PYTHON)

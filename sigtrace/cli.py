@@ -34,7 +34,7 @@ BAR_WIDTH = 32
 def _scenarios() -> list[Any]:
     """Demo modules whose library is importable, in registry order."""
     order = list(REGISTRY)
-    found = []
+    found: list[Any] = []
     for info in pkgutil.iter_modules(demo_package.__path__):
         module = importlib.import_module(f"{demo_package.__name__}.{info.name}")
         library = getattr(module, "LIBRARY", None)
@@ -42,7 +42,12 @@ def _scenarios() -> list[Any]:
             found.append(module)
         elif library:
             found.append(_Missing(info.name, library))
-    return sorted(found, key=lambda m: order.index(m.__name__.rpartition(".")[2]) if m.__name__.rpartition(".")[2] in order else 99)
+
+    def position(module: Any) -> int:
+        name = module.__name__.rpartition(".")[2]
+        return order.index(name) if name in order else len(order)
+
+    return sorted(found, key=position)
 
 
 class _Missing:
@@ -90,32 +95,33 @@ def render_waterfall(spans: Sequence[ReadableSpan], out: TextIO) -> None:
     for span in spans:
         by_trace.setdefault(span.context.trace_id if span.context else 0, []).append(span)
     for trace_id, members in by_trace.items():
-        start = min(s.start_time or 0 for s in members)
-        end = max(s.end_time or 0 for s in members)
-        total = max(end - start, 1)
         ids = {s.context.span_id for s in members if s.context}
         children: dict[int | None, list[ReadableSpan]] = {}
         for span in sorted(members, key=lambda s: s.start_time or 0):
             parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
             children.setdefault(parent, []).append(span)
+        start = min(s.start_time or 0 for s in members)
+        total = max(max(s.end_time or 0 for s in members) - start, 1)
         out.write(f"  trace {trace_id:032x}\n")
+        _draw(children, None, 0, start, total, out)
 
-        def draw(parent: int | None, depth: int) -> None:
-            for span in children.get(parent, []):
-                offset = int(((span.start_time or 0) - start) / total * BAR_WIDTH)
-                width = max(1, int(((span.end_time or 0) - (span.start_time or 0)) / total * BAR_WIDTH))
-                bar = " " * offset + "█" * min(width, BAR_WIDTH - offset)
-                failed = span.status.status_code == StatusCode.ERROR
-                attrs = span.attributes or {}
-                mark = "✗" if failed else ("?" if attrs.get("sigtrace.orphaned") else " ")
-                label = ("  " * depth + span.name)[:44]
-                ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
-                detail = f"  {attrs.get('error.type')}" if failed else ""
-                out.write(f"  {mark} {label:<44} {ms:8.2f} ms |{bar:<{BAR_WIDTH}}|{detail}\n")
-                if span.context:
-                    draw(span.context.span_id, depth + 1)
 
-        draw(None, 0)
+def _draw(
+    children: dict[int | None, list[ReadableSpan]], parent: int | None, depth: int, start: int, total: int, out: TextIO
+) -> None:
+    for span in children.get(parent, []):
+        began, ended = span.start_time or 0, span.end_time or 0
+        offset = int((began - start) / total * BAR_WIDTH)
+        width = max(1, int((ended - began) / total * BAR_WIDTH))
+        bar = " " * offset + "█" * min(width, BAR_WIDTH - offset)
+        failed = span.status.status_code == StatusCode.ERROR
+        attrs = span.attributes or {}
+        mark = "✗" if failed else ("?" if attrs.get("sigtrace.orphaned") else " ")
+        label = ("  " * depth + span.name)[:44]
+        detail = f"  {attrs.get('error.type')}" if failed else ""
+        out.write(f"  {mark} {label:<44} {(ended - began) / 1e6:8.2f} ms |{bar:<{BAR_WIDTH}}|{detail}\n")
+        if span.context:
+            _draw(children, span.context.span_id, depth + 1, start, total, out)
 
 
 def render_audit(events: Sequence[dict[str, Any]], out: TextIO) -> None:
@@ -188,7 +194,11 @@ def run_demo(otlp_endpoint: str | None, only: Sequence[str] | None, out: TextIO)
             logger_provider.shutdown()
         tracer_provider.shutdown()
     out.write(f"\n{rule}\n")
-    where = f"exported over OTLP to {otlp_endpoint}" if otlp_endpoint else "kept in memory (set --otlp or OTEL_EXPORTER_OTLP_ENDPOINT to export)"
+    where = (
+        f"exported over OTLP to {otlp_endpoint}"
+        if otlp_endpoint
+        else "kept in memory (set --otlp or OTEL_EXPORTER_OTLP_ENDPOINT to export)"
+    )
     out.write(f"{len(audit_events)} audit events; spans, metrics and audit log records {where}\n")
     return 1 if failures else 0
 
@@ -196,7 +206,9 @@ def run_demo(otlp_endpoint: str | None, only: Sequence[str] | None, out: TextIO)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sigtrace", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run a short scenario with every installed source and show what sigtrace saw")
+    demo = commands.add_parser(
+        "demo", help="run a short scenario with every installed source and show what sigtrace saw"
+    )
     demo.add_argument(
         "--otlp",
         metavar="ENDPOINT",
