@@ -1,0 +1,64 @@
+"""The core contract suite on Django: saves on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+import pytest
+import wrapt
+from django.db import IntegrityError, connections
+from django.db.models import Model, QuerySet, signals
+
+from tests.contract import SourceContract
+from tests.sources.django.conftest import run_threads, skip_without
+from tests.sources.django.testapp.models import Author
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+class TestDjangoContract(SourceContract):
+    source = "django"
+    span_name = "save testapp_author"
+    expected_failure: ClassVar[type[BaseException]] = IntegrityError
+    alias: ClassVar[str] = "default"
+    _orphans: ClassVar[list[Any]] = []
+
+    @pytest.fixture(autouse=True)
+    def _database(self) -> None:
+        skip_without(self.alias)
+
+    def succeed(self) -> None:
+        Author(name=uuid.uuid4().hex).save(using=self.alias)
+
+    def fail(self) -> type[BaseException]:
+        Author(name=None).save(using=self.alias)  # NOT NULL violated: IntegrityError, no post_save
+        return IntegrityError
+
+    def orphan(self) -> None:
+        author = Author(name="orphan")
+        self._orphans.append(author)
+        signals.pre_save.send(sender=Author, instance=author, raw=False, using=self.alias, update_fields=None)
+
+    def run_concurrently(self, threads: int, per_thread: int) -> int:
+        run_threads(threads, per_thread, lambda _t, _i: self.succeed())
+        return threads * per_thread
+
+    def assert_detached(self) -> None:
+        for signal in (
+            signals.pre_save,
+            signals.post_save,
+            signals.pre_delete,
+            signals.post_delete,
+            signals.m2m_changed,
+        ):
+            assert not signal.has_listeners(Author), signal
+        assert not isinstance(Model.__dict__["save_base"], wrapt.FunctionWrapper)
+        assert not isinstance(Model.__dict__["delete"], wrapt.FunctionWrapper)
+        for method in ("delete", "update", "bulk_create", "bulk_update"):
+            assert not isinstance(QuerySet.__dict__[method], wrapt.FunctionWrapper), method
+        connections.close_all()
+
+
+class TestDjangoContractPostgres(TestDjangoContract):
+    alias = "postgres"

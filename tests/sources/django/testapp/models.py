@@ -1,0 +1,63 @@
+"""Models of the Django tests: a unique field (IntegrityError), a cascade, a many-to-many, inheritance."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Author(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    email = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Tag(models.Model):
+    label = models.CharField(max_length=50)
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Article(models.Model):
+    title = models.CharField(max_length=200)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="articles")
+    tags = models.ManyToManyField(Tag, related_name="articles")
+    views = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Comment(models.Model):
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="comments")
+    body = models.TextField()
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Guarded(models.Model):
+    """A row that a PROTECT foreign key keeps from being deleted."""
+
+    author = models.ForeignKey(Author, on_delete=models.PROTECT, related_name="guards")
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=50)
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Restaurant(Place):
+    """Multi-table inheritance: one save writes two tables."""
+
+    stars = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "testapp"
