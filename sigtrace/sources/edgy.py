@@ -469,7 +469,7 @@ class EdgySource(Source):
             self.patch(qs, f"QuerySet.{method}", self._gathered("bulk", method))
         for cls in ("ManyRelation", "SingleRelation"):
             self.patch(rel, f"{cls}.add_many", self._gathered("relation_add", "relation_add"))
-            self.patch(rel, f"{cls}.save_related", self._gathered("relation_add", "relation_add"))
+            self.patch(rel, f"{cls}.save_related", self._gathered("relation_add", "relation_add", staged=True))
             self.patch(rel, f"{cls}.remove_many", self._gathered("relation_remove", "relation_remove"))
         for command in ("upgrade", "downgrade", "revision"):
             self.patch("alembic.command", command, self._wrap_alembic)
@@ -486,13 +486,19 @@ class EdgySource(Source):
 
         return wrapper
 
-    def _gathered(self, family: str, name: str) -> Callable[..., Any]:
-        """Bulk / relation operation: the span is current for the call, the gathered receivers claim it."""
+    def _gathered(self, family: str, name: str, *, staged: bool = False) -> Callable[..., Any]:
+        """Bulk / relation operation: the span is current for the call, the gathered receivers claim it.
+
+        Relation calls with nothing to do (``add_many()`` without children, ``save_related()``
+        without staged children) send no signal and get no span.
+        """
         engine = self.engine
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             op: Operation | None = None
             expect: Hashable | None = None
+            if family != "bulk" and not (getattr(instance, "refs", None) if staged else args):
+                return await wrapped(*args, **kwargs)
             with safety.guard("source.edgy.entry"):
                 if family == "bulk":
                     model, owner = instance.model_class, instance

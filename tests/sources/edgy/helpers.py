@@ -45,7 +45,20 @@ def postgres_unavailable() -> str | None:
                 finally:
                     await conn.close()
 
-            asyncio.run(create())
+            # in a thread of its own: the caller may already run an event loop (async fixtures)
+            errors: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    asyncio.run(create())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    errors.append(exc)
+
+            worker = threading.Thread(target=run)
+            worker.start()
+            worker.join()
+            if errors:
+                raise errors[0]
             _pg_state = ""
         except Exception as exc:  # noqa: BLE001 - any failure means: no server for us
             _pg_state = f"PostgreSQL at {PG_HOST}:{PG_PORT} (user postgres) not usable: {exc!r}"
