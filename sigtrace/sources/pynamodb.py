@@ -68,8 +68,8 @@ _TRANSACT_ACTIONS: Final = (("Put", "put"), ("Update", "update"), ("Delete", "de
 _BATCH_ACTIONS: Final = (("PutRequest", "Item", "put"), ("DeleteRequest", "Key", "delete"))
 #: Attribute-name placeholders at the start of a document path (``#0``, not the ``#1`` of ``#0.#1``).
 _PATH_HEAD = re.compile(r"(?<![.\w#])#\w+")
-#: ``#name = :value`` assignments and ``ADD #name :value`` clauses of an UpdateExpression.
-_ASSIGNMENT = re.compile(r"(?<![.\w#])(#\w+)\s*(?:=\s*)?(:\w+)")
+#: ``SET #name = :value`` assignments of an UpdateExpression (ADD's operand is an increment, not a value).
+_ASSIGNMENT = re.compile(r"(?<![.\w#])(#\w+)\s*=\s*(:\w+)(?=\s*(?:,|$)|\s+(?:SET|ADD|REMOVE|DELETE)\b)")
 
 _REQUEST_FLAGS: Final = (
     ("IndexName", aws_attributes.AWS_DYNAMODB_INDEX_NAME),
