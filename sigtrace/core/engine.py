@@ -9,7 +9,6 @@ operation exactly once: audit event first (the durable record), then metrics, th
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Hashable
@@ -74,6 +73,11 @@ class Engine:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self._excluded = lru_cache(maxsize=4096)(self._compute_excluded)
+        #: Context tokens of operations made current in a context that could not detach them (the
+        #: reaper ended them, or their post came from another thread), by span id: detached at the
+        #: next begin() that finds that span current in its context, or at close().
+        self._stale: dict[int, Token[Any]] = {}
+        self._stale_lock = threading.Lock()
 
     # --- life cycle ---
 
@@ -99,6 +103,11 @@ class Engine:
             self._reaper = None
         for op in self.table.drain():
             self._orphaned(op, "uninstall")
+        with self._stale_lock:
+            stale = list(self._stale.values())
+            self._stale.clear()
+        for token in reversed(stale):
+            _detach(token)
 
     # --- what sources call ---
 
@@ -123,6 +132,8 @@ class Engine:
         """
         if not self.enabled(op.source, op.model, op.name, op.signal):
             return None
+        if self._stale:
+            self._detach_stale_current()
         if key is not None:
             existing = self.table.get(key)
             if existing is not None and (existing.ref is None or existing.ref() is obj):
@@ -228,7 +239,8 @@ class Engine:
                 # A source may have named the failure more precisely (a service's error code).
                 op.error_type = op.error_type or error_type_of(error)
             if op.token is not None:
-                _detach(op.token)
+                if not _detach(op.token):
+                    self._remember_stale(op)
                 op.token = None
             end_ns = time.time_ns()
             duration = max(0.0, time.monotonic() - op.start_monotonic)
@@ -244,8 +256,29 @@ class Engine:
     def _orphaned(self, op: Operation, reason: str) -> None:
         op.orphaned = True
         op.audit["orphan_reason"] = reason
-        op.token = None  # attached in another context: resetting it here would corrupt this one
+        if op.token is not None:
+            # Attached in the context of the thread that sent the pre; resetting it from here is not
+            # possible: that context detaches it at its next begin(), or close() does.
+            self._remember_stale(op)
+            op.token = None
         self._finish(op, semconv.OUTCOME_UNKNOWN, None)
+
+    def _remember_stale(self, op: Operation) -> None:
+        if op.span is None or op.token is None:
+            return
+        with self._stale_lock:
+            if len(self._stale) >= self.table.max_size:
+                self._stale.pop(next(iter(self._stale)))
+            self._stale[op.span.get_span_context().span_id] = op.token
+
+    def _detach_stale_current(self) -> None:
+        """Detach a span left current in this context by an operation that ended elsewhere."""
+        span_id = trace.get_current_span().get_span_context().span_id
+        with self._stale_lock:
+            token = self._stale.pop(span_id, None)
+        if token is not None and not _detach(token):
+            with self._stale_lock:
+                self._stale[span_id] = token
 
 
 class EntryScope:
@@ -315,7 +348,10 @@ def _absorb(target: Operation, op: Operation) -> None:
     target.audit.update(op.audit)
 
 
-def _detach(token: Token[Any]) -> None:
+def _detach(token: Token[Any]) -> bool:
     """Detach a context token if it belongs to this context; elsewhere it cannot (and must not) be."""
-    with contextlib.suppress(ValueError, RuntimeError):
+    try:
         token.var.reset(token)
+    except (ValueError, RuntimeError):
+        return False
+    return True

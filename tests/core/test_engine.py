@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,36 @@ def test_uuid_correlation_id_is_recorded(sigtrace_capture: Capture) -> None:
         assert sigtrace_capture.audit_events[0]["correlation_id"] == str(u)
     finally:
         pair.untrace()
+
+
+def test_orphan_made_current_does_not_stay_current() -> None:
+    from opentelemetry import trace
+
+    with capture(sources=["blinker"], orphan_timeout=0.05) as cap:
+        engine = engine_of(cap)
+        engine.begin(Operation("test", "send"), "orphan", activate=True)
+        orphan_span = trace.get_current_span()
+        assert orphan_span.is_recording()  # current between its pre and its (missing) post
+        deadline = time.monotonic() + 5
+        while engine.table.get("orphan") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not orphan_span.is_recording()  # ended by the reaper thread, still current here
+        engine.begin(Operation("test", "send"), "next")  # the next pre in this context cleans up
+        current = trace.get_current_span()
+        assert current is not orphan_span
+        parent = getattr(current, "parent", None)
+        assert parent is None  # the new operation is not a child of the dead one
+        engine.end("next")
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_close_detaches_orphans_made_current_in_this_context() -> None:
+    from opentelemetry import trace
+
+    with capture(sources=["blinker"], orphan_timeout=0.05) as cap:
+        engine = engine_of(cap)
+        engine.begin(Operation("test", "send"), "orphan", activate=True)
+        deadline = time.monotonic() + 5
+        while engine.table.get("orphan") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert trace.get_current_span() is trace.INVALID_SPAN
