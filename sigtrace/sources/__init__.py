@@ -24,6 +24,7 @@ REGISTRY: dict[str, SourceSpec] = {
         SourceSpec("pynamodb", "sigtrace.sources.pynamodb:PynamoDBSource", "pynamodb", "pynamodb"),
         SourceSpec("ormar", "sigtrace.sources.ormar:OrmarSource", "ormar", "ormar"),
         SourceSpec("edgy", "sigtrace.sources.edgy:EdgySource", "edgy", "edgy"),
+        SourceSpec("signalbus", "sigtrace.sources.signalbus:SignalBusSource", "flask_signalbus", "signalbus"),
         SourceSpec("django", "sigtrace.sources.django.source:DjangoSource", "django", "django"),
     )
 }

@@ -1,0 +1,616 @@
+"""Flask-SignalBus source: every message sent from the outbox, every flush run, and the trace context through it.
+
+Flask-SignalBus sends no signals. Its "signals" are rows of models that define
+``send_signalbus_message()`` (and optionally the class method ``send_signalbus_messages()``), sent
+after each commit (autoflush, inside ``commit()``) or by ``SignalBus.flush`` / ``flushmany`` /
+``flushordered`` (and the ``flask signalbus`` CLI, which calls them). So this source wraps:
+
+- the run entry points ``SignalBus.flush``, ``flushmany``, ``flushordered`` and
+  ``_after_commit_handler`` (autoflush): one parent span per run, named ``flush`` / ``flushmany`` /
+  ``flushordered`` / ``autoflush`` (plus the table when the run covers one model), with the counts
+  sent and left pending; runs are not audited themselves (their messages are);
+- ``SignalBus._send_and_delete_signal_instances`` (the library's one send path of the flush kinds):
+  counts, and the messages a failed send leaves pending (metric ``sigtrace.signalbus.messages.left_pending``);
+- the model's own ``send_signalbus_message`` (span ``send {table}``, one audit event) and
+  ``send_signalbus_messages`` (span ``BATCH send {table}`` with ``db.operation.batch.size``, the
+  messages' pks as an attribute, their origins as links, one audit event per message). They are
+  wrapped on the class that defines them, for models mapped before ``install()`` (found through
+  SQLAlchemy's mapper registries), after it (``mapper_configured``), and, as a last resort, at the
+  moment SignalBus is about to send them.
+
+A send that raises ends its span as an ERROR at once (audit outcome ``error``). Autoflush then logs
+the error, rolls back and returns (``commit()`` does not raise): the autoflush span is ended as an
+ERROR too, and the rows it took are counted as left pending. The flush kinds let the exception
+propagate to their caller (the CLI logs it and exits with status 1).
+
+Trace context through the outbox: :class:`TraceContextMixin` adds ``traceparent`` / ``tracestate``
+columns filled when a row is created; the send span links to that context, so a trace viewer leads
+from the request that created the row to the flush that sent it. :func:`inject_headers` puts the
+current context (the send span, inside ``send_signalbus_message``) into the outgoing message's
+headers so that a consumer continues the trace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from contextvars import ContextVar
+from typing import Any, Final
+
+import wrapt
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+from sigtrace import semconv
+from sigtrace.core import safety
+from sigtrace.core.correlation import identity_key
+from sigtrace.core.engine import error_type_of
+from sigtrace.core.operation import Operation
+from sigtrace.sources.base import Source
+
+__all__ = [
+    "ATTR_LEFT_PENDING",
+    "ATTR_MODELS",
+    "ATTR_PKS",
+    "ATTR_SENT",
+    "METRIC_LEFT_PENDING",
+    "SignalBusSource",
+    "TraceContextMixin",
+    "extract_context",
+    "inject_headers",
+    "trace_context_of",
+]
+
+SOURCE: Final = "signalbus"
+
+#: Counter of messages a run took from the outbox and left there because a send failed.
+METRIC_LEFT_PENDING: Final = "sigtrace.signalbus.messages.left_pending"
+#: Run span attributes: messages sent (and removed from the outbox) and left pending by the run.
+ATTR_SENT: Final = "sigtrace.signalbus.messages.sent"
+ATTR_LEFT_PENDING: Final = "sigtrace.signalbus.messages.left_pending"
+#: Run span attribute: the signal models the run covers.
+ATTR_MODELS: Final = "sigtrace.signalbus.models"
+#: Batch span attribute: the pks of the batch's messages (at most :data:`MAX_BATCH_DETAIL`).
+ATTR_PKS: Final = "sigtrace.signalbus.pks"
+#: At most this many pks and links on a batch span (the SDK keeps 128 links by default).
+MAX_BATCH_DETAIL: Final = 128
+
+_SEND: Final = "send_signalbus_message"
+_SEND_BATCH: Final = "send_signalbus_messages"
+_QUEUE_KEY: Final = "flask_signalbus__signals_to_flush"  # flask_signalbus.signalbus._SIGNALS_TO_FLUSH_SESSION_INFO_KEY
+
+#: SQLAlchemy dialect name -> ``db.system.name``.
+_DB_SYSTEMS: Final = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "mssql": "microsoft.sql_server",
+    "oracle": "oracle.db",
+}
+
+_W3C = TraceContextTextMapPropagator()
+
+
+class _Run:
+    """What one flush run did; lives in a context variable set and reset by the same wrapper."""
+
+    __slots__ = ("db_system", "error", "kind", "left_pending", "sent")
+
+    def __init__(self, kind: str, db_system: str | None) -> None:
+        self.kind = kind
+        self.db_system = db_system
+        self.sent = 0
+        self.left_pending = 0
+        self.error: BaseException | None = None
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("sigtrace_signalbus_run", default=None)
+#: Set while a message or batch send is traced: a send nested in it (a batch implemented with
+#: per-message sends, an override calling ``super()``) is part of it, not a second operation.
+_SENDING: ContextVar[bool] = ContextVar("sigtrace_signalbus_sending", default=False)
+
+
+# --- trace context through the outbox -------------------------------------------------------------
+
+
+def _sqlalchemy() -> Any:
+    return importlib.import_module("sqlalchemy")
+
+
+def _context_columns() -> tuple[Any, Any]:
+    sa = _sqlalchemy()
+    return sa.Column(sa.String(55), nullable=True), sa.Column(sa.String(512), nullable=True)
+
+
+def _capture_into(row: Any) -> None:
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    if "traceparent" in carrier:
+        row.traceparent = carrier["traceparent"]
+        row.tracestate = carrier.get("tracestate") or None
+
+
+class TraceContextMixin:
+    """Opt-in mixin for signal models: the W3C trace context of the code that created the row.
+
+    ``traceparent`` / ``tracestate`` columns, filled at construction from the current context
+    (left alone if the caller passes them). The send span links to this context::
+
+        class OrderShipped(TraceContextMixin, db.Model):
+            id = db.Column(db.Integer, primary_key=True)
+            def send_signalbus_message(self): ...
+    """
+
+    traceparent: Any
+    tracestate: Any
+    traceparent, tracestate = _context_columns()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init: Any = super().__init__
+        init(*args, **kwargs)
+        if getattr(self, "traceparent", None) is None:
+            _capture_into(self)
+
+
+def trace_context_of(row: Any) -> SpanContext | None:
+    """The span context stored in a :class:`TraceContextMixin` row, if valid."""
+    if not isinstance(row, TraceContextMixin):
+        return None
+    try:
+        traceparent = row.traceparent
+        tracestate = row.tracestate
+    except Exception:  # noqa: BLE001 - an expired, deleted row: the send itself will tell
+        return None
+    if not traceparent:
+        return None
+    carrier = {"traceparent": str(traceparent)}
+    if tracestate:
+        carrier["tracestate"] = str(tracestate)
+    span_context = trace.get_current_span(_W3C.extract(carrier)).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMapping[str, Any]:
+    """Put the current trace context into outgoing message headers (the global propagator: W3C by default).
+
+    Inside ``send_signalbus_message`` the current span is sigtrace's send span, so a consumer that
+    extracts these headers (:func:`extract_context`) continues the trace of the send::
+
+        def send_signalbus_message(self):
+            channel.basic_publish(..., properties=pika.BasicProperties(headers=inject_headers({})))
+    """
+    if headers is None:
+        headers = {}
+    with safety.guard("source.signalbus.inject_headers"):
+        propagate.inject(headers)
+    return headers
+
+
+def extract_context(headers: Any) -> Context:
+    """The trace context carried by a received message's headers (for the consumer's span parent)."""
+    return propagate.extract(dict(headers or {}))
+
+
+# --- model facts -----------------------------------------------------------------------------------
+
+
+def _table_of(cls: type) -> str | None:
+    name = getattr(cls, "__tablename__", None)
+    if isinstance(name, str):
+        return name
+    table = getattr(getattr(cls, "__table__", None), "name", None)
+    return table if isinstance(table, str) else None
+
+
+def _pk_of(row: Any) -> str | None:
+    """The row's primary key without loading anything (identity, else the pk attributes set)."""
+    try:
+        state = _sqlalchemy().inspect(row)
+    except Exception:  # noqa: BLE001 - not a mapped instance
+        return None
+    identity = state.identity
+    if identity is None:
+        values = [state.dict.get(prop.key) for prop in state.mapper.iterate_properties if _is_pk(state.mapper, prop)]
+        if not values or any(value is None for value in values):
+            return None
+        identity = tuple(values)
+    return str(identity[0]) if len(identity) == 1 else ",".join(str(part) for part in identity)
+
+
+def _is_pk(mapper: Any, prop: Any) -> bool:
+    columns: Any = getattr(prop, "columns", None) or ()
+    return any(column in mapper.primary_key for column in columns)
+
+
+def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
+    """``db.system.name`` and ``db.namespace`` of an engine or connection."""
+    if bind is None:
+        return None, None
+    dialect = getattr(getattr(bind, "dialect", None), "name", None)
+    if not isinstance(dialect, str):
+        return None, None
+    system = _DB_SYSTEMS.get(dialect, dialect)
+    namespace = None
+    if system != "sqlite":
+        database = getattr(getattr(bind, "url", None), "database", None)
+        namespace = database if isinstance(database, str) and database else None
+    return system, namespace
+
+
+def _db_of_row(row: Any) -> tuple[str | None, str | None]:
+    sa = _sqlalchemy()
+    try:
+        session = sa.orm.object_session(row)
+        if session is None:
+            return None, None
+        return _db_of_bind(session.get_bind(mapper=sa.inspect(type(row))))
+    except (RuntimeError, sa.exc.SQLAlchemyError):  # no application context, unbound session
+        return None, None
+
+
+def _db_of_bus(bus: Any) -> tuple[str | None, str | None]:
+    sa = _sqlalchemy()
+    try:
+        return _db_of_bind(bus.db.engine)
+    except (RuntimeError, AttributeError, sa.exc.SQLAlchemyError):
+        return None, None
+
+
+def _is_signal_model(cls: Any) -> bool:
+    return isinstance(cls, type) and hasattr(cls, _SEND)
+
+
+def _mapped_classes() -> list[type]:
+    """Every class mapped so far (SQLAlchemy's registries; private, hence the caution)."""
+    mapperlib = getattr(_sqlalchemy().orm, "mapperlib", None)
+    registries = getattr(mapperlib, "_mapper_registries", None)
+    classes: list[type] = []
+    for registry in list(registries or ()):
+        for mapper in list(getattr(registry, "mappers", ())):
+            cls = getattr(mapper, "class_", None)
+            if isinstance(cls, type):
+                classes.append(cls)
+    return classes
+
+
+# --- the source ------------------------------------------------------------------------------------
+
+
+class SignalBusSource(Source):
+    """Spans, metrics and audit events for the messages Flask-SignalBus sends."""
+
+    name = "signalbus"
+
+    def __init__(self, engine: Any, options: Any = None) -> None:
+        super().__init__(engine, options)
+        self._lock = threading.Lock()
+        self._instrumented: dict[str, weakref.WeakSet[type]] = {
+            _SEND: weakref.WeakSet(),
+            _SEND_BATCH: weakref.WeakSet(),
+        }
+        self._seq = itertools.count()
+        self._left_pending: Any = None
+
+    def attach(self) -> None:
+        module = importlib.import_module("flask_signalbus.signalbus")
+        for kind in ("flush", "flushmany", "flushordered"):
+            self.patch(module, f"SignalBus.{kind}", self._run_wrapper(kind))
+        self.patch(module, "SignalBus._after_commit_handler", self._autoflush_wrapper)
+        self.patch(module, "SignalBus._send_and_delete_signal_instances", self._chunk_wrapper)
+
+        sa = _sqlalchemy()
+        mapper_class = sa.orm.Mapper
+        sa.event.listen(mapper_class, "mapper_configured", self._on_mapper_configured)
+        self.on_detach(lambda: sa.event.remove(mapper_class, "mapper_configured", self._on_mapper_configured))
+        with safety.guard("source.signalbus.discover"):
+            for cls in _mapped_classes():
+                self.instrument_model(cls)
+
+        metrics = self.engine.metrics
+        if metrics is not None:
+            self._left_pending = metrics.meter.create_counter(
+                METRIC_LEFT_PENDING,
+                unit="{message}",
+                description="Messages a Flask-SignalBus run took from the outbox and left there because a send failed.",
+            )
+
+    # --- model instrumentation ---
+
+    def _on_mapper_configured(self, _mapper: Any, cls: Any) -> None:
+        with safety.guard("source.signalbus.mapper_configured"):
+            self.instrument_model(cls)
+
+    def instrument_model(self, cls: Any) -> None:
+        """Wrap the send methods of a signal model on the class that defines them (once; undone on detach)."""
+        if not _is_signal_model(cls):
+            return
+        for name, wrapper in ((_SEND, self._send_wrapper), (_SEND_BATCH, self._batch_wrapper)):
+            owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+            if owner is None:
+                continue
+            with self._lock:
+                done = self._instrumented[name]
+                if owner in done:
+                    continue
+                original = vars(owner)[name]
+                proxy = wrapt.FunctionWrapper(original, wrapper)
+                setattr(owner, name, proxy)
+                done.add(owner)
+            self.on_detach(_restorer(owner, name, original, proxy))
+
+    # --- runs ---
+
+    def _run_op(
+        self, kind: str, signal: str, models: Sequence[Any] | None, db: tuple[str | None, str | None]
+    ) -> Operation:
+        op = Operation(source=SOURCE, name=kind, db_system=db[0], namespace=db[1], signal=signal, audit_items=())
+        if models is not None:
+            names = sorted({getattr(model, "__name__", str(model)) for model in models})
+            op.attributes[ATTR_MODELS] = names
+            if len(models) == 1:
+                op.model = names[0]
+                op.collection = _table_of(models[0])
+        return op
+
+    def _run_wrapper(self, kind: str) -> Callable[..., Any]:
+        engine = self.engine
+
+        def wrapper(wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            op = None
+            with safety.guard(f"source.signalbus.{kind}"):
+                models = args[0] if args else kwargs.get("models")
+                if models is None:
+                    models = bus.get_signal_models()
+                elif not isinstance(models, list | tuple):
+                    models = None  # an iterator: never consume the caller's argument
+                for model in models or ():
+                    self.instrument_model(model)
+                op = self._run_op(kind, kind, models, _db_of_bus(bus))
+            if op is None or _RUN.get() is not None:
+                return wrapped(*args, **kwargs)
+            run = _Run(kind, op.db_system)
+            token = _RUN.set(run)
+            try:
+                with engine.entry(op):
+                    try:
+                        sent = wrapped(*args, **kwargs)
+                    except BaseException:
+                        with safety.guard(f"source.signalbus.{kind}"):
+                            _set_counts(op, run)
+                        raise
+                    with safety.guard(f"source.signalbus.{kind}"):
+                        if isinstance(sent, int):
+                            run.sent = sent
+                        _set_counts(op, run)
+                    return sent
+            finally:
+                _RUN.reset(token)
+
+        return wrapper
+
+    def _autoflush_wrapper(
+        self, wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        op = None
+        queued: list[Any] = []
+        with safety.guard("source.signalbus.autoflush"):
+            session = args[0] if args else kwargs.get("session")
+            info = getattr(session, "info", None)
+            if bus.autoflush and isinstance(info, dict) and info.get(_QUEUE_KEY):
+                queued = list(info[_QUEUE_KEY])
+                models = list({type(row): None for row in queued})
+                for model in models:
+                    self.instrument_model(model)
+                op = self._run_op("autoflush", "after_commit", models, _db_of_bind(_bind_of(session)))
+        if op is None or _RUN.get() is not None:
+            return wrapped(*args, **kwargs)
+        run = _Run("autoflush", op.db_system)
+        token = _RUN.set(run)
+        try:
+            with self.engine.entry(op) as scope:
+                try:
+                    result = wrapped(*args, **kwargs)
+                except BaseException as exc:
+                    with safety.guard("source.signalbus.autoflush"):
+                        self._count_left_pending(queued, run, exc)
+                        run.left_pending = len(queued)
+                        _set_counts(op, run)
+                    raise
+                with safety.guard("source.signalbus.autoflush"):
+                    if run.error is not None:
+                        # The library logged the failed send, rolled back and returned: every queued row stays.
+                        self._count_left_pending(queued, run, run.error)
+                        run.left_pending = len(queued)
+                        run.sent = 0
+                        _set_counts(op, run)
+                        self.engine.end(op=scope.operation, error=run.error)
+                    else:
+                        run.sent = len(queued)
+                        _set_counts(op, run)
+                return result
+        finally:
+            _RUN.reset(token)
+
+    def _chunk_wrapper(
+        self, wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        model: Any = None
+        instances: Any = ()
+        with safety.guard("source.signalbus.chunk"):
+            model = args[0] if args else kwargs.get("model")
+            instances = args[1] if len(args) > 1 else kwargs.get("instances", ())
+            self.instrument_model(model)
+        try:
+            sent = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            with safety.guard("source.signalbus.chunk"):
+                rows = list(instances) if isinstance(instances, list | tuple) else []
+                run = _RUN.get()
+                self._count_left_pending(rows, run, exc)
+                if run is not None:
+                    run.left_pending += len(rows)
+            raise
+        with safety.guard("source.signalbus.chunk"):
+            run = _RUN.get()
+            if run is not None and isinstance(sent, int):
+                run.sent += sent
+        return sent
+
+    def _count_left_pending(self, rows: Iterable[Any], run: _Run | None, error: BaseException) -> None:
+        counter = self._left_pending
+        if counter is None:
+            return
+        by_model: dict[type, int] = {}
+        for row in rows:
+            by_model[type(row)] = by_model.get(type(row), 0) + 1
+        for model, count in by_model.items():
+            attrs: dict[str, AttributeValue] = {
+                semconv.SIGTRACE_SOURCE: SOURCE,
+                semconv.ERROR_TYPE: error_type_of(error),
+            }
+            if run is not None:
+                attrs[semconv.DB_OPERATION_NAME] = run.kind
+                if run.db_system:
+                    attrs[semconv.DB_SYSTEM_NAME] = run.db_system
+            table = _table_of(model)
+            if table:
+                attrs[semconv.DB_COLLECTION_NAME] = table
+            counter.add(count, attrs)
+
+    # --- sends ---
+
+    def _send_wrapper(
+        self, wrapped: Callable[..., Any], row: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        op = None
+        origin: SpanContext | None = None
+        if not _SENDING.get() and row is not None and not isinstance(row, type):
+            with safety.guard("source.signalbus.send"):
+                cls = type(row)
+                db = _db_of_row(row)
+                op = Operation(
+                    source=SOURCE,
+                    name="send",
+                    model=cls.__name__,
+                    collection=_table_of(cls),
+                    db_system=db[0],
+                    namespace=db[1],
+                    pk=_pk_of(row),
+                    signal=_SEND,
+                )
+                origin = trace_context_of(row)
+        if op is None:
+            return wrapped(*args, **kwargs)
+        key = identity_key(row, "send", next(self._seq))
+        return self._traced_send(wrapped, args, kwargs, op, key, row, [origin])
+
+    def _batch_wrapper(
+        self, wrapped: Callable[..., Any], cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        op = None
+        origins: list[SpanContext | None] = []
+        rows: list[Any] = []
+        if not _SENDING.get():
+            with safety.guard("source.signalbus.send_batch"):
+                if args and not isinstance(args[0], list | tuple):
+                    args = (list(args[0]), *args[1:])  # an iterator: hand the library the same items
+                rows = list(args[0]) if args else []
+                model = cls if isinstance(cls, type) else type(cls)
+                db = _db_of_row(rows[0]) if rows else (None, None)
+                pks = [_pk_of(row) for row in rows]
+                batch = len(rows) != 1
+                op = Operation(
+                    source=SOURCE,
+                    name="BATCH send" if batch else "send",
+                    model=model.__name__,
+                    collection=_table_of(model),
+                    db_system=db[0],
+                    namespace=db[1],
+                    pk=None if batch else pks[0],
+                    signal=_SEND_BATCH,
+                    audit_items=[{"pk": pk, "model": type(row).__name__} for pk, row in zip(pks, rows, strict=True)]
+                    if batch
+                    else None,
+                )
+                if batch:
+                    op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(rows)
+                    op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_DETAIL]]
+                origins = [trace_context_of(row) for row in rows]
+        if op is None:
+            return wrapped(*args, **kwargs)
+        key = identity_key(rows, "send_batch", next(self._seq))
+        return self._traced_send(wrapped, args, kwargs, op, key, None, origins)
+
+    def _traced_send(
+        self,
+        wrapped: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        op: Operation,
+        key: Any,
+        row: Any,
+        origins: list[SpanContext | None],
+    ) -> Any:
+        engine = self.engine
+        sending = _SENDING.set(True)
+        try:
+            with engine.entry(op, expect=key) as scope:
+                with safety.guard("source.signalbus.send"):
+                    traced = scope.operation
+                    if traced is not None:
+                        # In the in-flight table: a send that never returns is reaped as an orphan.
+                        engine.begin(traced, key, obj=row)
+                        _link_origins(traced, origins)
+                try:
+                    return wrapped(*args, **kwargs)
+                except BaseException as exc:
+                    run = _RUN.get()
+                    if run is not None and run.error is None:
+                        run.error = exc
+                    raise
+        finally:
+            _SENDING.reset(sending)
+
+
+def _restorer(owner: type, name: str, original: Any, proxy: Any) -> Callable[[], None]:
+    def restore() -> None:
+        if vars(owner).get(name) is proxy:  # someone wrapped it on top of us: leave their wrapper in place
+            setattr(owner, name, original)
+
+    return restore
+
+
+def _bind_of(session: Any) -> Any:
+    sa = _sqlalchemy()
+    try:
+        return session.get_bind()
+    except (RuntimeError, sa.exc.SQLAlchemyError):
+        return None
+
+
+def _set_counts(op: Operation, run: _Run) -> None:
+    op.attributes[ATTR_SENT] = run.sent
+    op.attributes[ATTR_LEFT_PENDING] = run.left_pending
+
+
+def _link_origins(op: Operation, origins: Iterable[SpanContext | None]) -> None:
+    """Link the send span to the contexts that created its rows (not to its own trace: it is there already)."""
+    span = op.span
+    if span is None or not span.is_recording():
+        return
+    own = span.get_span_context().trace_id
+    seen: set[tuple[int, int]] = set()
+    for origin in origins:
+        if origin is None or origin.trace_id == own or (origin.trace_id, origin.span_id) in seen:
+            continue
+        seen.add((origin.trace_id, origin.span_id))
+        if len(seen) > MAX_BATCH_DETAIL:
+            break
+        span.add_link(origin)
