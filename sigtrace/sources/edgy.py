@@ -264,8 +264,9 @@ class EdgySource(Source):
         if family in _IN_TASK:
             subject = model_instance if model_instance is not None else instance
             if model_instance is None and _is_queryset(instance):
+                # The same names as the ormar source: query-set operations are not instance operations.
+                name = f"queryset_{family}"
                 attributes[ATTR_QUERYSET] = True
-                audit["queryset"] = True
             if family != "delete":
                 changed = _names(kwargs.get("values"))
                 is_update = kwargs.get("is_update")
@@ -299,6 +300,7 @@ class EdgySource(Source):
                     field=field,
                     relation_source=getattr(source_model, "__name__", None),
                     relation_target=getattr(target_model, "__name__", None),
+                    related_model=getattr(target_model, "__name__", None),
                     owner_pk=_pk_of(instance),
                     count=len(raw) if isinstance(raw, list) else None,
                 )
@@ -387,7 +389,7 @@ class EdgySource(Source):
                         row_count = sum(c for c in counts if isinstance(c, int))
                 if isinstance(row_count, int) and not isinstance(row_count, bool):
                     attributes[ATTR_ROW_COUNT] = row_count
-                    audit["row_count"] = row_count
+                    audit["rows"] = row_count
                 pk = _pk_of(model_instance) if family in _IN_TASK else None
                 op = engine.end(
                     key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
