@@ -43,7 +43,7 @@ from sigtrace.sources.base import Source
 __all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
 
 SOURCE = "django"
-#: Span attribute: rows a bulk operation wrote (``QuerySet.update``, ``bulk_create``, ``bulk_update``, deletes).
+#: Span attribute: rows a bulk operation wrote (``QuerySet.update``, ``bulk_create``, ``bulk_update``, m2m).
 ROWS_AFFECTED = "sigtrace.rows_affected"
 #: At most this many pks are listed in the audit event of a bulk operation (``pks_truncated`` says when cut).
 MAX_AUDITED_PKS = 100
@@ -340,11 +340,9 @@ class DjangoSource(Source):
             op.ref = weak_ref(instance)
         if op is None:
             return wrapped(*args, **kwargs)
-        with self.engine.entry(op, expect=identity_key(instance, "delete")) as scope:
-            result = wrapped(*args, **kwargs)
-            with safety.guard("source.django.delete"):
-                _record_deleted(scope.operation, result)
-            return result
+        # Cascaded rows are operations of their own (their pre_delete/post_delete), children of this one.
+        with self.engine.entry(op, expect=identity_key(instance, "delete")):
+            return wrapped(*args, **kwargs)
 
     def _wrap_queryset_delete(self, wrapped: Callable[..., Any], queryset: Any, args: Any, kwargs: Any) -> Any:
         # One operation per deleted row comes from the signals; the scope ends them at once on failure.
@@ -358,7 +356,23 @@ class DjangoSource(Source):
 
     def _on_post_delete(self, sender: Any, instance: Any, **_: Any) -> None:
         with safety.guard("source.django.post_delete"):
-            self.engine.end(identity_key(instance, "delete"), obj=instance, signal="post_delete")
+            self._end_after_commit(identity_key(instance, "delete"), instance, signal="post_delete")
+
+    def _end_after_commit(self, key: Hashable, instance: Any, **updates: Any) -> None:
+        """End at a post signal sent INSIDE Django's own ``atomic`` block (delete, m2m): where the operation
+        belongs to the entry scope around that block, leave the end to the scope, which sees the commit
+        fail (a deferred foreign key) as an exception; elsewhere end now."""
+        scope = current_scope()
+        op = self.engine.lookup(key)
+        if (
+            scope is not None
+            and op is not None
+            and (op.ref is None or op.ref() is instance)
+            and (op is scope.op or op in scope.ops)
+        ):
+            op.update(**updates)
+            return
+        self.engine.end(key, obj=instance, **updates)
 
     # --- many-to-many ---
 
@@ -438,7 +452,7 @@ class DjangoSource(Source):
             name, is_pre = kind
             key = identity_key(instance, name, sender)
             if not is_pre:
-                self.engine.end(key, obj=instance)
+                self._end_after_commit(key, instance)
                 return
             op = self._m2m_operation(name, type(instance), sender, using, instance, "m2m_changed")
             related = sorted(str(pk) for pk in pk_set) if pk_set is not None else None
@@ -530,16 +544,6 @@ def _record_bulk(method: str, op: Operation, args: Sequence[Any], kwargs: Mappin
         op.audit["pks"] = pks[:MAX_AUDITED_PKS]
         if len(pks) > MAX_AUDITED_PKS:
             op.audit["pks_truncated"] = True
-
-
-def _record_deleted(op: Operation | None, result: Any) -> None:
-    if op is None or not isinstance(result, tuple) or len(result) != 2:
-        return
-    total, per_model = result
-    op.attributes[ROWS_AFFECTED] = int(total)
-    op.audit["rows"] = int(total)
-    if isinstance(per_model, Mapping) and len(per_model) > 1:
-        op.audit["deleted"] = {str(label): int(count) for label, count in per_model.items()}
 
 
 def _forget_related_managers() -> None:

@@ -41,7 +41,11 @@ DATABASES: dict[str, dict[str, Any]] = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(_TMP / "db.sqlite3"),
         # Threads write at once: wait for the lock, and take it at the start of each transaction.
-        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA synchronous=OFF; PRAGMA journal_mode=WAL;",
+        },
         "TEST": {"NAME": str(_TMP / "test.sqlite3")},
     }
 }

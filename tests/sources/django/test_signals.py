@@ -1,0 +1,379 @@
+"""Every signal Django sends for a model, on SQLite and PostgreSQL: spans, audit events, failures at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, connections
+from django.db.models import ProtectedError, signals
+from django.db.models.deletion import Collector
+from django.test import override_settings
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from sigtrace import semconv
+from sigtrace.sources.django.source import ROWS_AFFECTED
+from sigtrace.testing import Capture, capture
+from tests.sources.django.testapp.models import Article, Author, Comment, Guarded, Restaurant, Tag
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+SYSTEMS = {"default": "sqlite", "postgres": "postgresql"}
+
+
+@pytest.fixture
+def cap() -> Iterator[Capture]:
+    with capture(sources=["django"]) as cap:
+        yield cap
+    connections.close_all()
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def span_id(span: ReadableSpan) -> int:
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return ctx.span_id
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def one_audit(cap: Capture, span: ReadableSpan) -> dict[str, Any]:
+    events = cap.audit_for(span)
+    assert len(events) == 1, cap.audit_events
+    return events[0]
+
+
+# --- save ---
+
+
+def test_create_then_update(cap: Capture, alias: str) -> None:
+    author = Author(name="ada", email="ada@example.org")
+    author.save(using=alias)
+    author.email = "ada@lovelace.org"
+    author.save(using=alias, update_fields=["email"])
+    created, updated = cap.spans_named("save testapp_author")
+    for span in (created, updated):
+        a = attrs(span)
+        assert a[semconv.DB_SYSTEM_NAME] == SYSTEMS[alias]
+        assert a[semconv.DB_OPERATION_NAME] == "save"
+        assert a[semconv.SIGTRACE_MODEL] == "Author"
+        assert a[semconv.SIGTRACE_PK] == str(author.pk)
+        assert a[semconv.SIGTRACE_SIGNAL] == "post_save"
+        assert span.status.status_code == StatusCode.UNSET
+    first, second = one_audit(cap, created), one_audit(cap, updated)
+    assert first["created"] is True and first["changed_fields"] == ["name", "email"]
+    assert second["created"] is False and second["changed_fields"] == ["email"]
+    assert first["pk"] == second["pk"] == str(author.pk)
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_manager_create_and_inheritance_are_one_operation_each(cap: Capture, alias: str) -> None:
+    Author.objects.using(alias).create(name="grace")
+    Restaurant(name="chez", stars=2).save(using=alias)  # writes testapp_place and testapp_restaurant
+    assert len(cap.spans_named("save testapp_author")) == 1
+    (restaurant,) = cap.spans_named("save testapp_restaurant")
+    assert one_audit(cap, restaurant)["model"] == "Restaurant"
+    assert [s.name for s in cap.spans] == ["save testapp_author", "save testapp_restaurant"]
+
+
+def test_integrity_error_is_an_error_span_at_once(cap: Capture, alias: str) -> None:
+    Author.objects.using(alias).create(name="dup")
+    with pytest.raises(IntegrityError):
+        Author(name="dup").save(using=alias)
+    ok, failed = cap.spans_named("save testapp_author")
+    assert ok.status.status_code == StatusCode.UNSET
+    assert failed.status.status_code == StatusCode.ERROR
+    assert attrs(failed)[semconv.ERROR_TYPE] == "IntegrityError"
+    assert attrs(failed)[semconv.SIGTRACE_SIGNAL] == "pre_save"  # post_save never came
+    assert not attrs(failed).get(semconv.SIGTRACE_ORPHANED)
+    event = one_audit(cap, failed)
+    assert event["outcome"] == semconv.OUTCOME_ERROR and event["error_type"] == "IntegrityError"
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_a_raising_receiver_fails_the_operation_at_once(cap: Capture, alias: str) -> None:
+    def refuse(sender: Any, instance: Any, **kwargs: Any) -> None:
+        if instance.name == "mallory":
+            raise PermissionError("no")
+
+    signals.pre_save.connect(refuse, sender=Author, weak=False)
+    try:
+        with pytest.raises(PermissionError):
+            Author(name="mallory").save(using=alias)
+    finally:
+        signals.pre_save.disconnect(refuse, sender=Author)
+    (span,) = cap.spans
+    assert span.status.status_code == StatusCode.ERROR and attrs(span)[semconv.ERROR_TYPE] == "PermissionError"
+    assert not Author.objects.using(alias).filter(name="mallory").exists()
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_sigtrace_never_breaks_a_save(alias: str) -> None:
+    from sigtrace.core import safety
+
+    with capture(sources=["django"]) as cap, safety.strict(False):
+        source: Any = cap.installation.sources["django"]  # type: ignore[union-attr]
+        source._target = None  # every receiver and wrapper now fails inside sigtrace
+        Author(name="safe").save(using=alias)
+    assert Author.objects.using(alias).filter(name="safe").exists()
+
+
+# --- delete ---
+
+
+def test_delete_with_cascade(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    Comment.objects.using(alias).create(article=article, body="b1")
+    Comment.objects.using(alias).create(article=article, body="b2")
+    comment_pks = [str(pk) for pk in Comment.objects.using(alias).values_list("pk", flat=True)]
+    cap.clear()
+    author_pk = author.pk
+    author.delete(using=alias)
+    (top,) = cap.spans_named("delete testapp_author")
+    (child_article,) = cap.spans_named("delete testapp_article")
+    comments = cap.spans_named("delete testapp_comment")
+    assert len(comments) == 2
+    for span in (child_article, *comments):
+        assert parent_id(span) == span_id(top)
+    assert attrs(top)[semconv.SIGTRACE_PK] == str(author_pk)
+    assert one_audit(cap, top)["outcome"] == "ok"
+    comment_events = [e for e in cap.audit_events if e["collection"] == "testapp_comment"]
+    assert sorted(e["pk"] for e in comment_events) == sorted(comment_pks)
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_protected_delete_fails_at_once(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="kept")
+    Guarded.objects.using(alias).create(author=author)
+    cap.clear()
+    with pytest.raises(ProtectedError):
+        author.delete(using=alias)
+    (span,) = cap.spans
+    assert span.name == "delete testapp_author"
+    assert span.status.status_code == StatusCode.ERROR and attrs(span)[semconv.ERROR_TYPE] == "ProtectedError"
+    assert one_audit(cap, span)["outcome"] == "error"
+
+
+def test_queryset_delete_is_one_operation_per_row(cap: Capture, alias: str) -> None:
+    for name in ("a", "b", "c"):
+        Author.objects.using(alias).create(name=name)
+    cap.clear()
+    count, _ = Author.objects.using(alias).filter(name__in=["a", "b"]).delete()
+    assert count == 2
+    spans = cap.spans_named("delete testapp_author")
+    assert len(spans) == 2
+    assert {one_audit(cap, s)["signal"] for s in spans} == {"post_delete"}
+
+
+def test_trace_delete_off_keeps_the_fast_delete_path(alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    comment = Comment.objects.using(alias).create(article=article, body="b")
+    comments = Comment.objects.using(alias).all()  # nothing points at a comment: fast-deletable
+    assert Collector(using=alias, origin=None).can_fast_delete(comments)
+    with override_settings(SIGTRACE={"django": {"trace_delete": False}}), capture(sources=["django"]) as cap:
+        assert not signals.pre_delete.has_listeners(Comment)
+        assert not signals.post_delete.has_listeners(Comment)
+        assert Collector(using=alias, origin=None).can_fast_delete(comments)
+        comment.delete(using=alias)
+        Author.objects.using(alias).create(name="still traced")
+    assert [s.name for s in cap.spans] == ["save testapp_author"]
+    with capture(sources=["django"]):
+        assert signals.pre_delete.has_listeners(Comment)
+        assert not Collector(using=alias, origin=None).can_fast_delete(comments)
+
+
+# --- many-to-many ---
+
+
+def test_m2m_add_remove_clear_set(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    red, blue, green = (Tag.objects.using(alias).create(label=c) for c in ("red", "blue", "green"))
+    cap.clear()
+    article.tags.add(red, blue)
+    article.tags.remove(red)
+    article.tags.set([green])  # remove blue, add green
+    article.tags.clear()
+    names = [s.name for s in cap.spans]
+    assert names == [
+        "m2m_add testapp_article_tags",
+        "m2m_remove testapp_article_tags",
+        "m2m_remove testapp_article_tags",
+        "m2m_add testapp_article_tags",
+        "m2m_clear testapp_article_tags",
+    ], names
+    add = cap.spans[0]
+    a = attrs(add)
+    assert a[semconv.SIGTRACE_MODEL] == "Article" and a[semconv.SIGTRACE_PK] == str(article.pk)
+    assert a[semconv.SIGTRACE_SIGNAL] == "m2m_changed" and a[ROWS_AFFECTED] == 2
+    event = one_audit(cap, add)
+    assert event["related_model"] == "Tag" and event["reverse"] is False
+    assert event["related_pks"] == sorted([str(red.pk), str(blue.pk)])
+    assert "related_pks" not in one_audit(cap, cap.spans[-1])  # clear: Django sends pk_set=None
+    # The through rows are written by the m2m operation itself: no separate bulk_create operation.
+    assert not cap.spans_named("bulk_create testapp_article_tags")
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_m2m_reverse_side(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    tag = Tag.objects.using(alias).create(label="red")
+    cap.clear()
+    tag.articles.add(article)
+    (span,) = cap.spans
+    event = one_audit(cap, span)
+    assert event["model"] == "Tag" and event["related_model"] == "Article" and event["reverse"] is True
+
+
+def test_m2m_failure_is_an_error_at_once(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    cap.clear()
+    with pytest.raises(IntegrityError):
+        article.tags.add(987654)  # no such tag: the foreign key fails at commit
+    (span,) = cap.spans
+    assert span.name == "m2m_add testapp_article_tags"
+    assert span.status.status_code == StatusCode.ERROR and attrs(span)[semconv.ERROR_TYPE] == "IntegrityError"
+    assert one_audit(cap, span)["outcome"] == "error"
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_managers_cached_before_install_are_rebuilt(alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    tag = Tag.objects.using(alias).create(label="x")
+    assert not getattr(type(article.tags), "_sigtrace_traced", False)
+    with capture(sources=["django"]) as cap:
+        assert getattr(type(article.tags), "_sigtrace_traced", False)
+        article.tags.add(tag)
+    assert [s.name for s in cap.spans] == ["m2m_add testapp_article_tags"]
+    assert not getattr(type(article.tags), "_sigtrace_traced", False)
+
+
+# --- bulk operations: no signals, wrapped ---
+
+
+def test_bulk_operations(cap: Capture, alias: str) -> None:
+    authors = Author.objects.using(alias).bulk_create(Author(name=f"n{i}") for i in range(3))
+    for author in authors:
+        author.email = f"{author.name}@example.org"
+    updated = Author.objects.using(alias).bulk_update(authors, ["email"])
+    rows = Author.objects.using(alias).filter(name__in=["n0", "n1"]).update(email="x")
+    assert (updated, rows) == (3, 2)
+    names = [s.name for s in cap.spans]
+    assert names == ["bulk_create testapp_author", "bulk_update testapp_author", "update testapp_author"], names
+    create, bulk_update, update = cap.spans
+    assert attrs(create)[ROWS_AFFECTED] == 3 and attrs(bulk_update)[ROWS_AFFECTED] == 3
+    assert attrs(update)[ROWS_AFFECTED] == 2
+    created_event = one_audit(cap, create)
+    assert created_event["rows"] == 3 and created_event["changed_fields"] == ["name", "email"]
+    assert created_event["pks"] == [str(a.pk) for a in authors]
+    assert one_audit(cap, bulk_update)["changed_fields"] == ["email"]
+    update_event = one_audit(cap, update)
+    assert update_event["changed_fields"] == ["email"] and update_event["rows"] == 2 and "pks" not in update_event
+
+
+def test_bulk_failure_is_an_error(cap: Capture, alias: str) -> None:
+    Author.objects.using(alias).create(name="taken")
+    cap.clear()
+    with pytest.raises(IntegrityError):
+        Author.objects.using(alias).bulk_create([Author(name="free"), Author(name="taken")])
+    (span,) = cap.spans
+    assert span.name == "bulk_create testapp_author" and span.status.status_code == StatusCode.ERROR
+
+
+def test_reverse_foreign_key_add_is_an_update(cap: Capture, alias: str) -> None:
+    ada = Author.objects.using(alias).create(name="ada")
+    bob = Author.objects.using(alias).create(name="bob")
+    article = Article.objects.using(alias).create(title="t", author=ada)
+    cap.clear()
+    bob.articles.add(article)  # bulk=True: one QuerySet.update, no signal
+    assert [s.name for s in cap.spans] == ["update testapp_article"]
+
+
+# --- init, exclusions, suppression ---
+
+
+def test_init_signals_off_by_default_and_on_by_option(alias: str) -> None:
+    Author.objects.using(alias).create(name="ada")
+    with capture(sources=["django"]):
+        assert not signals.post_init.has_listeners(Author)
+    with override_settings(SIGTRACE={"django": {"trace_init": True}}), capture(sources=["django"]) as cap:
+        tracer = cap.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("load"):
+            list(Author.objects.using(alias).all())
+    load = cap.span("load")
+    (event,) = load.events
+    assert event.name == "init" and (event.attributes or {})[semconv.SIGTRACE_MODEL] == "Author"
+    assert cap.audit_events == []  # a read: audited only with audit_reads
+
+
+def test_exclusions_and_suppression(alias: str) -> None:
+    with capture(sources=["django"], exclude=["model:Author"]) as cap:
+        Author.objects.using(alias).create(name="hidden")
+        Tag.objects.using(alias).create(label="shown")
+        with suppress_instrumentation():
+            Tag.objects.using(alias).create(label="suppressed")
+    assert [s.name for s in cap.spans] == ["save testapp_tag"]
+
+
+def test_bad_option_is_a_clear_error() -> None:
+    from sigtrace import ConfigError
+    from sigtrace.sources.django.source import django_options
+
+    with pytest.raises(ConfigError, match="trace_everything"):
+        django_options({"trace_everything": True}, {})
+    with pytest.raises(ConfigError, match="SIGTRACE_DJANGO_TRACE_DELETE"):
+        django_options({}, {"SIGTRACE_DJANGO_TRACE_DELETE": "perhaps"})
+    assert django_options({}, {"SIGTRACE_DJANGO_TRACE_DELETE": "0"}).trace_delete is False
+    assert django_options({"trace_delete": True}, {"SIGTRACE_DJANGO_TRACE_DELETE": "0"}).trace_delete is True
+
+
+# --- async ORM ---
+
+
+def test_async_orm(cap: Capture, alias: str) -> None:
+    tracer = cap.tracer_provider.get_tracer("test")
+
+    async def scenario() -> None:
+        with tracer.start_as_current_span("task"):
+            author = Author(name=uuid.uuid4().hex)
+            await author.asave(using=alias)
+            article = Article(title="t", author=author)
+            await article.asave(using=alias)
+            tag = await Tag.objects.using(alias).acreate(label="red")
+            await article.tags.aadd(tag)
+            await Author.objects.using(alias).filter(pk=author.pk).aupdate(email="e")
+            with pytest.raises(IntegrityError):
+                await Author(name=author.name).asave(using=alias)
+            await author.adelete(using=alias)
+        await sync_to_async(connections.close_all)()  # the ORM's worker thread holds its own connection
+
+    asyncio.run(scenario())
+    task = cap.span("task")
+    children = [s for s in cap.spans if parent_id(s) == span_id(task)]
+    assert [s.name for s in children] == [
+        "save testapp_author",
+        "save testapp_article",
+        "save testapp_tag",
+        "m2m_add testapp_article_tags",
+        "update testapp_author",
+        "save testapp_author",
+        "delete testapp_author",
+    ]
+    assert children[5].status.status_code == StatusCode.ERROR
+    assert [s.name for s in cap.spans if parent_id(s) == span_id(children[-1])] == ["delete testapp_article"]
+    assert cap.installation is not None and cap.installation.in_flight() == 0
