@@ -8,11 +8,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import wrapt
 from flask import Flask
 from flask_signalbus import SignalBusMixin
 from flask_sqlalchemy import SQLAlchemy
 
 from sigtrace.sources.signalbus import TraceContextMixin, inject_headers
+
+WRAPPER = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
+
+
+def is_wrapped(value: object) -> bool:
+    """A wrapt wrapper (wrapt 2's FunctionWrapper is no ObjectProxy)."""
+    return isinstance(value, WRAPPER)
 
 
 class BrokerDownError(Exception):

@@ -10,12 +10,12 @@ import threading
 from typing import ClassVar
 
 import sqlalchemy
-import wrapt
 from flask import Flask
 from flask_signalbus import SignalBus
 from flask_sqlalchemy import SQLAlchemy
 
 from tests.contract import SourceContract
+from tests.signalbus.harness import is_wrapped
 
 app = Flask(__name__)
 app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
@@ -58,10 +58,10 @@ class TestSignalBusContract(SourceContract):
         threading.Thread(target=ContractSignal(id=3, text="hang").send_signalbus_message, daemon=True).start()
 
     def assert_detached(self) -> None:
-        assert not isinstance(vars(ContractSignal)["send_signalbus_message"], wrapt.ObjectProxy)
+        assert not is_wrapped(vars(ContractSignal)["send_signalbus_message"])
         patched = ("flush", "flushmany", "flushordered", "_after_commit_handler", "_send_and_delete_signal_instances")
         for name in patched:
-            assert not isinstance(vars(SignalBus)[name], wrapt.ObjectProxy), name
+            assert not is_wrapped(vars(SignalBus)[name]), name
 
         class LateSignal(db.Model):  # type: ignore[name-defined,misc]
             __tablename__ = "outbox_late"
@@ -71,4 +71,4 @@ class TestSignalBusContract(SourceContract):
                 pass
 
         sqlalchemy.orm.configure_mappers()  # no mapper_configured listener of ours is left to wrap it
-        assert not isinstance(vars(LateSignal)["send_signalbus_message"], wrapt.ObjectProxy)
+        assert not is_wrapped(vars(LateSignal)["send_signalbus_message"])
