@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,12 +59,21 @@ class Installation:
         return len(self.engine.table)
 
     def force_flush(self, timeout_millis: int = 30_000) -> None:
-        """Export what the providers hold (for short-lived scripts and tests)."""
+        """Export what the providers hold (for short-lived scripts and tests).
+
+        ``timeout_millis`` bounds the whole call, not each provider: with a collector that hangs,
+        three providers must not take three times the budget (uninstall() waits for this).
+        """
+        deadline = time.monotonic() + timeout_millis / 1000.0
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             flush = getattr(provider, "force_flush", None)
-            if flush is not None:
-                with safety.guard("installation.flush"):
-                    flush(timeout_millis)
+            if flush is None:
+                continue
+            left = int((deadline - time.monotonic()) * 1000.0)
+            if left <= 0:
+                break
+            with safety.guard("installation.flush"):
+                flush(left)
 
     def uninstall(self) -> None:
         uninstall()
