@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +29,7 @@ def dynamodb() -> Iterator[str]:
             mp.setenv(name, value)
         for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             mp.delenv(name, raising=False)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
