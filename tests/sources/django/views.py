@@ -1,4 +1,4 @@
-"""Views of the request -> model -> SQL tests (sync and async)."""
+"""Views of the request -> model -> SQL tests (sync and async); ``?db=`` picks the database alias."""
 
 from __future__ import annotations
 
@@ -8,20 +8,25 @@ from tests.sources.django.testapp.models import Article, Author
 
 
 def create_article(request: HttpRequest) -> JsonResponse:
-    author, _ = Author.objects.get_or_create(name=request.GET.get("author", "ada"))
-    article = Article.objects.create(title=request.GET.get("title", "hello"), author=author)
+    db = request.GET.get("db", "default")
+    author = Author(name=request.GET.get("author", "ada"))
+    author.save(using=db)
+    article = Article(title=request.GET.get("title", "hello"), author=author)
+    article.save(using=db)
     return JsonResponse({"id": article.pk})
 
 
 def duplicate_author(request: HttpRequest) -> JsonResponse:
-    Author.objects.create(name="dup")
-    Author.objects.create(name="dup")  # IntegrityError -> 500
+    db = request.GET.get("db", "default")
+    Author(name="dup").save(using=db)
+    Author(name="dup").save(using=db)  # IntegrityError -> 500
     return JsonResponse({})
 
 
 async def create_article_async(request: HttpRequest) -> JsonResponse:
+    db = request.GET.get("db", "default")
     author = Author(name=request.GET.get("author", "grace"))
-    await author.asave()
+    await author.asave(using=db)
     article = Article(title="async", author=author)
-    await article.asave()
+    await article.asave(using=db)
     return JsonResponse({"id": article.pk})
