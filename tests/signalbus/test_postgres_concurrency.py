@@ -1,4 +1,4 @@
-"""flushmany from several threads on PostgreSQL (FOR UPDATE SKIP LOCKED): every message sent once, spans pair exactly."""
+"""flushmany from several threads on PostgreSQL (FOR UPDATE SKIP LOCKED): each message sent once, spans pair."""
 
 from __future__ import annotations
 

@@ -124,7 +124,9 @@ def test_publish_failure_is_an_error_and_rows_stay(rabbitmq: Any, tmp_path: Any)
     cap: Capture
     with capture(sources=["signalbus"]) as cap:
         app = Flask(__name__)
-        app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'f.db'}", SQLALCHEMY_TRACK_MODIFICATIONS=False)
+        app.config.update(
+            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'f.db'}", SQLALCHEMY_TRACK_MODIFICATIONS=False
+        )
         db = _DB(app)
 
         class Unroutable(db.Model):  # type: ignore[name-defined,misc]
