@@ -42,6 +42,7 @@ from pynamodb.signals import post_dynamodb_send, pre_dynamodb_send
 from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
+from sigtrace.core.engine import EntryScope
 from sigtrace.core.operation import Operation
 from sigtrace.sources.base import Source
 
@@ -255,12 +256,14 @@ class PynamoDBSource(Source):
     def _dispatch(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        op: Operation | None = None
+        entry: EntryScope | None = None
         with safety.guard("source.pynamodb.dispatch"):
             op = self._describe(instance, args, kwargs)
-        if op is None:
+            if op is not None:
+                entry = self.engine.entry(op)
+        if entry is None:
             return wrapped(*args, **kwargs)
-        with self.engine.entry(op) as scope:
+        with entry as scope:
             try:
                 data = wrapped(*args, **kwargs)
             except BaseException as exc:
@@ -277,30 +280,29 @@ class PynamoDBSource(Source):
 
     def _describe(self, connection: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Operation | None:
         operation = args[0] if args else kwargs.get("operation_name")
-        params = args[1] if len(args) > 1 else kwargs.get("operation_kwargs")
         if not isinstance(operation, str):
             return None
-        if not isinstance(params, Mapping):
-            params = {}
-        tables = _table_names(params)
-        attributes = _base_attributes(operation, tables)
-        region = getattr(connection, "region", None)
-        if isinstance(region, str):
-            attributes[cloud_attributes.CLOUD_REGION] = region
-        for field, name in _REQUEST_FLAGS:
-            value = params.get(field)
-            if isinstance(value, bool | int | str):
-                attributes[name] = value
-        op = Operation(
-            source=SOURCE,
-            name=operation,
-            model=self._models.name(connection),
-            collection=tables[0] if len(tables) == 1 else None,
-            db_system=DB_SYSTEM,
-            write=operation in WRITE_OPERATIONS,
-            attributes=attributes,
-        )
-        self._describe_items(op, connection, operation, params)
+        op = Operation(source=SOURCE, name=operation, db_system=DB_SYSTEM, write=operation in WRITE_OPERATIONS)
+        # What the request tells: a failure here leaves a plainer span, never an untracked call.
+        with safety.guard("source.pynamodb.describe"):
+            params = args[1] if len(args) > 1 else kwargs.get("operation_kwargs")
+            if not isinstance(params, Mapping):
+                params = {}
+            tables = _table_names(params)
+            attributes = _base_attributes(operation, tables)
+            region = getattr(connection, "region", None)
+            if isinstance(region, str):
+                attributes[cloud_attributes.CLOUD_REGION] = region
+            for field, name in _REQUEST_FLAGS:
+                value = params.get(field)
+                if isinstance(value, bool | int | str):
+                    attributes[name] = value
+            op.update(
+                model=self._models.name(connection),
+                collection=tables[0] if len(tables) == 1 else None,
+                attributes=attributes,
+            )
+            self._describe_items(op, connection, operation, params)
         return op
 
     def _describe_items(self, op: Operation, connection: Any, operation: str, params: Mapping[str, Any]) -> None:
