@@ -191,7 +191,9 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         if name in merged:
             _check_bool(name, merged[name])
     audit = merged.get("audit", True)
-    if audit is None or (not isinstance(audit, bool) and not callable(audit) and not hasattr(audit, "msg")):
+    # A structlog logger as _runtime uses it: ``info`` and ``bind`` (stdlib-wrapped loggers have no ``msg``).
+    is_logger = hasattr(audit, "info") and hasattr(audit, "bind")
+    if audit is None or (not isinstance(audit, bool) and not callable(audit) and not is_logger):
         raise ConfigError(f"audit={audit!r}: expected True/False, a structlog logger, or a callable(event_dict)")
     if "orphan_timeout" in merged:
         timeout = merged["orphan_timeout"]

@@ -222,7 +222,8 @@ def uninstall() -> None:
         installation.engine.close()
         installation.force_flush(5_000)
         if installation._writer is not None:
-            installation._writer.close()
+            with safety.guard("audit.close"):  # a full disk must not make uninstall() raise
+                installation._writer.close()
         safety.set_error_listener(None)
 
 

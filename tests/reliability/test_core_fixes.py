@@ -1,0 +1,48 @@
+"""Bugs the reliability suites found in the core, each pinned by a test that fails without its fix."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import blinker
+import pytest
+import structlog
+
+import sigtrace
+from sigtrace._config import resolve_options
+from sigtrace.core import safety
+from sigtrace.testing import capture
+
+pre, post = blinker.NamedSignal("pre_fix"), blinker.NamedSignal("post_fix")
+
+
+@pytest.fixture(autouse=True)
+def traced_pair() -> Iterator[Any]:
+    pair = sigtrace.trace_signals(pre, post, key=lambda sender, **kw: kw["request"], collection="fixes")
+    yield pair
+    pair.untrace()
+
+
+def test_a_stdlib_structlog_logger_is_accepted_as_audit_output() -> None:
+    """structlog.stdlib.BoundLogger (and the lazy proxy get_logger returns) has info/bind but no ``msg``:
+    the option check rejected what the audit sink itself accepts."""
+    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger)
+    try:
+        logger = structlog.get_logger("app")
+        assert resolve_options({"audit": logger}).audit is logger
+        assert resolve_options({"audit": structlog.stdlib.get_logger("app").bind()}).audit is not None
+    finally:
+        structlog.reset_defaults()
+
+
+def test_uninstall_does_not_raise_when_the_audit_file_cannot_be_flushed() -> None:
+    """/dev/full: closing the audit file flushes its buffer and fails with ENOSPC; uninstall() raised it."""
+    with safety.strict(False), capture(sources=["blinker"], audit=True, audit_file="/dev/full") as cap:
+        request = uuid.uuid4()
+        pre.send("x", request=request)
+        post.send("x", request=request)
+        assert len(cap.spans_named("fix fixes")) == 1
+    assert not sigtrace.is_installed()
+    assert safety.error_counts().get("audit.close", 0) >= 1
