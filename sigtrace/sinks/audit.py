@@ -96,6 +96,9 @@ class JsonLinesWriter:
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),
             processors=[structlog.processors.JSONRenderer(sort_keys=False)],
+            # Whatever the application configured (a stdlib BoundLogger has no ``msg``): sigtrace's own.
+            wrapper_class=structlog.BoundLogger,
+            context_class=dict,
             cache_logger_on_first_use=True,
         )
 

@@ -46,3 +46,19 @@ def test_uninstall_does_not_raise_when_the_audit_file_cannot_be_flushed() -> Non
         assert len(cap.spans_named("fix fixes")) == 1
     assert not sigtrace.is_installed()
     assert safety.error_counts().get("audit.close", 0) >= 1
+
+
+def test_the_json_lines_record_ignores_the_applications_structlog_wrapper_class(tmp_path: Any) -> None:
+    """An application configuring structlog for stdlib logging (wrapper_class=stdlib.BoundLogger) broke the
+    durable audit record: the writer inherited the wrapper class, which has no ``msg``."""
+    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(), wrapper_class=structlog.stdlib.BoundLogger)
+    audit_file = tmp_path / "audit.jsonl"
+    try:
+        with capture(sources=["blinker"], audit=True, audit_file=str(audit_file)):
+            request = uuid.uuid4()
+            pre.send("x", request=request)
+            post.send("x", request=request)
+    finally:
+        structlog.reset_defaults()
+    (line,) = audit_file.read_text().splitlines()
+    assert '"outcome": "ok"' in line
