@@ -65,3 +65,9 @@ class EndThreads(SpanProcessor):
     def thread_of(self, span: ReadableSpan) -> int:
         assert span.context is not None
         return self.ended[span.name + "#" + format(span.context.span_id, "016x")]
+
+
+def reset(cap: Any) -> None:
+    """Forget what was captured so far (reading the audit events first lets any queued ones arrive)."""
+    _ = cap.audit_events
+    cap.clear()

@@ -23,7 +23,7 @@ from pynamodb.transactions import TransactWrite
 
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
-from tests.sources.pynamodb.helpers import EndThreads, attrs, new_id, signal_log
+from tests.sources.pynamodb.helpers import EndThreads, attrs, new_id, reset, signal_log
 from tests.sources.pynamodb.models import REGION, Customer, Fresh, Ghost, Order
 
 
@@ -108,9 +108,15 @@ def test_create_table_wait_first_describe_fails_quietly(cap: Capture) -> None:
         # a table change is audited like a write
         assert [e["operation"] for e in cap.audit_events] == ["CreateTable"]
     finally:
-        Fresh.delete_table()
-    assert cap.spans[-1].name == f"DeleteTable {Fresh.Meta.table_name}"
-    assert cap.audit_events[-1]["operation"] == "DeleteTable"
+        reset(cap)
+        Fresh.delete_table(wait=True)
+    # wait=True polls exists() until the table is gone: the last DescribeTable fails, quietly too
+    table = Fresh.Meta.table_name
+    assert [(s.name, s.status.status_code) for s in cap.spans] == [
+        (f"DeleteTable {table}", StatusCode.UNSET),
+        (f"DescribeTable {table}", StatusCode.ERROR),
+    ]
+    assert [(e["operation"], e["outcome"]) for e in cap.audit_events] == [("DeleteTable", "ok")]  # a read: not audited
 
 
 def test_transaction_cancelled(cap: Capture) -> None:

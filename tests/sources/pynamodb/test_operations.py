@@ -14,7 +14,7 @@ from pynamodb.transactions import TransactGet, TransactWrite
 from sigtrace import semconv
 from sigtrace.sinks.redaction import MASK
 from sigtrace.testing import Capture, capture
-from tests.sources.pynamodb.helpers import attrs, new_id, signal_log
+from tests.sources.pynamodb.helpers import attrs, new_id, reset, signal_log
 from tests.sources.pynamodb.models import REGION, Customer, Order
 
 ORDERS = Order.Meta.table_name
@@ -65,7 +65,7 @@ def test_put_item_span_attributes_audit_and_metrics(cap: Capture) -> None:
 def test_get_update_delete(cap: Capture) -> None:
     key = new_id()
     Order(key, 1).save()
-    cap.clear()
+    reset(cap)
     order = Order.get(key, 1)
     order.update(actions=[Order.status.set("paid"), Order.total.add(5)])
     order.delete()
@@ -93,7 +93,7 @@ def test_query_and_scan_one_span_per_page(cap: Capture) -> None:
     with Order.batch_write() as batch:
         for number in range(5):
             batch.save(Order(key, number))
-    cap.clear()
+    reset(cap)
     with signal_log() as log:
         found = list(Order.query(key, page_size=2))
     assert len(found) == 5
@@ -102,7 +102,7 @@ def test_query_and_scan_one_span_per_page(cap: Capture) -> None:
     assert [attrs(p)["aws.dynamodb.count"] for p in pages] == [2, 2, 1]
     assert all(attrs(p)["aws.dynamodb.limit"] == 2 for p in pages)
     assert {attrs(p)[semconv.SIGTRACE_CORRELATION_ID] for p in pages} == {str(entry[2]) for entry in log.pre}
-    cap.clear()
+    reset(cap)
     scanned = list(Order.scan(Order.customer_id == key, page_size=50))
     assert len(scanned) == 5
     scans = cap.spans_named(f"Scan {ORDERS}")
@@ -115,7 +115,7 @@ def test_query_and_scan_one_span_per_page(cap: Capture) -> None:
 def test_batch_write_and_batch_get_name_their_tables(cap: Capture) -> None:
     key = new_id()
     Order(key, 1).save()
-    cap.clear()
+    reset(cap)
     with signal_log() as log:
         with Order.batch_write() as batch:
             batch.save(Order(key, 2))
@@ -140,7 +140,7 @@ def test_batch_write_and_batch_get_name_their_tables(cap: Capture) -> None:
 def test_transactions_across_two_tables(cap: Capture) -> None:
     customer, order = new_id(), new_id()
     Customer(customer).save()
-    cap.clear()
+    reset(cap)
     connection = Order._get_connection().connection
     with TransactWrite(connection=connection) as transaction:
         transaction.save(Order(order, 1, total=3))
@@ -217,3 +217,18 @@ def test_excluded_operation_is_not_traced() -> None:
         Customer.get(key)
         assert [s.name for s in cap.spans] == [f"PutItem {CUSTOMERS}"]
         assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_count_and_index_free_paths(cap: Capture) -> None:
+    key = new_id()
+    Order(key, 1).save()
+    Order(key, 2).save()
+    reset(cap)
+    assert Order.count(key) == 2
+    order = Order(key, 1)
+    order.refresh(consistent_read=True)
+    count, refresh = cap.spans
+    assert count.name == f"Query {ORDERS}" and attrs(count)["aws.dynamodb.select"] == "COUNT"
+    assert attrs(count)["aws.dynamodb.count"] == 2
+    assert refresh.name == f"GetItem {ORDERS}" and attrs(refresh)["aws.dynamodb.consistent_read"] is True
+    assert attrs(refresh)[semconv.SIGTRACE_PK] == f"{key}|1"
