@@ -23,6 +23,7 @@ app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
 db = SQLAlchemy(app)
 bus = SignalBus(db)
 released = threading.Event()
+hanging = threading.Event()
 
 
 class RefusedError(Exception):
@@ -38,6 +39,7 @@ class ContractSignal(db.Model):  # type: ignore[name-defined,misc]
         if self.text == "refuse":
             raise RefusedError("the broker refused the message")
         if self.text == "hang":
+            hanging.set()
             released.wait(1.0)  # a broker that does not answer (bounded, so the thread ends)
 
 
@@ -55,7 +57,9 @@ class TestSignalBusContract(SourceContract):
 
     def orphan(self) -> None:
         # A send that does not return within orphan_timeout: the reaper ends it as an orphan.
+        hanging.clear()
         threading.Thread(target=ContractSignal(id=3, text="hang").send_signalbus_message, daemon=True).start()
+        assert hanging.wait(5.0)  # the send is in flight
 
     def assert_detached(self) -> None:
         assert not is_wrapped(vars(ContractSignal)["send_signalbus_message"])

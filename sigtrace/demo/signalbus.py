@@ -1,0 +1,98 @@
+"""Demo scenario of the Flask-SignalBus source: an outbox on SQLite in a temporary directory.
+
+Flask-SignalBus needs the old stack (Flask<3, Flask-SQLAlchemy 2.5, SQLAlchemy 1.4), which cannot
+share an environment with ormar or Edgy (SQLAlchemy 2); install it in its own::
+
+    pip install "sigtrace[signalbus]"   # pins flask<3, flask-sqlalchemy<3, sqlalchemy<2
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+import sigtrace
+
+TITLE = "Flask-SignalBus: an outbox sent by autoflush, flush, a batch, and one refused message"
+LIBRARY = "flask_signalbus"
+
+
+class BrokerRefusedError(Exception):
+    pass
+
+
+def _scenario(url: str) -> None:
+    # The old stack is imported by name: the type checker of the modern environment never sees it.
+    flask: Any = importlib.import_module("flask")
+    flask_signalbus: Any = importlib.import_module("flask_signalbus")
+    flask_sqlalchemy: Any = importlib.import_module("flask_sqlalchemy")
+
+    from sigtrace.sources.signalbus import TraceContextMixin, inject_headers
+
+    class DB(flask_signalbus.SignalBusMixin, flask_sqlalchemy.SQLAlchemy):  # type: ignore[misc]
+        pass
+
+    app = flask.Flask("sigtrace-demo")
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_TRACK_MODIFICATIONS=False)
+    db: Any = DB(app)
+    broker: list[dict[str, Any]] = []
+
+    class OrderPlaced(TraceContextMixin, db.Model):  # type: ignore[misc]
+        """Sent right after the commit that creates it (autoflush)."""
+
+        id = db.Column(db.Integer, primary_key=True)
+        item = db.Column(db.String(80), nullable=False)
+
+        def send_signalbus_message(self) -> None:
+            if self.item == "contraband":
+                raise BrokerRefusedError(f"order {self.id}: the broker refused the message")
+            broker.append({"item": self.item, "headers": dict(inject_headers({}))})
+
+    class StockChanged(TraceContextMixin, db.Model):  # type: ignore[misc]
+        """Sent later by a flush, ten at a time."""
+
+        id = db.Column(db.Integer, primary_key=True)
+        sku = db.Column(db.String(40), nullable=False)
+        signalbus_autoflush = False
+        signalbus_burst_count = 10
+
+        def send_signalbus_message(self) -> None:
+            broker.append({"sku": self.sku, "headers": dict(inject_headers({}))})
+
+        @classmethod
+        def send_signalbus_messages(cls, instances: Any) -> None:
+            headers = dict(inject_headers({}))
+            broker.extend({"sku": row.sku, "headers": headers} for row in instances)
+
+    tracer = trace.get_tracer("sigtrace.demo")
+    with app.app_context():
+        db.create_all()
+        with sigtrace.actor("alice"), tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER):
+            db.session.add(OrderPlaced(item="teapot"))
+            db.session.add_all([StockChanged(sku="TEA-1"), StockChanged(sku="TEA-2"), StockChanged(sku="TEA-3")])
+            db.session.commit()  # autoflush sends OrderPlaced at once; StockChanged waits for the relay
+        with sigtrace.actor("alice"), tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER):
+            db.session.add(OrderPlaced(item="contraband"))
+            db.session.commit()  # the send fails: Flask-SignalBus logs it and rolls back, commit() returns
+        db.signalbus.flushmany(models=[StockChanged])  # the relay, later, in its own trace (links to the request)
+        db.session.remove()
+        db.signalbus.signal_session.remove()
+        db.engine.dispose()
+
+
+def run() -> None:
+    import logging
+
+    library_logger = logging.getLogger("flask_signalbus.signalbus")
+    quiet = library_logger.disabled
+    library_logger.disabled = True  # it logs the refused message with a traceback; the demo shows the span
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _scenario(f"sqlite:///{Path(tmp) / 'outbox.db'}")
+    finally:
+        library_logger.disabled = quiet
