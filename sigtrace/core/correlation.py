@@ -41,9 +41,11 @@ class InFlightTable:
         self._on_orphan = on_orphan
         self._ops: dict[Hashable, Operation] = {}
         self._lock = threading.Lock()
+        self._reporting = 0
 
     def __len__(self) -> int:
-        return len(self._ops)
+        # Operations being reported as orphans still count: in flight until their span has ended.
+        return len(self._ops) + self._reporting
 
     def add(self, key: Hashable, op: Operation) -> Operation | None:
         """Register ``op``; returns the operation already in flight under ``key`` instead, if any."""
@@ -98,8 +100,13 @@ class InFlightTable:
                 expired.append(op)
             for op in expired:
                 del self._ops[op.key]
-        for op in expired:
-            self._on_orphan(op, "timeout")
+            self._reporting += len(expired)
+        try:
+            for op in expired:
+                self._on_orphan(op, "timeout")
+        finally:
+            with self._lock:
+                self._reporting -= len(expired)
         return len(expired)
 
     def drain(self) -> list[Operation]:
