@@ -11,19 +11,36 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.signalbus.harness import Harness
 
 try:
     import flask_signalbus  # noqa: F401
 except ImportError as exc:  # the modern dev venv (SQLAlchemy 2, Flask 3): Flask-SignalBus cannot import there
-    pytest.skip(
-        f"flask_signalbus is not importable ({exc}); these tests run in the separate signalbus venv (nox -s signalbus)",
-        allow_module_level=True,
+    UNAVAILABLE: str | None = (
+        f"flask_signalbus is not importable ({exc}); these tests run in the separate signalbus venv (nox -s signalbus)"
     )
+else:
+    UNAVAILABLE = None
 
-from tests.signalbus.harness import Harness, make_harness
+
+class _Unavailable(pytest.Module):
+    """A test module of this package where Flask-SignalBus cannot import: skipped whole, with the reason."""
+
+    def collect(self) -> Any:
+        pytest.skip(UNAVAILABLE or "", allow_module_level=True)
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: Any) -> Any:
+    # A hook rather than a module-level skip: it works both for `pytest tests` and `pytest tests/signalbus`.
+    if UNAVAILABLE is not None:
+        return _Unavailable.from_parent(parent, path=module_path)
+    return None
+
 
 PG_HOST = "127.0.0.1"
 PG_DB = "sigtrace_signalbus"
@@ -64,18 +81,24 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def harness(backend_url: str) -> Iterator[Harness]:
+    from tests.signalbus.harness import make_harness
+
     with make_harness(backend_url) as h:
         yield h
 
 
 @pytest.fixture
 def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
+    from tests.signalbus.harness import make_harness
+
     with make_harness(f"sqlite:///{tmp_path / 'outbox.db'}") as h:
         yield h
 
 
 @pytest.fixture
 def pg_harness(postgres_url: str) -> Iterator[Harness]:
+    from tests.signalbus.harness import make_harness
+
     with make_harness(postgres_url) as h:
         yield h
 
