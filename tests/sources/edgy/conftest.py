@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.sources.edgy.helpers import PG_URL, postgres_unavailable, sqlite_url
+from tests.sources.edgy.helpers import PG_URL, pg_lock, postgres_unavailable, sqlite_url
 from tests.sources.edgy.models import Models, define_models
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -29,7 +30,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def db(backend: str) -> AsyncIterator[Models]:
     """Fresh tables for one test, connected."""
-    models = define_models(backend_url(backend))
+    url = backend_url(backend)
+    with pg_lock() if backend == "postgresql" else contextlib.nullcontext():
+        async for models in _connected(url):
+            yield models
+
+
+async def _connected(url: str) -> AsyncIterator[Models]:
+    models = define_models(url)
     async with models.database:
         await models.registry.drop_all()
         await models.registry.create_all()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -63,6 +66,17 @@ def postgres_unavailable() -> str | None:
         except Exception as exc:  # noqa: BLE001 - any failure means: no server for us
             _pg_state = f"PostgreSQL at {PG_HOST}:{PG_PORT} (user postgres) not usable: {exc!r}"
     return _pg_state or None
+
+
+@contextlib.contextmanager
+def pg_lock() -> Iterator[None]:
+    """Hold our database alone: other runs of this suite (other sessions, CI) share sigtrace_edgy."""
+    with open(os.path.join(tempfile.gettempdir(), "sigtrace_edgy.pg.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def span_id(span: ReadableSpan) -> int:

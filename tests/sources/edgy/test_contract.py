@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import ClassVar
@@ -15,7 +16,7 @@ from edgy.core.db.querysets.queryset import QuerySet
 from sqlalchemy.exc import IntegrityError
 
 from tests.contract import SourceContract
-from tests.sources.edgy.helpers import PG_URL, LoopThread, postgres_unavailable, sqlite_url
+from tests.sources.edgy.helpers import PG_URL, LoopThread, pg_lock, postgres_unavailable, sqlite_url
 from tests.sources.edgy.models import LIFECYCLE, Models, define_models
 
 _names = itertools.count()
@@ -31,8 +32,14 @@ class _EdgyHarness(SourceContract):
     @pytest.fixture(scope="class")
     @classmethod
     def class_env(cls) -> Iterator[tuple[LoopThread, Models]]:
+        url = cls.url_for_class()
+        with pg_lock() if url == PG_URL else contextlib.nullcontext():
+            yield from cls._env_for(url)
+
+    @classmethod
+    def _env_for(cls, url: str) -> Iterator[tuple[LoopThread, Models]]:
         loop = LoopThread()
-        models = define_models(cls.url_for_class())
+        models = define_models(url)
         loop.run(models.database.connect())
         loop.run(models.registry.drop_all())
         loop.run(models.registry.create_all())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.sources.edgy.helpers import PG_URL, postgres_unavailable
+from tests.sources.edgy.helpers import PG_URL, pg_lock, postgres_unavailable
 
 SCRIPT = Path(__file__).with_name("migrate_run.py")
 ROOT = Path(__file__).resolve().parents[3]
@@ -86,5 +86,6 @@ def test_migration_run_postgres(tmp_path: Path) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(reset())
-    check(run_migrations(tmp_path, PG_URL))
+    with pg_lock():
+        asyncio.run(reset())
+        check(run_migrations(tmp_path, PG_URL))
