@@ -82,3 +82,17 @@ def docs(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     session.install("-e", MODERN)
     session.run("pytest", "tests", "--ignore=tests/signalbus", "-m", "slow", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (benchmarks/run.py): prints the table, saves JSON under benchmarks/results/.
+
+    ``nox -s bench -- --quick`` for a smoke run; ``-- --only django ormar --pinned all`` to narrow it.
+    Flask-SignalBus runs on its own old stack: a second environment made here, passed to run.py.
+    """
+    session.install("-e", MODERN, "moto[server]>=5.1", "opentelemetry-instrumentation-botocore>=0.60b0")
+    signalbus = session.create_tmp() + "/signalbus-venv"
+    session.run("uv", "venv", "-q", "-p", PYTHON, signalbus, external=True)
+    session.run("uv", "pip", "install", "-q", "-p", signalbus + "/bin/python", "-e", *SIGNALBUS, external=True)
+    session.run("python", "benchmarks/run.py", "--signalbus-python", signalbus + "/bin/python", *session.posargs)

@@ -1,0 +1,286 @@
+"""Run the whole benchmark suite, print the table, save the figures as JSON under benchmarks/results/.
+
+    python benchmarks/run.py                 # everything (about 15 minutes on 2 vCPUs)
+    python benchmarks/run.py --quick         # a smoke run: fewer rounds, 100,000 ops for memory
+    python benchmarks/run.py --only django ormar --pinned all
+    nox -s bench                             # the same, in a fresh environment
+
+Each source module runs in its own process (sigtrace installs once per process; Django's settings
+too). Inside it every variant is timed in the same rounds, interleaved (see _harness.py). The async
+ORMs (ormar, Edgy) are also run pinned to one CPU with ``taskset -c 0``: aiosqlite's worker thread
+makes cross-CPU wake-ups dominate their timings otherwise. Flask-SignalBus needs its own stack
+(Flask<3, SQLAlchemy 1.4): its module runs with ``--signalbus-python`` (default: .venv-signalbus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import _harness as h  # noqa: E402
+
+#: source -> (library module, timed operations per round, pinned by default)
+SOURCES: dict[str, tuple[str, int, bool]] = {
+    "blinker": ("blinker", 1000, False),
+    "django": ("django", 300, False),
+    "ormar": ("ormar", 150, True),
+    "edgy": ("edgy", 150, True),
+    "pynamodb": ("pynamodb", 60, False),
+    "signalbus": ("flask_signalbus", 300, False),
+}
+TARGET_FLOOR_MULTIPLE = 1.5
+TARGET_IN_FLIGHT = 1.10
+TARGET_RSS = 0.05
+
+
+def _registered(source: str) -> bool:
+    from sigtrace.sources import REGISTRY
+
+    return source in REGISTRY
+
+
+def _python_for(source: str, args: argparse.Namespace) -> str | None:
+    if source == "signalbus":
+        python = args.signalbus_python
+        return python if python and Path(python).exists() else None
+    return sys.executable
+
+
+def _run(cmd: list[str], pinned: bool) -> None:
+    if pinned:
+        if shutil.which("taskset") is None:
+            raise RuntimeError("taskset not found (util-linux)")
+        cmd = ["taskset", "-c", "0", *cmd]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def run_source(source: str, args: argparse.Namespace, pinned: bool, tmp: str) -> dict[str, Any]:
+    library, per_round, _ = SOURCES[source]
+    script = HERE / f"bench_{source}.py"
+    python = _python_for(source, args)
+    if not script.exists():
+        return {"source": source, "skipped": f"no benchmarks/bench_{source}.py yet"}
+    if python is None:
+        return {"source": source, "skipped": f"no interpreter with {library} ({args.signalbus_python})"}
+    if python == sys.executable:
+        if not _registered(source):
+            return {"source": source, "skipped": f"sigtrace has no {source} source yet"}
+        if importlib.util.find_spec(library) is None:
+            return {"source": source, "skipped": f"{library} is not installed"}
+    out = Path(tmp) / f"{source}{'-pinned' if pinned else ''}.json"
+    per_round = max(10, int(per_round * args.scale))
+    cmd = [python, str(script), "--rounds", str(args.rounds), "--per-round", str(per_round), "--json", str(out)]
+    try:
+        _run(cmd, pinned)
+    except (subprocess.CalledProcessError, RuntimeError) as exc:
+        return {"source": source, "skipped": f"failed: {exc}"}
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    result["pinned"] = pinned
+    return result
+
+
+def run_module(name: str, extra: list[str], pinned: bool, tmp: str) -> dict[str, Any]:
+    out = Path(tmp) / f"{name}-{len(os.listdir(tmp))}.json"
+    _run([sys.executable, str(HERE / f"bench_{name}.py"), *extra, "--json", str(out)], pinned)
+    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return data
+
+
+# --- the table ---
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _added(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "-"
+    xf = v.get("added_over_floor")
+    return f"{_f(v['added_us'])} ({_f(xf, 2)} F)" if xf is not None else _f(v["added_us"])
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "Per operation, µs: median of all timed operations (p99); added = paired per-round median difference "
+        "to the baseline, and in units of the floor F measured in the same rounds.",
+        "",
+        "| source | operation | baseline (p99) | F | sigtrace full: added | spans only: added | audit to file: added "
+        "| OTel driver: added | full - OTel | full ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["sources"]:
+        name = r["source"] + (" (pinned)" if r.get("pinned") else "")
+        if "skipped" in r:
+            lines.append(f"| {name} | skipped: {r['skipped']} |||||||||")
+            continue
+        v = r["variants"]
+        base = v[h.BASELINE]
+        full = v.get(h.FULL)
+        lines.append(
+            f"| {name} | {r['operation']} | {_f(base['median_us'])} ({_f(base['p99_us'], 0)}) | {_f(r['floor_us'])} "
+            f"| {_added(full)} | {_added(v.get(h.SPANS_ONLY))} | {_added(v.get(h.AUDIT_FILE))} "
+            f"| {_added(v.get(h.OTEL))} | {_f(r.get('full_minus_otel_us'))} | {_f(full and full['ratio'], 2)} |"
+        )
+    lines += ["", "Floor pieces (median µs, same rounds):", ""]
+    lines.append("| source | SDK span | histogram record | structlog JSON line | 2 dispatches | F |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in results["sources"]:
+        if "skipped" in r:
+            continue
+        v = r["variants"]
+        name = r["source"] + (" (pinned)" if r.get("pinned") else "")
+        lines.append(
+            f"| {name} | {_f(v[h.FLOOR_SPAN]['median_us'])} | {_f(v[h.FLOOR_HISTOGRAM]['median_us'])} "
+            f"| {_f(v[h.FLOOR_AUDIT]['median_us'])} | {_f(v[h.FLOOR_DISPATCH]['median_us'])} | {_f(r['floor_us'])} |"
+        )
+    s = results.get("scaling")
+    if s:
+        v = s["variants"]
+        lines += ["", "Scaling (blinker pair, sigtrace full; median µs per operation):", ""]
+        lines.append("| case | median | p99 | paired ratio |")
+        lines.append("|---|---|---|---|")
+        for a, b, key in (
+            ("1 in flight", "10,000 in flight", "in_flight_ratio"),
+            ("1 model", "1,000 models", "models_ratio"),
+        ):
+            lines.append(f"| {a} | {_f(v[a]['median_us'])} | {_f(v[a]['p99_us'])} | 1 |")
+            lines.append(f"| {b} | {_f(v[b]['median_us'])} | {_f(v[b]['p99_us'])} | {_f(s[key], 3)} |")
+        for n, t in s["threads"].items():
+            lines.append(
+                f"| {n} thread(s) x 1,000: baseline {_f(t['baseline_median_us'], 2)}, full | "
+                f"{_f(t['full_median_us'])} | - | {_f(t['full_vs_1_thread'], 3)} (vs 1 thread) |"
+            )
+    m = results.get("memory")
+    if m:
+        lines += ["", "Memory (blinker pair, sigtrace full):", ""]
+        lines.append("| run | operations | RSS first → last (KiB) | growth | tracemalloc growth | max in flight |")
+        lines.append("|---|---|---|---|---|---|")
+        for key, run in m.items():
+            first = run["samples"][1] if len(run["samples"]) > 1 else run["samples"][0]
+            last = run["samples"][-1]
+            traced = f"{run['traced_growth_kib']:+,} KiB" if run.get("tracemalloc") else "-"
+            lines.append(
+                f"| {key} | {run['ops']:,} | {first['rss_kib']:,} → {last['rss_kib']:,} | {run['rss_growth']:+.2%} "
+                f"| {traced} | {run['max_in_flight_seen']:,} |"
+            )
+    lines += ["", "Targets (shown, not asserted):", ""]
+    lines += [f"- {line}" for line in targets(results)]
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    out = []
+    for r in results["sources"]:
+        if "skipped" in r:
+            continue
+        name = r["source"] + (" (pinned)" if r.get("pinned") else "")
+        full = r["variants"].get(h.FULL)
+        otel = r["variants"].get(h.OTEL)
+        if full is not None:
+            xf = full["added_over_floor"]
+            ok = "met" if xf <= TARGET_FLOOR_MULTIPLE else "NOT met"
+            out.append(f"{name}: sigtrace full adds {xf:.2f} F (target ≤ {TARGET_FLOOR_MULTIPLE} F): {ok}")
+        if full is not None and otel is not None:
+            ok = "met" if full["added_us"] < otel["added_us"] else "NOT met"
+            out.append(
+                f"{name}: sigtrace full adds {full['added_us']:.1f} µs, OTel driver instrumentation "
+                f"{otel['added_us']:.1f} µs (target: less): {ok}"
+            )
+    s = results.get("scaling")
+    if s:
+        ok = "met" if s["in_flight_ratio"] <= TARGET_IN_FLIGHT else "NOT met"
+        out.append(f"10,000 in flight / 1 in flight = {s['in_flight_ratio']:.3f} (target ≤ {TARGET_IN_FLIGHT}): {ok}")
+    m = results.get("memory", {})
+    flat = m.get("flat (RSS)")
+    if flat:
+        ok = "met" if abs(flat["rss_growth"]) <= TARGET_RSS else "NOT met"
+        out.append(f"RSS over {flat['ops']:,} operations: {flat['rss_growth']:+.2%} (target within 5%): {ok}")
+    flood = m.get("orphan flood")
+    if flood:
+        ok = "met" if flood["max_in_flight_seen"] <= flood["max_in_flight"] else "NOT met"
+        out.append(
+            f"orphan flood of {flood['ops']:,}: at most {flood['max_in_flight_seen']:,} in flight "
+            f"(max_in_flight {flood['max_in_flight']:,}), RSS {flood['rss_growth']:+.2%}: {ok}"
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="sources (and/or 'scaling', 'memory') to run")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the operations per round")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, a fifth of the operations, 100,000 for memory")
+    parser.add_argument(
+        "--pinned", choices=["none", "default", "all"], default="default", help="default: the async ORMs also pinned"
+    )
+    parser.add_argument("--memory-ops", type=int, default=1_000_000)
+    parser.add_argument("--signalbus-python", default=str(ROOT / ".venv-signalbus" / "bin" / "python"))
+    parser.add_argument("--output", help="JSON file (default: benchmarks/results/<UTC time>.json)")
+    parser.add_argument("--table", help="print the table of an existing results file and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+        return
+    if args.quick:
+        args.rounds, args.scale, args.memory_ops = 3, args.scale / 5, 100_000
+    wanted = set(args.only or [*SOURCES, "scaling", "memory"])
+    started = dt.datetime.now(dt.UTC)
+    results: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "machine": h.machine(),
+        "command": " ".join(sys.argv),
+        "sources": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="sigtrace-bench-run-") as tmp:
+        for source, (_, _, pin_default) in SOURCES.items():
+            if source not in wanted:
+                continue
+            if args.pinned != "all" or not pin_default:
+                results["sources"].append(run_source(source, args, False, tmp))
+            if args.pinned == "all" or (args.pinned == "default" and pin_default):
+                results["sources"].append(run_source(source, args, True, tmp))
+        if "scaling" in wanted:
+            per_round = str(max(50, int(1000 * args.scale)))
+            results["scaling"] = run_module(
+                "scaling", ["--rounds", str(args.rounds), "--per-round", per_round], False, tmp
+            )
+        if "memory" in wanted:
+            ops = str(args.memory_ops)
+            flood = str(max(10_000, args.memory_ops // 10))
+            results["memory"] = {
+                "flat (RSS)": run_module("memory", ["--mode", "flat", "--ops", ops], False, tmp),
+                "flat (tracemalloc)": run_module(
+                    "memory", ["--mode", "flat", "--ops", ops, "--tracemalloc"], False, tmp
+                ),
+                "orphan flood": run_module(
+                    "memory", ["--mode", "orphans", "--flood", flood, "--tracemalloc"], False, tmp
+                ),
+            }
+    results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    RESULTS.mkdir(exist_ok=True)
+    path = Path(args.output) if args.output else RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(table(results))
+    print(f"\nsaved: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+if __name__ == "__main__":
+    main()
