@@ -14,7 +14,7 @@ from sigtrace._config import ConfigError, Options, resolve_options
 from sigtrace._otel import Providers, resolve_providers
 from sigtrace.core import safety
 from sigtrace.core.engine import Engine
-from sigtrace.sinks.audit import AuditOutput, AuditSink, JsonLinesWriter, OtlpLogOutput
+from sigtrace.sinks.audit import AuditOutput, AuditSink, BackgroundOutput, JsonLinesWriter, OtlpLogOutput
 from sigtrace.sinks.metrics import MetricSink
 from sigtrace.sinks.redaction import Redactor
 from sigtrace.sinks.spans import SpanSink
@@ -65,6 +65,7 @@ class Installation:
         three providers must not take three times the budget (uninstall() waits for this).
         """
         deadline = time.monotonic() + timeout_millis / 1000.0
+        self.flush_audit(timeout_millis / 1000.0)
         for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
             flush = getattr(provider, "force_flush", None)
             if flush is None:
@@ -74,6 +75,13 @@ class Installation:
                 break
             with safety.guard("installation.flush"):
                 flush(left)
+
+    def flush_audit(self, timeout: float = 5.0) -> None:
+        """Wait until the audit events of finished operations reached every output."""
+        audit = self.engine.audit
+        if audit is not None:
+            with safety.guard("installation.flush"):
+                audit.flush(timeout)
 
     def uninstall(self) -> None:
         uninstall()
@@ -127,9 +135,10 @@ def _audit_outputs(
                 fields = dict(event)
                 structlog_logger.info(fields.pop("event"), **fields)
 
-            outputs.append(("structlog", to_logger))
+            # The application's own code may block: delivered from a background thread.
+            outputs.append(("structlog", BackgroundOutput("structlog", to_logger)))
         else:
-            outputs.append(("callable", audit))
+            outputs.append(("callable", BackgroundOutput("callable", audit)))
     if providers.logger_provider is not None:
         outputs.append(("otlp", OtlpLogOutput(providers.logger_provider)))
     return outputs, writer
@@ -220,6 +229,9 @@ def uninstall() -> None:
         for source in reversed(list(installation.sources.values())):
             source.detach()
         installation.engine.close()
+        if installation.engine.audit is not None:
+            with safety.guard("installation.flush"):
+                installation.engine.audit.close(5.0)
         installation.force_flush(5_000)
         if installation._writer is not None:
             with safety.guard("audit.close"):  # a full disk must not make uninstall() raise

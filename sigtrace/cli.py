@@ -184,6 +184,7 @@ def run_demo(otlp_endpoint: str | None, only: Sequence[str] | None, out: TextIO)
                 out.write(f"  scenario failed: {exc!r}\n")
             out.write("\nspans (✗ failed, ? orphaned):\n")
             render_waterfall(memory.get_finished_spans(), out)
+            handle.flush_audit()
             out.write("\naudit events:\n")
             render_audit(audit_events[first_event:], out)
     finally:

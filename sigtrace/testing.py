@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import sigtrace
+import sigtrace._runtime
 from sigtrace._runtime import Installation
 
 __all__ = ["Capture", "MetricPoint", "capture"]
@@ -67,8 +68,15 @@ class Capture:
         with self._lock:
             self._audit.append(dict(event))
 
+    def settle(self) -> None:
+        """Wait until the audit events of finished operations were delivered (they go through a background thread)."""
+        installation = self.installation or sigtrace._runtime.current()
+        if installation is not None:
+            installation.flush_audit()
+
     @property
     def audit_events(self) -> list[dict[str, Any]]:
+        self.settle()
         with self._lock:
             return list(self._audit)
 
@@ -101,6 +109,7 @@ class Capture:
 
     def metric_points(self, name: str) -> list[MetricPoint]:
         """Current data points of metric ``name`` (cumulative)."""
+        self.settle()  # an audit output's failure is counted once it was delivered
         data = self.metric_reader.get_metrics_data()
         points: list[MetricPoint] = []
         if data is None:
@@ -122,6 +131,7 @@ class Capture:
         return total
 
     def clear(self) -> None:
+        self.settle()  # events still on their way belong to what is cleared
         self.exporter.clear()
         with self._lock:
             self._audit.clear()

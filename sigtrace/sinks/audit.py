@@ -5,7 +5,9 @@ its own so one failing output never stops the others:
 
 * the durable JSON-lines record (default: stderr, or ``audit_file``), written and flushed before
   the operation's span is ended, so a collector outage loses no audit event;
-* a structlog logger or a callable the application passed as ``audit=``;
+* a structlog logger or a callable the application passed as ``audit=``, delivered from one
+  background thread through a bounded queue (:class:`BackgroundOutput`): application code that
+  blocks (a logger on a full pipe, a callable waiting on the network) cannot stall the operation;
 * OTLP log records through the OpenTelemetry logs pipeline, carrying the span's trace context.
 """
 
@@ -16,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -30,7 +33,7 @@ from sigtrace.core import safety
 from sigtrace.core.operation import Operation
 from sigtrace.sinks.redaction import Redactor
 
-__all__ = ["AuditOutput", "AuditSink", "JsonLinesWriter", "OtlpLogOutput", "add_trace_context"]
+__all__ = ["AuditOutput", "AuditSink", "BackgroundOutput", "JsonLinesWriter", "OtlpLogOutput", "add_trace_context"]
 
 AuditOutput = Callable[[Mapping[str, Any]], None]
 _SEVERITY = {
@@ -111,6 +114,84 @@ class JsonLinesWriter:
     def close(self) -> None:
         if self._owned is not None:
             self._owned.close()
+
+
+class AuditQueueFullError(RuntimeError):
+    """A background output fell too far behind: the event was dropped (and counted) instead of queued."""
+
+
+class BackgroundOutput:
+    """Delivers audit events to an output that may block, from one daemon thread, in order.
+
+    The caller only appends to a bounded queue: an output that blocks or is slow can never stall
+    the application's operation. When ``max_pending`` events wait, a new one is dropped and the
+    drop counted as an internal error of the output. :meth:`flush` waits for delivery (sigtrace's
+    ``force_flush``/``uninstall`` and ``sigtrace.testing`` call it). The durable JSON-lines record
+    is not delivered this way: it is written before the operation's span ends.
+    """
+
+    def __init__(self, name: str, output: AuditOutput, max_pending: int = 10_000) -> None:
+        self.name = name
+        self.output = output
+        self.max_pending = max_pending
+        self._queue: deque[Mapping[str, Any]] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        with self._cond:
+            if self._closed or self._pending >= self.max_pending:
+                raise AuditQueueFullError(f"audit output {self.name!r} is {self._pending} events behind; event dropped")
+            self._queue.append(event)
+            self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"sigtrace-audit-{self.name}", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._closed:
+                        return
+                    self._cond.wait()
+                event = self._queue.popleft()
+            try:
+                with safety.guard(f"audit.output.{self.name}"):
+                    self.output(event)
+            except Exception as exc:  # noqa: BLE001 - strict mode re-raised it: surfaced by flush()
+                self._failure = self._failure or exc
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event is delivered; False on timeout. Raises, in strict mode only,
+        an error the output raised meanwhile (already counted)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (up to ``timeout``), then stop the thread; later events are dropped."""
+        try:
+            self.flush(timeout)
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
 
 
 class OtlpLogOutput:
@@ -224,6 +305,17 @@ class AuditSink:
             return
         for item in op.audit_items:  # a batch: one event per item
             self.publish({**event, **{str(key): self.redactor.value(value) for key, value in item.items()}})
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait for the background outputs to deliver what they hold."""
+        for _name, output in self.outputs:
+            if isinstance(output, BackgroundOutput):
+                output.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        for _name, output in self.outputs:
+            if isinstance(output, BackgroundOutput):
+                output.close(timeout)
 
     def publish(self, event: Mapping[str, Any]) -> None:
         clean = {key: value for key, value in event.items() if value is not None}
