@@ -58,6 +58,8 @@ class Operation:
     actor: str | None = None
     ref: weakref.ReferenceType[Any] | None = None
     done: bool = False
+    #: The attributes the span was started with (the span sink sets only what changed at the end).
+    span_attributes: Mapping[str, AttributeValue] | None = None
 
     @property
     def span_name(self) -> str:

@@ -20,6 +20,8 @@ from sigtrace.core.operation import Operation
 
 __all__ = ["SpanSink", "old_names_enabled"]
 
+_MISSING = object()
+
 
 def old_names_enabled() -> bool:
     """``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup`` adds the old attribute names beside the stable ones."""
@@ -81,11 +83,13 @@ class SpanSink:
         return attrs
 
     def start(self, op: Operation, context: Context | None = None) -> Span:
+        attributes = self.attributes(op)
+        op.span_attributes = attributes
         return self.tracer.start_span(
             op.span_name,
             context=context,
             kind=SpanKind.CLIENT,
-            attributes=self.attributes(op),
+            attributes=attributes,
             start_time=op.start_ns,
         )
 
@@ -98,7 +102,13 @@ class SpanSink:
         # Information learnt after the start (pk from the post signal, signal name, extras).
         if getattr(span, "name", None) != op.span_name:
             span.update_name(op.span_name)
-        span.set_attributes(self.attributes(op))
+        attributes = self.attributes(op)
+        started = op.span_attributes
+        if started is not None:
+            # Only what changed since the start: the SDK validates every attribute it is given again.
+            attributes = {key: value for key, value in attributes.items() if started.get(key, _MISSING) != value}
+        if attributes:
+            span.set_attributes(attributes)
         if op.outcome == semconv.OUTCOME_ERROR:
             span.set_attribute(semconv.ERROR_TYPE, op.error_type or "_OTHER")
             if op.error is not None:
