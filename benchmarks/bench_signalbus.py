@@ -1,0 +1,87 @@
+"""Flask-SignalBus: one outbox message sent by autoflush: ``session.add(row); session.commit()`` on SQLite.
+
+The commit inserts the row, then SignalBus's after-commit handler loads it, calls the model's
+``send_signalbus_message()`` (a trivial one here), deletes it and commits again. Runs on the old stack
+this library needs (Flask<3, Flask-SQLAlchemy 2.5, SQLAlchemy 1.4): run.py starts it with
+``--signalbus-python``. OTel variant: opentelemetry-instrumentation-sqlalchemy on the app's engine,
+where installed in that environment. Flask-SignalBus sends no signals: its "dispatch" (floor) is the
+library calling the model's ``send_signalbus_message()``, timed as two such calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import _harness as h
+
+
+def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
+    from flask import Flask
+    from flask_signalbus import SignalBusMixin
+    from flask_sqlalchemy import SQLAlchemy
+
+    class SignalSQLAlchemy(SignalBusMixin, SQLAlchemy):  # type: ignore[misc]
+        pass
+
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{os.path.join(tmp, 'signalbus.sqlite')}"
+    app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
+    db = SignalSQLAlchemy(app)
+    sent = [0]
+
+    class Outbox(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "outbox"
+        id = db.Column(db.Integer, primary_key=True, autoincrement=True)
+        text = db.Column(db.String(100), nullable=False)
+
+        def send_signalbus_message(self) -> None:
+            sent[0] += 1
+
+    ctx = app.app_context()
+    ctx.push()
+    from sqlalchemy import event
+
+    # As for the other SQLite benchmarks: no fsync per commit, or the disk's latency is all one sees.
+    event.listen(db.engine, "connect", lambda conn, _record: conn.execute("PRAGMA synchronous=OFF"))
+    db.create_all()
+
+    def op() -> None:
+        db.session.add(Outbox(text="hello"))
+        db.session.commit()
+
+    variants = [h.Variant(h.BASELINE, op, kind="baseline")]
+    for v in h.sigtrace_variants("signalbus", prov, tmp):
+        v.op = op
+        variants.append(v)
+    notes = ["Flask-SignalBus sends no signals: the floor's dispatch is two calls of send_signalbus_message()"]
+    try:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    except ImportError:
+        notes.append("OTel: opentelemetry-instrumentation-sqlalchemy not installed in this environment")
+    else:
+
+        def otel_setup() -> Any:
+            SQLAlchemyInstrumentor().instrument(engine=db.engine, tracer_provider=prov.tracer_provider)
+            return SQLAlchemyInstrumentor().uninstrument
+
+        variants.append(h.Variant(h.OTEL, op, otel_setup))
+        notes.append("OTel: opentelemetry-instrumentation-sqlalchemy instrument(engine=db.engine)")
+    row = Outbox(text="floor")
+
+    def dispatch() -> None:
+        row.send_signalbus_message()
+        row.send_signalbus_message()
+
+    variants += h.floor_variants(prov, dispatch)
+
+    def cleanup() -> None:
+        db.session.remove()
+        ctx.pop()
+
+    return h.Suite("signalbus", "session.add + commit (autoflush send, SQLite)", variants, notes=notes, cleanup=cleanup)
+
+
+if __name__ == "__main__":
+    h.main(build, ["flask-signalbus", "flask-sqlalchemy", "sqlalchemy", "opentelemetry-instrumentation-sqlalchemy"])
