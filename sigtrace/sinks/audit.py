@@ -140,6 +140,7 @@ class BackgroundOutput:
         self._closed = False
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._idle = False
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         with self._cond:
@@ -150,7 +151,8 @@ class BackgroundOutput:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"sigtrace-audit-{self.name}", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._idle:  # wake the thread only when it sleeps: no ping-pong per event under load
+                self._cond.notify_all()  # (a flush() may wait on the same condition)
 
     def _run(self) -> None:
         while True:
@@ -158,15 +160,19 @@ class BackgroundOutput:
                 while not self._queue:
                     if self._closed:
                         return
+                    self._idle = True
                     self._cond.wait()
-                event = self._queue.popleft()
-            try:
-                with safety.guard(f"audit.output.{self.name}"):
-                    self.output(event)
-            except Exception as exc:  # noqa: BLE001 - strict mode re-raised it: surfaced by flush()
-                self._failure = self._failure or exc
+                    self._idle = False
+                batch = list(self._queue)  # everything queued so far, in order
+                self._queue.clear()
+            for event in batch:
+                try:
+                    with safety.guard(f"audit.output.{self.name}"):
+                        self.output(event)
+                except Exception as exc:  # noqa: BLE001 - strict mode re-raised it: surfaced by flush()
+                    self._failure = self._failure or exc
             with self._cond:
-                self._pending -= 1
+                self._pending -= len(batch)
                 self._cond.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:
