@@ -226,8 +226,8 @@ def test_orphan_made_current_does_not_stay_current() -> None:
         engine.begin(Operation("test", "send"), "orphan", activate=True)
         orphan_span = trace.get_current_span()
         assert orphan_span.is_recording()  # current between its pre and its (missing) post
-        deadline = time.monotonic() + 5
-        while engine.table.get("orphan") is not None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while orphan_span.is_recording() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not orphan_span.is_recording()  # ended by the reaper thread, still current here
         engine.begin(Operation("test", "send"), "next")  # the next pre in this context cleans up
@@ -245,7 +245,9 @@ def test_close_detaches_orphans_made_current_in_this_context() -> None:
     with capture(sources=["blinker"], orphan_timeout=0.05) as cap:
         engine = engine_of(cap)
         engine.begin(Operation("test", "send"), "orphan", activate=True)
-        deadline = time.monotonic() + 5
-        while engine.table.get("orphan") is not None and time.monotonic() < deadline:
+        orphan_span = trace.get_current_span()
+        deadline = time.monotonic() + 10
+        while orphan_span.is_recording() and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert not orphan_span.is_recording()
     assert trace.get_current_span() is trace.INVALID_SPAN
