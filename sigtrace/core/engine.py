@@ -311,15 +311,13 @@ class EntryScope:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         with safety.guard("engine.entry"):
-            if self._scope_token is not None:
-                exit_scope(self._scope_token)
-            if self._span_token is not None:
-                _detach(self._span_token)
             engine = self._engine
             scope = self._scope
             pending = [op for op in scope.ops if not op.done]
             if scope.op is not None and not scope.op.done:
                 pending.append(scope.op)
+            # Newest first, and before the scope's own context: tokens are reset in the reverse
+            # order of their attach, so no inner operation's span outlives the call as current.
             for op in reversed(pending):
                 engine.table.discard(op)
                 if exc is not None:
@@ -327,6 +325,10 @@ class EntryScope:
                 else:
                     # The call returned: it happened, even where no post signal said so.
                     engine._finish(op, semconv.OUTCOME_OK, None)
+            if self._span_token is not None:
+                _detach(self._span_token)
+            if self._scope_token is not None:
+                exit_scope(self._scope_token)
 
     async def __aenter__(self) -> EntryScope:
         return self.__enter__()

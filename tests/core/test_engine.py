@@ -251,3 +251,24 @@ def test_close_detaches_orphans_made_current_in_this_context() -> None:
             time.sleep(0.01)
         assert not orphan_span.is_recording()
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_entry_scope_restores_the_callers_context(sigtrace_capture: Capture, fails: bool) -> None:
+    from opentelemetry import trace
+
+    engine = engine_of(sigtrace_capture)
+    tracer = sigtrace_capture.tracer_provider.get_tracer("app")
+    with tracer.start_as_current_span("caller") as caller:
+        try:
+            with engine.entry(Operation("test", "save", collection="t")):
+                # an operation made current inside the call whose post never comes
+                engine.begin(Operation("other", "inner"), "inner", activate=True)
+                assert trace.get_current_span().is_recording()
+                if fails:
+                    raise LookupError("boom")
+        except LookupError:
+            pass
+        assert trace.get_current_span() is caller
+    outcomes = sorted(e["outcome"] for e in sigtrace_capture.audit_events)
+    assert outcomes == (["error", "error"] if fails else ["ok", "ok"])
