@@ -1,6 +1,6 @@
 """Run the whole benchmark suite, print the table, save the figures as JSON under benchmarks/results/.
 
-    python benchmarks/run.py                 # everything (about 15 minutes on 2 vCPUs)
+    python benchmarks/run.py                 # everything (about 25 minutes on 2 vCPUs)
     python benchmarks/run.py --quick         # a smoke run: fewer rounds, 100,000 ops for memory
     python benchmarks/run.py --only django ormar --pinned all
     nox -s bench                             # the same, in a fresh environment
@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -83,7 +82,7 @@ def run_source(source: str, args: argparse.Namespace, pinned: bool, tmp: str) ->
             return {"source": source, "skipped": f"sigtrace has no {source} source yet"}
         if importlib.util.find_spec(library) is None:
             return {"source": source, "skipped": f"{library} is not installed"}
-    out = Path(tmp) / f"{source}{'-pinned' if pinned else ''}.json"
+    out = Path(tmp) / f"{source}{'-pinned' if pinned else ''}.json"  # names assemble() reads
     per_round = max(10, int(per_round * args.scale))
     cmd = [python, str(script), "--rounds", str(args.rounds), "--per-round", str(per_round), "--json", str(out)]
     try:
@@ -95,11 +94,35 @@ def run_source(source: str, args: argparse.Namespace, pinned: bool, tmp: str) ->
     return result
 
 
-def run_module(name: str, extra: list[str], pinned: bool, tmp: str) -> dict[str, Any]:
-    out = Path(tmp) / f"{name}-{len(os.listdir(tmp))}.json"
-    _run([sys.executable, str(HERE / f"bench_{name}.py"), *extra, "--json", str(out)], pinned)
-    data: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+def run_module(name: str, extra: list[str], out: str, tmp: str) -> dict[str, Any]:
+    path = Path(tmp) / f"{out}.json"
+    _run([sys.executable, str(HERE / f"bench_{name}.py"), *extra, "--json", str(path)], False)
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def assemble(directory: Path) -> dict[str, Any]:
+    """Results from the per-module JSON files a run leaves in its work directory (``--keep``)."""
+    results: dict[str, Any] = {"machine": h.machine(), "command": f"assembled from {directory}", "sources": []}
+    for source in SOURCES:
+        for pinned in (False, True):
+            path = directory / f"{source}{'-pinned' if pinned else ''}.json"
+            if path.exists():
+                data = json.loads(path.read_text(encoding="utf-8"))
+                data["pinned"] = pinned
+                results["sources"].append(data)
+    if (directory / "scaling.json").exists():
+        results["scaling"] = json.loads((directory / "scaling.json").read_text(encoding="utf-8"))
+    memory = {}
+    for key, name in MEMORY_RUNS.items():
+        if (directory / f"{name}.json").exists():
+            memory[key] = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    if memory:
+        results["memory"] = memory
+    return results
+
+
+MEMORY_RUNS = {"flat (RSS)": "memory-rss", "flat (tracemalloc)": "memory-tm", "orphan flood": "memory-orphans"}
 
 
 # --- the table ---
@@ -231,7 +254,16 @@ def main() -> None:
     parser.add_argument(
         "--pinned", choices=["none", "default", "all"], default="default", help="default: the async ORMs also pinned"
     )
-    parser.add_argument("--memory-ops", type=int, default=1_000_000)
+    parser.add_argument("--memory-ops", type=int, default=1_000_000, help="operations of the RSS pass")
+    parser.add_argument(
+        "--tracemalloc-ops",
+        type=int,
+        default=1_000_000,
+        help="operations of the tracemalloc pass (slower: tracemalloc hooks every allocation)",
+    )
+    parser.add_argument("--flood", type=int, default=100_000, help="pre signals without a post (orphan flood)")
+    parser.add_argument("--keep", help="keep each module's JSON in this directory (see --assemble)")
+    parser.add_argument("--assemble", help="build the results from a --keep directory instead of running")
     parser.add_argument("--signalbus-python", default=str(ROOT / ".venv-signalbus" / "bin" / "python"))
     parser.add_argument("--output", help="JSON file (default: benchmarks/results/<UTC time>.json)")
     parser.add_argument("--table", help="print the table of an existing results file and exit")
@@ -239,8 +271,12 @@ def main() -> None:
     if args.table:
         print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
         return
+    if args.assemble:
+        save(assemble(Path(args.assemble)), args, dt.datetime.now(dt.UTC))
+        return
     if args.quick:
-        args.rounds, args.scale, args.memory_ops = 3, args.scale / 5, 100_000
+        args.rounds, args.scale = 3, args.scale / 5
+        args.memory_ops, args.tracemalloc_ops, args.flood = 100_000, 20_000, 10_000
     wanted = set(args.only or [*SOURCES, "scaling", "memory"])
     started = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {
@@ -249,7 +285,9 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "sources": [],
     }
-    with tempfile.TemporaryDirectory(prefix="sigtrace-bench-run-") as tmp:
+    tmp = args.keep or tempfile.mkdtemp(prefix="sigtrace-bench-run-")
+    Path(tmp).mkdir(parents=True, exist_ok=True)
+    try:
         for source, (_, _, pin_default) in SOURCES.items():
             if source not in wanted:
                 continue
@@ -259,22 +297,25 @@ def main() -> None:
                 results["sources"].append(run_source(source, args, True, tmp))
         if "scaling" in wanted:
             per_round = str(max(50, int(1000 * args.scale)))
-            results["scaling"] = run_module(
-                "scaling", ["--rounds", str(args.rounds), "--per-round", per_round], False, tmp
-            )
+            extra = ["--rounds", str(args.rounds), "--per-round", per_round]
+            results["scaling"] = run_module("scaling", extra, "scaling", tmp)
         if "memory" in wanted:
-            ops = str(args.memory_ops)
-            flood = str(max(10_000, args.memory_ops // 10))
-            results["memory"] = {
-                "flat (RSS)": run_module("memory", ["--mode", "flat", "--ops", ops], False, tmp),
-                "flat (tracemalloc)": run_module(
-                    "memory", ["--mode", "flat", "--ops", ops, "--tracemalloc"], False, tmp
-                ),
-                "orphan flood": run_module(
-                    "memory", ["--mode", "orphans", "--flood", flood, "--tracemalloc"], False, tmp
-                ),
+            ops, traced = str(args.memory_ops), str(args.tracemalloc_ops)
+            flood = str(args.flood)
+            runs = {
+                "flat (RSS)": ["--mode", "flat", "--ops", ops],
+                "flat (tracemalloc)": ["--mode", "flat", "--ops", traced, "--tracemalloc"],
+                "orphan flood": ["--mode", "orphans", "--flood", flood, "--tracemalloc"],
             }
+            results["memory"] = {key: run_module("memory", extra, MEMORY_RUNS[key], tmp) for key, extra in runs.items()}
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    save(results, args, started)
+
+
+def save(results: dict[str, Any], args: argparse.Namespace, started: dt.datetime) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = Path(args.output) if args.output else RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=1), encoding="utf-8")
