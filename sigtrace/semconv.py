@@ -23,6 +23,28 @@ RPC_SYSTEM: Final = rpc_attributes.RPC_SYSTEM
 RPC_SERVICE: Final = rpc_attributes.RPC_SERVICE
 RPC_METHOD: Final = rpc_attributes.RPC_METHOD
 
+#: Driver dialect / vendor names (SQLAlchemy dialects, Django vendors) -> ``db.system.name`` values.
+DB_SYSTEM_BY_DIALECT: Final = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "sqlite": "sqlite",
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "mssql": "microsoft.sql_server",
+    "microsoft": "microsoft.sql_server",
+    "oracle": "oracle.db",
+    "cockroachdb": "cockroachdb",
+}
+
+
+def db_system_name(dialect: str | None) -> str | None:
+    """The ``db.system.name`` of a driver's dialect or vendor name (unknown names pass through)."""
+    if not dialect:
+        return None
+    name = dialect.lower()
+    return DB_SYSTEM_BY_DIALECT.get(name, name)
+
+
 # --- Old names, added beside the stable ones with OTEL_SEMCONV_STABILITY_OPT_IN=database/dup ---
 OLD_DB_SYSTEM: Final = "db.system"
 OLD_DB_OPERATION: Final = "db.operation"

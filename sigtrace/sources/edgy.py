@@ -68,17 +68,6 @@ _IN_TASK: Final = ("save", "update", "delete")
 _GATHERED: Final = ("bulk", "relation_add", "relation_remove")
 FAMILIES: Final = (*_IN_TASK, *_GATHERED)
 
-#: SQLAlchemy dialect name -> OpenTelemetry ``db.system.name`` value.
-_DB_SYSTEMS: Final = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "sqlite": "sqlite",
-    "mysql": "mysql",
-    "mariadb": "mariadb",
-    "mssql": "microsoft.sql_server",
-    "oracle": "oracle.db",
-    "cockroachdb": "cockroachdb",
-}
 _MAX_FILTER: Final = 1024
 
 
@@ -90,8 +79,7 @@ def _db_fields(database: Any) -> tuple[str | None, str | None]:
     url = getattr(database, "url", None)
     if url is None:
         return None, None
-    dialect = str(getattr(url, "dialect", "") or "").lower()
-    system = _DB_SYSTEMS.get(dialect, dialect or None)
+    system = semconv.db_system_name(str(getattr(url, "dialect", "") or ""))
     namespace = getattr(url, "database", None)
     return system, (str(namespace) if namespace else None)
 

@@ -66,14 +66,6 @@ BUILTIN_SIGNALS = frozenset((*_LIFECYCLE_PRE, *_LIFECYCLE_POST, *_RELATION_PRE, 
 #: At most this many primary keys are listed in the audit event of a bulk operation.
 MAX_AUDIT_PKS = 100
 
-_DIALECT_SYSTEMS = {
-    "sqlite": "sqlite",
-    "postgresql": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mariadb",
-    "mssql": "microsoft.sql_server",
-    "oracle": "oracle.db",
-}
 
 Wrapped = Callable[..., Awaitable[Any]]
 
@@ -187,7 +179,7 @@ def _model_info(cls: Any) -> _ModelInfo:
 
         parsed = make_url(str(url))
         backend = parsed.get_backend_name()
-        db_system = _DIALECT_SYSTEMS.get(backend, backend)
+        db_system = semconv.db_system_name(backend)
         if db_system != "sqlite" and parsed.database:
             namespace = f"{parsed.database}|{schema}" if schema else parsed.database
     info = _ModelInfo(getattr(cls, "__name__", str(cls)), collection, db_system, namespace)

@@ -85,15 +85,6 @@ _SEND: Final = "send_signalbus_message"
 _SEND_BATCH: Final = "send_signalbus_messages"
 _QUEUE_KEY: Final = "flask_signalbus__signals_to_flush"  # flask_signalbus.signalbus._SIGNALS_TO_FLUSH_SESSION_INFO_KEY
 
-#: SQLAlchemy dialect name -> ``db.system.name``.
-_DB_SYSTEMS: Final = {
-    "sqlite": "sqlite",
-    "postgresql": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mariadb",
-    "mssql": "microsoft.sql_server",
-    "oracle": "oracle.db",
-}
 
 _W3C = TraceContextTextMapPropagator()
 
@@ -236,7 +227,7 @@ def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
     dialect = getattr(getattr(bind, "dialect", None), "name", None)
     if not isinstance(dialect, str):
         return None, None
-    system = _DB_SYSTEMS.get(dialect, dialect)
+    system = semconv.db_system_name(dialect)
     namespace = None
     if system != "sqlite":
         database = getattr(getattr(bind, "url", None), "database", None)

@@ -33,6 +33,7 @@ from django.db import connections, router
 from django.db.models import Model, signals
 from django.db.models.fields import related_descriptors
 
+from sigtrace import semconv
 from sigtrace._config import ConfigError
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
@@ -47,15 +48,6 @@ SOURCE = "django"
 ROWS_AFFECTED = "sigtrace.rows_affected"
 #: At most this many pks are listed in the audit event of a bulk operation (``pks_truncated`` says when cut).
 MAX_AUDITED_PKS = 100
-#: The ``db.system.name`` value of each Django database vendor (OpenTelemetry database conventions).
-#: Django reports MariaDB as ``mysql`` (telling them apart needs a query), so does sigtrace.
-DB_SYSTEMS: Mapping[str, str] = {
-    "sqlite": "sqlite",
-    "postgresql": "postgresql",
-    "mysql": "mysql",
-    "oracle": "oracle.db",
-    "microsoft": "microsoft.sql_server",
-}
 _M2M_ACTIONS: Mapping[str, tuple[str, bool]] = {
     "pre_add": ("m2m_add", True),
     "post_add": ("m2m_add", False),
@@ -178,7 +170,8 @@ def _db_of(using: str | None) -> tuple[str | None, str | None]:
         return None, None
     connection = connections[using]
     name = connection.settings_dict.get("NAME")
-    return DB_SYSTEMS.get(connection.vendor, connection.vendor), (str(name) if name else None)
+    # Django reports MariaDB as "mysql" (telling them apart needs a query), and so does sigtrace.
+    return semconv.db_system_name(connection.vendor), (str(name) if name else None)
 
 
 def _pk(instance: Any) -> str | None:
