@@ -3,14 +3,17 @@
 Each scenario runs in its own interpreter, as an application would, over gRPC and over HTTP/protobuf. The
 receiver's view is checked: span names and the caller -> operation -> driver chain, error status and
 ``error.type``, the duration histogram with the semantic-convention buckets, and the audit events as OTLP log
-records carrying the same trace and span ids as their spans.
+records carrying the same trace and span ids as their spans. The metric names the receiver got, translated to
+Prometheus naming, are those the Grafana dashboard in ``dashboards/`` queries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +22,9 @@ from typing import Any
 import pytest
 
 from sigtrace import semconv
+from tests.dashboards_naming import kind_from_otlp, prometheus_names
 from tests.otlp_receiver import OtlpReceiver
+from tests.test_dashboards import DASHBOARD_FILE, iter_queries, load_json, parse_promql
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 #: scenario -> library it needs
@@ -85,6 +90,12 @@ def test_export_reaches_a_real_receiver(
         assert op["kind"] == "CLIENT"
         assert op["parent_span_id"] in caller_ids
         assert op["attributes"][semconv.SIGTRACE_SOURCE] == scenario
+        if "db_system" in told:  # a source over a database says which one, and which table
+            assert op["attributes"][semconv.DB_SYSTEM_NAME] == told["db_system"]
+            assert (
+                f"{op['attributes'][semconv.DB_OPERATION_NAME]} {op['attributes'][semconv.DB_COLLECTION_NAME]}"
+                == (told["operation"])
+            )
     ok_ops = [s for s in ops if s["status_code"] != "ERROR"]
     drivers = [s for s in spans if s["name"].startswith(told["driver"])]
     assert drivers, [s["name"] for s in spans]
@@ -120,5 +131,46 @@ def test_export_reaches_a_real_receiver(
     local = [json.loads(line) for line in audit_file.read_text().splitlines()]
     assert sorted((e["trace_id"], e["span_id"], e["outcome"]) for e in local if e["source"] == scenario) == sorted(
         (op["trace_id"], op["span_id"], "error" if op["status_code"] == "ERROR" else "ok") for op in ops
+    )
+    assert rx.is_alive() and not rx.errors()
+
+
+def dashboard_metric_names() -> set[str]:
+    """Every Prometheus metric name a query of the Grafana dashboard selects (panels and variables)."""
+    names: set[str] = set()
+    for _, datasource, expr, _ in iter_queries(load_json(DASHBOARD_FILE)):
+        if (datasource or {}).get("type") != "prometheus":
+            continue
+        label_values = re.fullmatch(r"\s*label_values\((.*),\s*(\w+)\s*\)\s*", expr)
+        query = label_values.group(1) if label_values else expr
+        names |= {name for name, _ in parse_promql(query)[0] if name}
+    return names
+
+
+def test_every_metric_the_dashboard_queries_reaches_a_real_receiver(
+    fresh_otlp_receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("blinker") is None:
+        pytest.skip("blinker is not installed in this environment")
+    wanted = dashboard_metric_names()
+    assert {"sigtrace_operations_total", "db_client_operation_duration_seconds_bucket"} <= wanted, wanted
+    rx = fresh_otlp_receiver
+    # The blinker scenario plus an orphan and an internal error: every metric sigtrace exports gets a point.
+    run_scenario("blinker", rx, "grpc", tmp_path / "audit.jsonl", {"E2E_EVERY_METRIC": "1"})
+    got: set[str] = set()
+
+    def received() -> bool:
+        got.clear()
+        for point in rx.metrics():
+            if point.get("resource", {}).get("service.name") == "e2e-blinker":
+                got.update(
+                    prometheus_names(point["name"], kind_from_otlp(point["type"], point["is_monotonic"]), point["unit"])
+                )
+        return wanted <= got
+
+    with contextlib.suppress(AssertionError):  # timed out: the assertion below names what is missing
+        rx.wait_for(received, timeout=20)
+    assert wanted <= got, (
+        f"the dashboard queries metrics the receiver never got: {sorted(wanted - got)}; got {sorted(got)}"
     )
     assert rx.is_alive() and not rx.errors()
