@@ -76,7 +76,7 @@ class Engine:
         #: Context tokens of operations made current in a context that could not detach them (the
         #: reaper ended them, or their post came from another thread), by span id: detached at the
         #: next begin() that finds that span current in its context, or at close().
-        self._stale: dict[int, Token[Any]] = {}
+        self._stale: dict[int, Attachment] = {}
         self._stale_lock = threading.Lock()
 
     # --- life cycle ---
@@ -106,8 +106,18 @@ class Engine:
         with self._stale_lock:
             stale = list(self._stale.values())
             self._stale.clear()
-        for token in reversed(stale):
-            _detach(token)
+        # Detach what this context can, newest first, until nothing more comes off the top.
+        while stale:
+            detached = [attachment for attachment in reversed(stale) if _detach(attachment)]
+            if not detached:
+                break
+            stale = [attachment for attachment in stale if attachment not in detached]
+        # What is left was covered by attachments the bounded table let go: restoring this
+        # context to before its oldest remaining one restores it to before them all (tokens of
+        # other threads' contexts cannot be reset here and are skipped).
+        for attachment in stale:
+            if _detach(attachment, force=True):
+                break
 
     # --- what sources call ---
 
@@ -215,7 +225,7 @@ class Engine:
         if self.metrics is not None:
             self.metrics.started(op)
         if activate:
-            op.token = otel_context.attach(trace.set_span_in_context(op.span))
+            op.token = _attach(op.span)
 
     def _discard_started(self, op: Operation) -> None:
         """Undo :meth:`_start` of a duplicate without reporting it."""
@@ -240,7 +250,9 @@ class Engine:
                 op.error_type = op.error_type or error_type_of(error)
             if op.token is not None:
                 if not _detach(op.token):
-                    self._remember_stale(op)
+                    self._remember_stale(op)  # covered by a newer one, or in another context
+                elif self._stale:
+                    self._detach_stale_current()  # an older one that ended first is now on top
                 op.token = None
             end_ns = time.time_ns()
             duration = max(0.0, time.monotonic() - op.start_monotonic)
@@ -267,18 +279,25 @@ class Engine:
         if op.span is None or op.token is None:
             return
         with self._stale_lock:
-            if len(self._stale) >= self.table.max_size:
-                self._stale.pop(next(iter(self._stale)))
+            if len(self._stale) >= max(self.table.max_size, 2):
+                # Keep the oldest: close() restores a context to before it (see there).
+                keys = iter(self._stale)
+                next(keys)
+                self._stale.pop(next(keys))
             self._stale[op.span.get_span_context().span_id] = op.token
 
     def _detach_stale_current(self) -> None:
-        """Detach a span left current in this context by an operation that ended elsewhere."""
-        span_id = trace.get_current_span().get_span_context().span_id
-        with self._stale_lock:
-            token = self._stale.pop(span_id, None)
-        if token is not None and not _detach(token):
+        """Detach the spans left current in this context by operations that ended elsewhere."""
+        while True:
+            span_id = trace.get_current_span().get_span_context().span_id
             with self._stale_lock:
-                self._stale[span_id] = token
+                attachment = self._stale.pop(span_id, None)
+            if attachment is None:
+                return
+            if not _detach(attachment):
+                with self._stale_lock:
+                    self._stale[span_id] = attachment
+                return
 
 
 class EntryScope:
@@ -291,7 +310,7 @@ class EntryScope:
         if op is not None and not engine.enabled(op.source, op.model, op.name, op.signal):
             op = None
         self._scope = Scope(op, expect)
-        self._span_token: Token[Any] | None = None
+        self._span_token: Attachment | None = None
         self._scope_token: Token[Scope | None] | None = None
 
     @property
@@ -303,7 +322,7 @@ class EntryScope:
             op = self._scope.op
             if op is not None:
                 self._engine._start(op, activate=False)
-                self._span_token = otel_context.attach(trace.set_span_in_context(op.span))  # type: ignore[arg-type]
+                self._span_token = _attach(op.span)  # type: ignore[arg-type]
             self._scope_token = enter_scope(self._scope)
         return self
 
@@ -326,7 +345,8 @@ class EntryScope:
                     # The call returned: it happened, even where no post signal said so.
                     engine._finish(op, semconv.OUTCOME_OK, None)
             if self._span_token is not None:
-                _detach(self._span_token)
+                # A with-block restores its caller's context whatever was attached inside it.
+                _detach(self._span_token, force=True)
             if self._scope_token is not None:
                 exit_scope(self._scope_token)
 
@@ -350,8 +370,26 @@ def _absorb(target: Operation, op: Operation) -> None:
     target.audit.update(op.audit)
 
 
-def _detach(token: Token[Any]) -> bool:
-    """Detach a context token if it belongs to this context; elsewhere it cannot (and must not) be."""
+#: A context made current by sigtrace: the token to reset and the context it attached.
+Attachment = tuple[Token[Any], otel_context.Context]
+
+
+def _attach(span: trace.Span) -> Attachment:
+    ctx = trace.set_span_in_context(span)
+    return otel_context.attach(ctx), ctx
+
+
+def _detach(attachment: Attachment, *, force: bool = False) -> bool:
+    """Undo an attach, only in its own context and only while it is on top.
+
+    ``ContextVar.reset`` accepts tokens in any order and then restores a stale context (the
+    older operation's span comes back as current); so an attachment that something else
+    covers is left for later (the newer one's detach uncovers it). ``force`` is for a
+    with-block restoring its caller's context.
+    """
+    token, ctx = attachment
+    if not force and otel_context.get_current() is not ctx:
+        return False
     try:
         token.var.reset(token)
     except (ValueError, RuntimeError):

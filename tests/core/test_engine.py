@@ -272,3 +272,15 @@ def test_entry_scope_restores_the_callers_context(sigtrace_capture: Capture, fai
         assert trace.get_current_span() is caller
     outcomes = sorted(e["outcome"] for e in sigtrace_capture.audit_events)
     assert outcomes == (["error", "error"] if fails else ["ok", "ok"])
+
+
+def test_operations_ending_out_of_order_leave_no_span_current(sigtrace_capture: Capture) -> None:
+    from opentelemetry import trace
+
+    engine = engine_of(sigtrace_capture)
+    engine.begin(Operation("a", "first"), "a", activate=True)
+    engine.begin(Operation("b", "second"), "b", activate=True)
+    engine.end("a")  # the older one ends first while the newer one is on top
+    assert getattr(trace.get_current_span(), "name", None) == "second"  # the newer one stays current
+    engine.end("b")
+    assert trace.get_current_span() is trace.INVALID_SPAN
