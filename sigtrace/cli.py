@@ -41,7 +41,7 @@ def _scenarios() -> list[Any]:
         if library and importlib.util.find_spec(library) is not None:
             found.append(module)
         elif library:
-            found.append(_Missing(info.name, library))
+            found.append(_Missing(module))
 
     def position(module: Any) -> int:
         name = module.__name__.rpartition(".")[2]
@@ -51,12 +51,15 @@ def _scenarios() -> list[Any]:
 
 
 class _Missing:
-    def __init__(self, name: str, library: str) -> None:
-        self.__name__ = f"sigtrace.demo.{name}"
-        self.LIBRARY = library
-        self.TITLE = name
-        spec = REGISTRY.get(name)
-        self.hint = f'pip install "sigtrace[{spec.extra}]"' if spec else f"pip install {library}"
+    """A scenario whose library is not installed: shown with how to install it."""
+
+    def __init__(self, module: Any) -> None:
+        self.__name__ = module.__name__
+        self.LIBRARY = module.LIBRARY
+        self.TITLE = getattr(module, "TITLE", module.__name__)
+        spec = REGISTRY.get(module.__name__.rpartition(".")[2])
+        default = f'pip install "sigtrace[{spec.extra}]"' if spec else f"pip install {module.LIBRARY}"
+        self.hint = getattr(module, "INSTALL_HINT", default)
 
 
 def _otlp_exporters(endpoint: str | None) -> tuple[Any, Any, Any] | None:

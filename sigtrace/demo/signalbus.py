@@ -20,6 +20,8 @@ import sigtrace
 
 TITLE = "Flask-SignalBus: an outbox sent by autoflush, flush, a batch, and one refused message"
 LIBRARY = "flask_signalbus"
+#: Shown by ``sigtrace demo`` where the old stack is missing: a separate environment, made on the fly.
+INSTALL_HINT = 'uv run --python 3.11 --isolated --no-project --with ".[signalbus]" sigtrace demo --source signalbus'
 
 
 class BrokerRefusedError(Exception):
