@@ -39,7 +39,7 @@ SOURCES: dict[str, tuple[str, int, bool]] = {
     "django": ("django", 300, False),
     "ormar": ("ormar", 150, True),
     "edgy": ("edgy", 150, True),
-    "pynamodb": ("pynamodb", 60, False),
+    "pynamodb": ("pynamodb", 200, False),
     "signalbus": ("flask_signalbus", 300, False),
 }
 TARGET_FLOOR_MULTIPLE = 1.5
@@ -315,7 +315,20 @@ def main() -> None:
     save(results, args, started)
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the files of sigtrace/ that differed from it (a shared working tree)."""
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {"head": git("rev-parse", "HEAD"), "modified": git("status", "--short", "sigtrace").splitlines()}
+
+
 def save(results: dict[str, Any], args: argparse.Namespace, started: dt.datetime) -> None:
+    results.setdefault("git", git_state())
     RESULTS.mkdir(exist_ok=True)
     path = Path(args.output) if args.output else RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=1), encoding="utf-8")
