@@ -598,6 +598,17 @@ class OtlpReceiver:
         if self._proc is not None:
             _terminate_group(self._proc, signal.SIGKILL, 5)
             self._detach()
+            self._drop_torn_line()
+
+    def _drop_torn_line(self) -> None:
+        """A record cut off by the kill would glue onto the next agent's first line: cut it off the file."""
+        with self._lock:
+            try:
+                with open(self.out_path, "r+b") as f:
+                    data = f.read()
+                    f.truncate(data.rfind(b"\n") + 1)
+            except FileNotFoundError:
+                pass
 
     def restart(self) -> OtlpReceiver:
         """Stop (if running) and start again on the same ports; data read so far is kept."""
