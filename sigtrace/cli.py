@@ -157,7 +157,12 @@ def run_demo(otlp_endpoint: str | None, only: Sequence[str] | None, out: TextIO)
     meter_provider = MeterProvider(metric_readers=readers, resource=resource)
     audit_events: list[dict[str, Any]] = []
 
-    scenarios = [s for s in _scenarios() if not only or s.__name__.rpartition(".")[2] in only]
+    every = _scenarios()
+    unknown = sorted(set(only or ()) - {s.__name__.rpartition(".")[2] for s in every})
+    if unknown:
+        known = ", ".join(s.__name__.rpartition(".")[2] for s in every)
+        raise SystemExit(f"sigtrace demo: no scenario for {', '.join(unknown)} (scenarios: {known})")
+    scenarios = [s for s in every if not only or s.__name__.rpartition(".")[2] in only]
     runnable = [s for s in scenarios if not isinstance(s, _Missing)]
     from opentelemetry import trace as trace_api
 
