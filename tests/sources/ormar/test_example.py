@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 from fastapi.testclient import TestClient
 from opentelemetry.trace import SpanKind, StatusCode
 
 import sigtrace
 from sigtrace.testing import Capture
+from tests.examples import load_example
 from tests.sources.ormar.helpers import attrs, children, parent_of, span_id
-
-APP = Path(__file__).resolve().parents[3] / "examples" / "ormar" / "app.py"
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ormar_example_app", APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_request_tree_and_audit(tmp_path: Path) -> None:
     cap = Capture()
-    app = load_example().create_app(
+    app = load_example("ormar").create_app(
         f"sqlite+aiosqlite:///{tmp_path / 'albums.sqlite'}",
         cap.tracer_provider,
         meter_provider=cap.meter_provider,
