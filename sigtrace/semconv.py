@@ -45,6 +45,16 @@ def db_system_name(dialect: str | None) -> str | None:
     return DB_SYSTEM_BY_DIALECT.get(name, name)
 
 
+def operation_attributes(source: str, db_system: str | None, name: str, collection: str | None) -> dict[str, str]:
+    """The low-cardinality attributes that identify an operation, on its span and its metric points alike."""
+    attrs = {SIGTRACE_SOURCE: source, DB_OPERATION_NAME: name}
+    if db_system:
+        attrs[DB_SYSTEM_NAME] = db_system
+    if collection:
+        attrs[DB_COLLECTION_NAME] = collection
+    return attrs
+
+
 # --- Old names, added beside the stable ones with OTEL_SEMCONV_STABILITY_OPT_IN=database/dup ---
 OLD_DB_SYSTEM: Final = "db.system"
 OLD_DB_OPERATION: Final = "db.operation"

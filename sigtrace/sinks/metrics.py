@@ -37,11 +37,7 @@ def _attributes(
     outcome: str | None,
     error_type: str | None,
 ) -> Mapping[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {semconv.SIGTRACE_SOURCE: source, semconv.DB_OPERATION_NAME: name}
-    if db_system:
-        attrs[semconv.DB_SYSTEM_NAME] = db_system
-    if collection:
-        attrs[semconv.DB_COLLECTION_NAME] = collection
+    attrs: dict[str, AttributeValue] = dict(semconv.operation_attributes(source, db_system, name, collection))
     if outcome:
         attrs[semconv.SIGTRACE_OUTCOME] = outcome
     if error_type:

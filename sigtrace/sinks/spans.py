@@ -40,11 +40,7 @@ def _base_attributes(
     signal: str | None,
     dup: bool,
 ) -> Mapping[str, AttributeValue]:
-    attrs: dict[str, AttributeValue] = {semconv.SIGTRACE_SOURCE: source, semconv.DB_OPERATION_NAME: name}
-    if db_system:
-        attrs[semconv.DB_SYSTEM_NAME] = db_system
-    if collection:
-        attrs[semconv.DB_COLLECTION_NAME] = collection
+    attrs: dict[str, AttributeValue] = dict(semconv.operation_attributes(source, db_system, name, collection))
     if namespace:
         attrs[semconv.DB_NAMESPACE] = namespace
     if model:
