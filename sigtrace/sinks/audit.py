@@ -56,6 +56,9 @@ def add_trace_context(_logger: object, _method: str, event_dict: MutableMapping[
 class _ReopeningFile:
     """An append-mode file that reopens itself when logrotate moves it away (checked once a second)."""
 
+    #: Seconds between two checks for a moved file (a stat per check).
+    check_interval = 1.0
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the sink
@@ -63,7 +66,7 @@ class _ReopeningFile:
 
     def write(self, text: str) -> None:
         now = time.monotonic()
-        if now - self._checked >= 1.0:
+        if now - self._checked >= self.check_interval:
             self._checked = now
             try:
                 moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino

@@ -1,0 +1,58 @@
+"""Audit outputs a log shipper relies on: a JSON-lines file that survives logrotate, trace ids in the app's own logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+import sigtrace
+from sigtrace.core.operation import Operation
+from sigtrace.sinks import audit
+from sigtrace.testing import capture
+
+
+def run_operation(cap: Any, pk: str) -> None:
+    engine = cap.installation.engine
+    engine.begin(Operation("test", "save", collection="orders", pk=pk), pk)
+    engine.end(pk)
+
+
+def test_audit_file_is_reopened_after_logrotate_moves_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit._ReopeningFile, "check_interval", 0.0)
+    path = tmp_path / "audit.jsonl"
+    rotated = tmp_path / "audit.jsonl.1"
+    with capture(sources=["blinker"], audit=True, audit_file=str(path)) as cap:
+        run_operation(cap, "1")
+        path.rename(rotated)  # logrotate's default "create" mode: move away, the writer must follow
+        run_operation(cap, "2")
+        run_operation(cap, "3")
+    assert [json.loads(line)["pk"] for line in rotated.read_text().splitlines()] == ["1"]
+    assert [json.loads(line)["pk"] for line in path.read_text().splitlines()] == ["2", "3"]
+
+
+def test_copytruncate_keeps_appending(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with capture(sources=["blinker"], audit=True, audit_file=str(path)) as cap:
+        run_operation(cap, "1")
+        path.write_text("")  # logrotate's copytruncate mode
+        run_operation(cap, "2")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    assert [json.loads(line)["pk"] for line in lines] == ["2"]
+
+
+def test_add_trace_context_puts_the_current_span_in_the_applications_own_log_lines() -> None:
+    with capture(sources=["blinker"]) as cap:
+        tracer = cap.tracer_provider.get_tracer("app")
+        with structlog.testing.capture_logs(processors=[sigtrace.add_trace_context]) as logs:
+            logger = structlog.get_logger()
+            logger.info("outside")
+            with tracer.start_as_current_span("request") as span:
+                logger.info("inside")
+        ctx = span.get_span_context()
+    outside, inside = logs
+    assert "trace_id" not in outside
+    assert inside["trace_id"] == format(ctx.trace_id, "032x") and inside["span_id"] == format(ctx.span_id, "016x")
