@@ -57,6 +57,12 @@ _M2M_ACTIONS: Mapping[str, tuple[str, bool]] = {
     "post_clear": ("m2m_clear", False),
 }
 _M2M_METHODS: Mapping[str, str] = {"add": "m2m_add", "remove": "m2m_remove", "clear": "m2m_clear"}
+#: Django 6 routes add/remove/clear and set() through these; where they exist they are the entry points.
+_M2M_BASE_METHODS: Mapping[str, str] = {
+    "_add_base": "m2m_add",
+    "_remove_base": "m2m_remove",
+    "_clear_base": "m2m_clear",
+}
 #: Operations whose entry point calls other wrapped entry points (a bulk_update runs QuerySet.update,
 #: an m2m add runs the through model's bulk_create): those inner calls are part of the outer one.
 _COMPOSITE = frozenset({"update", "bulk_create", "bulk_update", *_M2M_METHODS.values()})
@@ -387,7 +393,7 @@ class DjangoSource(Source):
                 op: Operation | None = None
                 expect: Hashable = None
                 with safety.guard("source.django.m2m_entry"):
-                    if method == "clear" or args:  # add()/remove() of nothing send no signal
+                    if name == "m2m_clear" or args:  # add()/remove() of nothing send no signal
                         op, expect = source._m2m_entry(manager, name)
                 if op is None:
                     return original(manager, *args, **kwargs)
@@ -398,7 +404,8 @@ class DjangoSource(Source):
             call.alters_data = True  # type: ignore[attr-defined]
             return call
 
-        namespace: dict[str, Any] = {method: scoped(method, name) for method, name in _M2M_METHODS.items()}
+        methods = _M2M_BASE_METHODS if hasattr(manager_cls, "_add_base") else _M2M_METHODS
+        namespace: dict[str, Any] = {method: scoped(method, name) for method, name in methods.items()}
         namespace["__module__"] = manager_cls.__module__
         namespace["__qualname__"] = manager_cls.__qualname__
         namespace["_sigtrace_traced"] = True
