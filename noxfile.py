@@ -5,16 +5,22 @@ Sessions (each in its own uv-made environment):
 - tests:     pytest with coverage on the modern stack (every source but Flask-SignalBus)
 - signalbus: Flask-SignalBus on its old stack (Flask<3, Flask-SQLAlchemy 2.5, SQLAlchemy 1.4),
              which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
+- django6:   the Django source on Django 6 (it needs Python 3.12; skipped where there is none)
 - docs:      the documentation site, built in strict mode
 Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks).
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
+import subprocess
+
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "signalbus", "docs"]
+nox.options.sessions = ["lint", "tests", "signalbus", "django6", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
@@ -76,6 +82,54 @@ def signalbus(session: nox.Session) -> None:
     session.run("coverage", "combine", "-q", env={"COVERAGE_FILE": ".coverage-signalbus"})
     session.run(
         "coverage", "report", "--include=sigtrace/sources/signalbus.py", env={"COVERAGE_FILE": ".coverage-signalbus"}
+    )
+
+
+DJANGO6 = [
+    ".[django,test]",
+    "django>=6,<7",
+    "pytest-django>=4.9",
+    "psycopg[binary]>=3.1",
+    "opentelemetry-instrumentation-django>=0.60b0",
+    "opentelemetry-instrumentation-dbapi>=0.60b0",
+]
+
+
+def _python312() -> str | None:
+    """A Python 3.12 interpreter: on PATH, or one pyenv installed (uv does not look there)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates = sorted(glob.glob(os.path.join(root, "versions", "3.12*", "bin", "python3.12")), reverse=True)
+    on_path = shutil.which("python3.12")
+    if on_path:
+        candidates.append(on_path)
+    for candidate in candidates:
+        probe = [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"]
+        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
+
+
+@nox.session(venv_backend="none")
+def django6(session: nox.Session) -> None:
+    """Django 6 needs Python 3.12: its own environment, made with uv from whatever 3.12 the machine has."""
+    python = _python312()
+    if python is None:
+        session.skip("no Python 3.12 on this machine: Django 6 needs it")
+    venv = os.path.join(".nox", "django6")
+    session.run("uv", "venv", "-q", "--allow-existing", "-p", python, venv, external=True)
+    session.run("uv", "pip", "install", "-q", "-p", os.path.join(venv, "bin", "python"), "-e", *DJANGO6, external=True)
+    session.run(
+        os.path.join(venv, "bin", "python"),
+        "-m",
+        "pytest",
+        "tests/sources/django",
+        "-m",
+        "not slow",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"SIGTRACE_STRICT": "1"},
+        external=True,
     )
 
 
