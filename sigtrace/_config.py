@@ -67,10 +67,6 @@ class Options:
     max_in_flight: int = 10_000
     max_value_length: int = 1024
 
-    @property
-    def option_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))
-
 
 #: Options that can be set from the environment, and how each is parsed.
 _ENV_PARSERS: dict[str, str] = {
