@@ -122,6 +122,10 @@ async def test_edgy_concurrent_tasks(size: tuple[int, int]) -> None:
     tasks, per_task = size
     models = define_models(sqlite_url())
     async with models.database:
+        # 1,000 tasks share Edgy's pool (5 + 10 overflow); a task's later operations queue behind the others'
+        # for longer than the pool's default 30 s wait on a loaded machine. databasez passes only pool_size
+        # and max_overflow from the URL, so the wait is raised on the pool itself.
+        models.database.engine.pool._timeout = 600
         await models.registry.create_all()
         try:
             with capture(sources=["edgy"]) as cap:
