@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import structlog
 from opentelemetry import trace
@@ -51,6 +51,24 @@ def add_trace_context(_logger: object, _method: str, event_dict: MutableMapping[
         event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
         event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
     return event_dict
+
+
+_second_prefix: tuple[int, str] = (-1, "")
+
+
+def _iso_timestamp(ns: int) -> str:
+    """``ns`` (Unix epoch) as ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, rounded to the microsecond.
+
+    What ``datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="microseconds")`` writes,
+    in integer arithmetic (no float rounding) and with the date and time formatted once per second.
+    """
+    global _second_prefix
+    seconds, micros = divmod((ns + 500) // 1000, 1_000_000)
+    cached = _second_prefix
+    if cached[0] != seconds:
+        cached = (seconds, datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _second_prefix = cached  # one tuple: threads read a consistent pair
+    return f"{cached[1]}.{micros:06d}+00:00"
 
 
 class _ReopeningFile:
@@ -98,21 +116,22 @@ class JsonLinesWriter:
             self._owned = stream = _ReopeningFile(target)
         else:
             stream = target
+        self._stream = stream
         self._lock = threading.Lock()
-        self._logger = structlog.wrap_logger(
-            structlog.WriteLogger(stream),
-            processors=[structlog.processors.JSONRenderer(sort_keys=False)],
-            # Whatever the application configured (a stdlib BoundLogger has no ``msg``): sigtrace's own.
-            wrapper_class=structlog.BoundLogger,
-            context_class=dict,
-            cache_logger_on_first_use=True,
-        )
+        # structlog's JSON renderer, called directly: what ``wrap_logger(WriteLogger(stream),
+        # processors=[JSONRenderer()]).msg(name, **fields)`` writes (the fields, then ``event``; one
+        # line, flushed), without a bound logger's per-call copies of the event dict.
+        self._render = structlog.processors.JSONRenderer(sort_keys=False)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        fields = dict(event)
-        name = fields.pop("event")
+        name = event["event"]
+        fields = {key: value for key, value in event.items() if key != "event"}
+        fields["event"] = name
+        line = cast(str, self._render(None, "msg", fields))  # json.dumps: str
+        stream = self._stream
         with self._lock:
-            self._logger.msg(name, **fields)
+            stream.write(line + "\n")
+            stream.flush()
 
     def close(self) -> None:
         if self._owned is not None:
@@ -261,6 +280,7 @@ class AuditSink:
         self.capture_values = capture_values
         self.audit_reads = audit_reads
         self.actor = actor
+        self._guards: dict[str, safety.guard] = {}
 
     def wants(self, op: Operation) -> bool:
         return bool(self.outputs) and (op.write or self.audit_reads)
@@ -280,7 +300,7 @@ class AuditSink:
         clip = self.redactor.clip
         event: dict[str, Any] = {
             "event": semconv.AUDIT_EVENT,
-            "timestamp": datetime.fromtimestamp(end_ns / 1e9, tz=UTC).isoformat(timespec="microseconds"),
+            "timestamp": _iso_timestamp(end_ns),
             "service_name": self.service_name,
             "source": op.source,
             "operation": op.name,
@@ -310,7 +330,7 @@ class AuditSink:
             return
         event = self.event(op, end_ns, duration_s)
         if op.audit_items is None:
-            self.publish(event)
+            self._deliver({key: value for key, value in event.items() if value is not None})
             return
         for item in op.audit_items:  # a batch: one event per item
             self.publish({**event, **{str(key): self.redactor.value(value) for key, value in item.items()}})
@@ -327,7 +347,14 @@ class AuditSink:
                 output.close(timeout)
 
     def publish(self, event: Mapping[str, Any]) -> None:
-        clean = {key: value for key, value in event.items() if value is not None}
+        self._deliver({key: value for key, value in event.items() if value is not None})
+
+    def _deliver(self, clean: dict[str, Any]) -> None:
+        """Hand an event without ``None`` fields to every output, each guarded on its own."""
+        guards = self._guards
         for name, output in self.outputs:
-            with safety.guard(f"audit.output.{name}"):
+            guard = guards.get(name)
+            if guard is None:  # one guard per output name, its kind formatted once
+                guard = guards[name] = safety.guard(f"audit.output.{name}")
+            with guard:
                 output(clean)
