@@ -482,8 +482,9 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         origin: SpanContext | None = None
-        if not _SENDING.get() and row is not None and not isinstance(row, type):
-            with safety.guard("source.signalbus.send"):
+        with safety.guard("source.signalbus.send"):
+            # (inside the guard: even isinstance() raises on a weak proxy whose referent is gone)
+            if not _SENDING.get() and row is not None and not isinstance(row, type):
                 cls = type(row)
                 db = _db_of_row(row)
                 op = Operation(
