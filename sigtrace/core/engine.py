@@ -47,6 +47,14 @@ _DESCRIPTIVE = (
 )
 
 
+# Guards are stateless (a kind): one instance each, entered several times per operation.
+_GUARD_FINISH = safety.guard("engine.finish")
+_GUARD_ENTRY = safety.guard("engine.entry")
+_GUARD_AUDIT = safety.guard("sink.audit")
+_GUARD_METRICS = safety.guard("sink.metrics")
+_GUARD_SPANS = safety.guard("sink.spans")
+
+
 def error_type_of(error: BaseException) -> str:
     """``error.type`` of an exception: its class's qualified name, as OpenTelemetry's Python instrumentations use."""
     return type(error).__qualname__
@@ -202,10 +210,10 @@ class Engine:
         op.done = True
         span = trace.get_current_span()
         op.span = span
-        with safety.guard("sink.spans"):
+        with _GUARD_SPANS:
             span.add_event(op.name, self.spans.attributes(op))
         if self.audit is not None:
-            with safety.guard("sink.audit"):
+            with _GUARD_AUDIT:
                 self.audit.emit(op, time.time_ns(), 0.0)
 
     def lookup(self, key: Hashable) -> Operation | None:
@@ -239,7 +247,7 @@ class Engine:
             op.span.end()
 
     def _finish(self, op: Operation, outcome: str, error: BaseException | None) -> None:
-        with safety.guard("engine.finish"):
+        with _GUARD_FINISH:
             if op.done:
                 return
             op.done = True
@@ -257,12 +265,12 @@ class Engine:
             end_ns = time.time_ns()
             duration = max(0.0, time.monotonic() - op.start_monotonic)
             if self.audit is not None:
-                with safety.guard("sink.audit"):
+                with _GUARD_AUDIT:
                     self.audit.emit(op, end_ns, duration)
             if self.metrics is not None:
-                with safety.guard("sink.metrics"):
+                with _GUARD_METRICS:
                     self.metrics.finished(op, duration)
-            with safety.guard("sink.spans"):
+            with _GUARD_SPANS:
                 self.spans.end(op, end_ns)
 
     def _orphaned(self, op: Operation, reason: str) -> None:
@@ -318,7 +326,7 @@ class EntryScope:
         return self._scope.op
 
     def __enter__(self) -> EntryScope:
-        with safety.guard("engine.entry"):
+        with _GUARD_ENTRY:
             op = self._scope.op
             if op is not None:
                 self._engine._start(op, activate=False)
@@ -329,7 +337,7 @@ class EntryScope:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with safety.guard("engine.entry"):
+        with _GUARD_ENTRY:
             engine = self._engine
             scope = self._scope
             pending = [op for op in scope.ops if not op.done]

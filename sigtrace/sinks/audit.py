@@ -124,9 +124,12 @@ class JsonLinesWriter:
         self._render = structlog.processors.JSONRenderer(sort_keys=False)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        name = event["event"]
-        fields = {key: value for key, value in event.items() if key != "event"}
-        fields["event"] = name
+        if type(event) is dict and next(reversed(event), None) == "event":
+            fields = event  # already in the line's order (AuditSink builds its events so)
+        else:
+            name = event["event"]
+            fields = {key: value for key, value in event.items() if key != "event"}
+            fields["event"] = name
         line = cast(str, self._render(None, "msg", fields))  # json.dumps: str
         stream = self._stream
         with self._lock:
@@ -299,7 +302,6 @@ class AuditSink:
         valid = ctx is not None and ctx.is_valid
         clip = self.redactor.clip
         event: dict[str, Any] = {
-            "event": semconv.AUDIT_EVENT,
             "timestamp": _iso_timestamp(end_ns),
             "service_name": self.service_name,
             "source": op.source,
@@ -323,6 +325,9 @@ class AuditSink:
             event.setdefault(key, self.redactor.value(value))
         if self.capture_values and op.values is not None:
             event["values"] = self.redactor.mapping(op.values)
+        # Last, where the JSON line has it (structlog renders ``event`` after the fields): the
+        # writer then renders the event as it is, without reordering it into a copy.
+        event["event"] = semconv.AUDIT_EVENT
         return event
 
     def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:

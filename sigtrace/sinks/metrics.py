@@ -56,22 +56,26 @@ class _Tally:
 
     __slots__ = ("_counts", "_lock")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        self._lock = lock or threading.Lock()
         self._counts: dict[_Key, list[Any]] = {}  # key -> [count, attributes]
 
     def add(self, key: _Key, amount: int) -> None:
         with self._lock:
-            entry = self._counts.get(key)
-            if entry is None:
-                if len(self._counts) >= MAX_ATTRIBUTE_SETS:
-                    key = ("", None, "", None, None, "overflow")
-                    entry = self._counts.get(key)
-                    if entry is None:
-                        entry = self._counts[key] = [0, _OVERFLOW]
-                else:
-                    entry = self._counts[key] = [0, _attributes(*key)]
-            entry[0] += amount
+            self._add(key, amount)
+
+    def _add(self, key: _Key, amount: int) -> None:
+        """:meth:`add` for a caller that holds the lock."""
+        entry = self._counts.get(key)
+        if entry is None:
+            if len(self._counts) >= MAX_ATTRIBUTE_SETS:
+                key = ("", None, "", None, None, "overflow")
+                entry = self._counts.get(key)
+                if entry is None:
+                    entry = self._counts[key] = [0, _OVERFLOW]
+            else:
+                entry = self._counts[key] = [0, _attributes(*key)]
+        entry[0] += amount
 
     def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
@@ -83,11 +87,13 @@ class _Tallies:
     """The tallies of one meter, created once: a meter registers an observable instrument name only once,
     so a second installation on the same provider must feed the callbacks of the first."""
 
-    __slots__ = ("in_flight", "in_flight_instrument", "operations", "operations_instrument")
+    __slots__ = ("in_flight", "in_flight_instrument", "lock", "operations", "operations_instrument")
 
     def __init__(self, meter: Meter) -> None:
-        self.operations = _Tally()
-        self.in_flight = _Tally()
+        #: One lock for both tallies: an operation's end updates both at once.
+        self.lock = threading.Lock()
+        self.operations = _Tally(self.lock)
+        self.in_flight = _Tally(self.lock)
         self.operations_instrument = meter.create_observable_counter(
             semconv.METRIC_OPERATIONS,
             callbacks=[self.operations.observe],
@@ -134,6 +140,7 @@ class MetricSink:
         tallies = _tallies_of(meter)
         self._operations = tallies.operations
         self._in_flight = tallies.in_flight
+        self._tally_lock = tallies.lock
         self.operations = tallies.operations_instrument
         self.orphans = meter.create_counter(
             semconv.METRIC_ORPHANS,
@@ -155,14 +162,14 @@ class MetricSink:
         self._in_flight.add((op.source, op.db_system, op.name, op.collection, None, None), -1)
 
     def finished(self, op: Operation, duration_s: float) -> None:
-        self._in_flight.add((op.source, op.db_system, op.name, op.collection, None, None), -1)
+        source, db_system, name, collection, error_type = op.source, op.db_system, op.name, op.collection, op.error_type
+        with self._tally_lock:  # both tallies under one acquisition
+            self._in_flight._add((source, db_system, name, collection, None, None), -1)
+            self._operations._add((source, db_system, name, collection, op.outcome, error_type), 1)
         # error.type on the duration metric if and only if the operation failed.
-        self.duration.record(
-            duration_s, _attributes(op.source, op.db_system, op.name, op.collection, None, op.error_type)
-        )
-        self._operations.add((op.source, op.db_system, op.name, op.collection, op.outcome, op.error_type), 1)
+        self.duration.record(duration_s, _attributes(source, db_system, name, collection, None, error_type))
         if op.orphaned:
-            base = _attributes(op.source, op.db_system, op.name, op.collection, None, None)
+            base = _attributes(source, db_system, name, collection, None, None)
             reason = op.audit.get("orphan_reason")
             attrs = dict(base)
             if isinstance(reason, str):
