@@ -79,8 +79,9 @@ class App:
         self.proc.stdin.flush()
         return self.read(timeout)
 
-    def run(self, phase: str, count: int) -> dict[str, Any]:
-        return self.ask(f"run {phase} {count}")
+    def run(self, phase: str, count: int, timeout: float = 120) -> dict[str, Any]:
+        """Run ``count`` operations; ``timeout`` is how long to wait for the answer (not a speed check)."""
+        return self.ask(f"run {phase} {count}", timeout)
 
     def quit(self, timeout: float = 60) -> dict[str, Any]:
         t0 = time.monotonic()
