@@ -306,7 +306,7 @@ class DjangoSource(Source):
     def _on_pre_save(
         self,
         sender: Any,
-        instance: Any,
+        instance: Any = None,
         raw: bool = False,
         using: str | None = None,
         update_fields: Any = None,
@@ -318,7 +318,7 @@ class DjangoSource(Source):
                 op.audit["raw"] = True
             self.engine.begin(op, identity_key(instance, "save"), obj=instance)
 
-    def _on_post_save(self, sender: Any, instance: Any, created: bool = False, **_: Any) -> None:
+    def _on_post_save(self, sender: Any, instance: Any = None, created: bool = False, **_: Any) -> None:
         with safety.guard("source.django.post_save"):
             self.engine.end(
                 identity_key(instance, "save"),
@@ -348,12 +348,12 @@ class DjangoSource(Source):
         with self.engine.entry(None):
             return wrapped(*args, **kwargs)
 
-    def _on_pre_delete(self, sender: Any, instance: Any, using: str | None = None, **_: Any) -> None:
+    def _on_pre_delete(self, sender: Any, instance: Any = None, using: str | None = None, **_: Any) -> None:
         with safety.guard("source.django.pre_delete"):
             op = self._operation("delete", sender, using, "pre_delete", _pk(instance))
             self.engine.begin(op, identity_key(instance, "delete"), obj=instance)
 
-    def _on_post_delete(self, sender: Any, instance: Any, **_: Any) -> None:
+    def _on_post_delete(self, sender: Any, instance: Any = None, **_: Any) -> None:
         with safety.guard("source.django.post_delete"):
             self._end_after_commit(identity_key(instance, "delete"), instance, signal="post_delete")
 
@@ -437,8 +437,8 @@ class DjangoSource(Source):
     def _on_m2m_changed(
         self,
         sender: Any,
-        instance: Any,
-        action: str,
+        instance: Any = None,
+        action: str | None = None,
         reverse: bool = False,
         model: Any = None,
         pk_set: Any = None,
@@ -446,7 +446,7 @@ class DjangoSource(Source):
         **_: Any,
     ) -> None:
         with safety.guard("source.django.m2m_changed"):
-            kind = _M2M_ACTIONS.get(action)
+            kind = _M2M_ACTIONS.get(action) if isinstance(action, str) else None
             if kind is None:
                 return
             name, is_pre = kind
@@ -464,7 +464,7 @@ class DjangoSource(Source):
 
     # --- init (off by default) ---
 
-    def _on_post_init(self, sender: Any, instance: Any, **_: Any) -> None:
+    def _on_post_init(self, sender: Any, instance: Any = None, **_: Any) -> None:
         # pre_init carries no instance (only the constructor's arguments): post_init alone marks each build.
         with safety.guard("source.django.post_init"):
             target = self._target(sender, getattr(getattr(instance, "_state", None), "db", None))
