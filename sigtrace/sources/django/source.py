@@ -422,17 +422,10 @@ class DjangoSource(Source):
     def _m2m_operation(
         self, name: str, cls: type[Any], through: Any, using: str | None, instance: Any, signal: str | None
     ) -> Operation:
-        target = self._target(through, using)
-        return Operation(
-            source=SOURCE,
-            name=name,
-            model=cls.__name__,
-            collection=target.collection,
-            db_system=target.db_system,
-            namespace=target.namespace,
-            pk=_pk(instance),
-            signal=signal,
-        )
+        # The through table is what is written; the model is the side the call was made on.
+        op = self._operation(name, through, using, signal, _pk(instance))
+        op.model = cls.__name__
+        return op
 
     def _on_m2m_changed(
         self,
@@ -467,18 +460,9 @@ class DjangoSource(Source):
     def _on_post_init(self, sender: Any, instance: Any = None, **_: Any) -> None:
         # pre_init carries no instance (only the constructor's arguments): post_init alone marks each build.
         with safety.guard("source.django.post_init"):
-            target = self._target(sender, getattr(getattr(instance, "_state", None), "db", None))
-            op = Operation(
-                source=SOURCE,
-                name="init",
-                model=target.model,
-                collection=target.collection,
-                db_system=target.db_system,
-                namespace=target.namespace,
-                pk=_pk(instance),
-                signal="post_init",
-                write=False,
-            )
+            using = getattr(getattr(instance, "_state", None), "db", None)
+            op = self._operation("init", sender, using, "post_init", _pk(instance))
+            op.write = False
             self.engine.record_event(op)
 
     # --- bulk operations (no signals) ---
