@@ -177,6 +177,30 @@ class Engine:
             scope.ops.append(target)
         return target
 
+    def claim(self, key: Hashable, *, obj: object = None, signal: str | None = None) -> Operation | None:
+        """The entry scope's operation, if it waits for this pre signal's ``key``: claimed, no new operation.
+
+        The cheap path of :meth:`begin` for the common case (a pre signal inside the library call
+        its source wrapped): a source calls it first and builds an :class:`Operation` only when it
+        returns ``None``. ``signal`` names the pre signal on the claimed operation.
+        """
+        scope = current_scope()
+        if scope is None:
+            return None
+        own = scope.op
+        if own is None or own.done or own.key is not None or scope.expect is None or scope.expect != key:
+            return None
+        if self.exclude and signal is not None and self._excluded(own.source, own.model, own.name, signal):
+            return None
+        if obj is not None and own.ref is None:
+            own.ref = weak_ref(obj)
+        existing = self.table.add(key, own)
+        if existing is not None:
+            return existing
+        if signal is not None:
+            own.signal = signal
+        return own
+
     def end(
         self,
         key: Hashable | None = None,

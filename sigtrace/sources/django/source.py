@@ -313,10 +313,13 @@ class DjangoSource(Source):
         **_: Any,
     ) -> None:
         with safety.guard("source.django.pre_save"):
+            key = identity_key(instance, "save")
+            if self.engine.claim(key, obj=instance, signal="pre_save") is not None:
+                return  # the save_base wrapper's operation, which already knows what this signal says
             op = self._save_operation(sender, instance, using, update_fields, "pre_save")
             if raw:
                 op.audit["raw"] = True
-            self.engine.begin(op, identity_key(instance, "save"), obj=instance)
+            self.engine.begin(op, key, obj=instance)
 
     def _on_post_save(self, sender: Any, instance: Any = None, created: bool = False, **_: Any) -> None:
         with safety.guard("source.django.post_save"):
