@@ -19,11 +19,10 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any, cast
+from typing import IO, Any
 
-import structlog
 from opentelemetry import trace
 from opentelemetry._logs import LoggerProvider, LogRecord, SeverityNumber, get_logger
 from opentelemetry.util.types import AnyValue
@@ -72,38 +71,60 @@ def _iso_timestamp(ns: int) -> str:
 
 
 class _ReopeningFile:
-    """An append-mode file that reopens itself when logrotate moves it away (checked once a second)."""
+    """An append-only, unbuffered file that reopens itself when logrotate moves it away (checked once a second)."""
 
     #: Seconds between two checks for a moved file (a stat per check).
     check_interval = 1.0
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the sink
+        self._lock = threading.Lock()
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the sink
         self._checked = time.monotonic()
 
     def write(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self._checked >= self.check_interval:
-            self._checked = now
-            try:
-                moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
-            except FileNotFoundError:
-                moved = True
-            if moved:
-                self._file.close()
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self._file.write(text)
+        data = text.encode("utf-8")
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked >= self.check_interval:
+                self._checked = now
+                self._reopen_if_moved()
+            written = self._file.write(data)
+            while written is not None and written < len(data):  # a short write (e.g. a signal): the rest
+                data = data[written:]
+                written = self._file.write(data)
+
+    def _reopen_if_moved(self) -> None:
+        try:
+            moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._file.close()
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def flush(self) -> None:
-        self._file.flush()
+        """Nothing is buffered: each write reached the file."""
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._file.close()
+
+
+def _json_fallback(value: Any) -> Any:
+    """What structlog's JSON renderer writes for a value JSON cannot hold: ``__structlog__()``, else ``repr``."""
+    render = getattr(value, "__structlog__", None)
+    return render() if callable(render) else repr(value)
 
 
 class JsonLinesWriter:
-    """The durable record: one JSON object per line, flushed at once, through a cached structlog logger."""
+    """The durable record: one JSON object per line, written and flushed at once.
+
+    The line is what structlog's ``JSONRenderer`` writes for the event (``json.dumps`` with its
+    fallback for other values: the fields in order, ``event`` last), rendered by one encoder made
+    once rather than one per line. A file sigtrace opens is written unbuffered in append mode: one
+    ``write`` system call per line, complete lines even with several processes on one file.
+    """
 
     def __init__(self, target: str | IO[str] | None) -> None:
         self._owned: _ReopeningFile | None = None
@@ -118,10 +139,7 @@ class JsonLinesWriter:
             stream = target
         self._stream = stream
         self._lock = threading.Lock()
-        # structlog's JSON renderer, called directly: what ``wrap_logger(WriteLogger(stream),
-        # processors=[JSONRenderer()]).msg(name, **fields)`` writes (the fields, then ``event``; one
-        # line, flushed), without a bound logger's per-call copies of the event dict.
-        self._render = structlog.processors.JSONRenderer(sort_keys=False)
+        self._encode = json.JSONEncoder(default=_json_fallback, check_circular=False).encode
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         if type(event) is dict and next(reversed(event), None) == "event":
@@ -130,10 +148,14 @@ class JsonLinesWriter:
             name = event["event"]
             fields = {key: value for key, value in event.items() if key != "event"}
             fields["event"] = name
-        line = cast(str, self._render(None, "msg", fields))  # json.dumps: str
+        line = self._encode(fields) + "\n"
+        owned = self._owned
+        if owned is not None:
+            owned.write(line)  # unbuffered: written when this returns
+            return
         stream = self._stream
         with self._lock:
-            stream.write(line + "\n")
+            stream.write(line)
             stream.flush()
 
     def close(self) -> None:
@@ -284,6 +306,19 @@ class AuditSink:
         self.audit_reads = audit_reads
         self.actor = actor
         self._guards: dict[str, safety.guard] = {}
+        self._clipped: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def _field_names(self, names: Sequence[str]) -> list[str]:
+        """The changed fields as audit values (clipped), computed once per field tuple (sources cache theirs)."""
+        if type(names) is tuple:
+            cached = self._clipped.get(names)
+            if cached is None:
+                cached = tuple(self.redactor.clip(str(name)) for name in names)
+                if len(self._clipped) < 4096:
+                    self._clipped[names] = cached
+            return list(cached)
+        clip = self.redactor.clip
+        return [clip(str(name)) for name in names]
 
     def wants(self, op: Operation) -> bool:
         return bool(self.outputs) and (op.write or self.audit_reads)
@@ -298,31 +333,44 @@ class AuditSink:
         return None
 
     def event(self, op: Operation, end_ns: int, duration_s: float) -> dict[str, Any]:
-        ctx = op.span.get_span_context() if op.span is not None else None
-        valid = ctx is not None and ctx.is_valid
-        clip = self.redactor.clip
-        event: dict[str, Any] = {
-            "timestamp": _iso_timestamp(end_ns),
-            "service_name": self.service_name,
-            "source": op.source,
-            "operation": op.name,
-            "model": op.model,
-            "collection": op.collection,
-            "pk": clip(op.pk) if op.pk is not None else None,
-            "outcome": op.outcome,
-            "error_type": op.error_type,
-            "duration_ms": round(duration_s * 1000.0, 3),
-            "changed_fields": [clip(str(name)) for name in op.changed_fields] if op.changed_fields else None,
-            "actor": self.resolve_actor(op),
-            "correlation_id": op.correlation_id,
-            "signal": op.signal,
-            "trace_id": format(ctx.trace_id, "032x") if valid and ctx else None,
-            "span_id": format(ctx.span_id, "016x") if valid and ctx else None,
-        }
+        """The event of ``op``: only the fields it has (no ``None``), in the line's order, ``event`` last."""
+        event: dict[str, Any] = {"timestamp": _iso_timestamp(end_ns)}
+        if self.service_name is not None:
+            event["service_name"] = self.service_name
+        event["source"] = op.source
+        event["operation"] = op.name
+        if op.model is not None:
+            event["model"] = op.model
+        if op.collection is not None:
+            event["collection"] = op.collection
+        if op.pk is not None:
+            event["pk"] = self.redactor.clip(op.pk)
+        if op.outcome is not None:
+            event["outcome"] = op.outcome
+        if op.error_type is not None:
+            event["error_type"] = op.error_type
+        event["duration_ms"] = round(duration_s * 1000.0, 3)
+        if op.changed_fields:
+            event["changed_fields"] = self._field_names(op.changed_fields)
+        actor = self.resolve_actor(op)
+        if actor is not None:
+            event["actor"] = actor
+        if op.correlation_id is not None:
+            event["correlation_id"] = op.correlation_id
+        if op.signal is not None:
+            event["signal"] = op.signal
+        if op.span is not None:
+            ctx = op.span.get_span_context()
+            if ctx.is_valid:
+                event["trace_id"] = format(ctx.trace_id, "032x")
+                event["span_id"] = format(ctx.span_id, "016x")
         if op.orphaned:
             event["orphaned"] = True
-        for key, value in op.audit.items():
-            event.setdefault(key, self.redactor.value(value))
+        if op.audit:
+            value_of = self.redactor.value
+            for key, value in op.audit.items():
+                if key not in event and value is not None:
+                    event[key] = value_of(value)
         if self.capture_values and op.values is not None:
             event["values"] = self.redactor.mapping(op.values)
         # Last, where the JSON line has it (structlog renders ``event`` after the fields): the
@@ -331,14 +379,16 @@ class AuditSink:
         return event
 
     def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:
-        if not self.wants(op):
+        if not self.outputs or not (op.write or self.audit_reads):
             return
         event = self.event(op, end_ns, duration_s)
         if op.audit_items is None:
-            self._deliver({key: value for key, value in event.items() if value is not None})
+            self._deliver(event)
             return
-        for item in op.audit_items:  # a batch: one event per item
-            self.publish({**event, **{str(key): self.redactor.value(value) for key, value in item.items()}})
+        del event["event"]
+        value_of = self.redactor.value
+        for item in op.audit_items:  # a batch: one event per item, whose fields override the operation's
+            self.publish({**event, **{str(key): value_of(value) for key, value in item.items()}})
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait for the background outputs to deliver what they hold."""
@@ -352,14 +402,17 @@ class AuditSink:
                 output.close(timeout)
 
     def publish(self, event: Mapping[str, Any]) -> None:
-        self._deliver({key: value for key, value in event.items() if value is not None})
+        """Deliver an event built elsewhere (a batch item, a single signal): ``None`` fields dropped, ``event`` last."""
+        clean = {key: value for key, value in event.items() if value is not None and key != "event"}
+        clean["event"] = event.get("event", semconv.AUDIT_EVENT)
+        self._deliver(clean)
 
-    def _deliver(self, clean: dict[str, Any]) -> None:
-        """Hand an event without ``None`` fields to every output, each guarded on its own."""
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """Hand an event to every output, each guarded on its own."""
         guards = self._guards
         for name, output in self.outputs:
             guard = guards.get(name)
             if guard is None:  # one guard per output name, its kind formatted once
                 guard = guards[name] = safety.guard(f"audit.output.{name}")
             with guard:
-                output(clean)
+                output(event)
