@@ -38,14 +38,16 @@ def test_a_stdlib_structlog_logger_is_accepted_as_audit_output() -> None:
 
 
 def test_uninstall_does_not_raise_when_the_audit_file_cannot_be_flushed() -> None:
-    """/dev/full: closing the audit file flushes its buffer and fails with ENOSPC; uninstall() raised it."""
+    """/dev/full: every write fails with ENOSPC (the file is unbuffered: at the write, not at close); uninstall()
+    once raised it from the close of a buffered file. The failures are counted, nothing reaches the caller."""
     with safety.strict(False), capture(sources=["blinker"], audit=True, audit_file="/dev/full") as cap:
         request = uuid.uuid4()
         pre.send("x", request=request)
         post.send("x", request=request)
         assert len(cap.spans_named("fix fixes")) == 1
     assert not sigtrace.is_installed()
-    assert safety.error_counts().get("audit.close", 0) >= 1
+    counts = safety.error_counts()
+    assert counts.get("audit.output.jsonl", 0) + counts.get("audit.close", 0) >= 1
 
 
 def test_the_json_lines_record_ignores_the_applications_structlog_wrapper_class(tmp_path: Any) -> None:
