@@ -12,7 +12,7 @@ mechanism every source uses; none sets a context variable in one receiver and re
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar, Token
 from types import TracebackType
 
@@ -47,8 +47,8 @@ class Scope:
         return own
 
 
-def current_scope() -> Scope | None:
-    return _SCOPE.get()
+#: The scope of the library call running in this context, if any (the variable's own ``get``: no Python frame).
+current_scope: Callable[[], Scope | None] = _SCOPE.get
 
 
 def enter_scope(scope: Scope) -> Token[Scope | None]:
@@ -59,8 +59,8 @@ def exit_scope(token: Token[Scope | None]) -> None:
     _SCOPE.reset(token)
 
 
-def current_actor() -> str | None:
-    return _ACTOR.get()
+#: Who acts in this context (``sigtrace.actor``), if named.
+current_actor: Callable[[], str | None] = _ACTOR.get
 
 
 class ActorScope:

@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
 from sigtrace import semconv
 from sigtrace._config import Exclusions
@@ -55,6 +55,17 @@ _GUARD_METRICS = safety.guard("sink.metrics")
 _GUARD_SPANS = safety.guard("sink.spans")
 
 
+#: The key ``suppress_instrumentation()`` sets, and the plain one older instrumentations set (as
+#: ``opentelemetry.instrumentation.utils.is_instrumentation_enabled`` reads both; here from one context lookup).
+_SUPPRESS_KEYS = (_SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
+
+
+def instrumentation_suppressed() -> bool:
+    """True inside ``suppress_instrumentation()`` (OpenTelemetry's own exporters use it)."""
+    ctx = otel_context.get_current()
+    return bool(ctx.get(_SUPPRESS_KEYS[0]) or ctx.get(_SUPPRESS_KEYS[1]))
+
+
 def error_type_of(error: BaseException) -> str:
     """``error.type`` of an exception: its class's qualified name, as OpenTelemetry's Python instrumentations use."""
     return type(error).__qualname__
@@ -77,6 +88,7 @@ class Engine:
         self.metrics = metrics
         self.audit = audit
         self.exclude = exclude or Exclusions()
+        self._excluding = bool(self.exclude)
         self.table = InFlightTable(max_in_flight, orphan_timeout, self._orphaned)
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -131,9 +143,9 @@ class Engine:
 
     def enabled(self, source: str, model: str | None, name: str, signal: str | None = None) -> bool:
         """False under ``suppress_instrumentation`` or for an excluded source/model/operation/signal."""
-        if not is_instrumentation_enabled():
+        if instrumentation_suppressed():
             return False
-        return not (self.exclude and self._excluded(source, model, name, signal))
+        return not (self._excluding and self._excluded(source, model, name, signal))
 
     def _compute_excluded(self, source: str, model: str | None, name: str, signal: str | None) -> bool:
         return self.exclude.matches(source, model, name, signal)
@@ -190,7 +202,7 @@ class Engine:
         own = scope.op
         if own is None or own.done or own.key is not None or scope.expect is None or scope.expect != key:
             return None
-        if self.exclude and signal is not None and self._excluded(own.source, own.model, own.name, signal):
+        if self._excluding and signal is not None and self._excluded(own.source, own.model, own.name, signal):
             return None
         if obj is not None and own.ref is None:
             own.ref = weak_ref(obj)
@@ -364,7 +376,7 @@ class EntryScope:
         with _GUARD_ENTRY:
             engine = self._engine
             scope = self._scope
-            pending = [op for op in scope.ops if not op.done]
+            pending = [op for op in scope.ops if not op.done] if scope.ops else []
             if scope.op is not None and not scope.op.done:
                 pending.append(scope.op)
             # Newest first, and before the scope's own context: tokens are reset in the reverse

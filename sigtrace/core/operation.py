@@ -58,8 +58,10 @@ class Operation:
     actor: str | None = None
     ref: weakref.ReferenceType[Any] | None = None
     done: bool = False
-    #: The attributes the span was started with (the span sink sets only what changed at the end).
+    #: The attributes the span was started with (the span sink sets only what changed at the end),
+    #: and the cached part of them (the same object at the end: name, model and collection unchanged).
     span_attributes: Mapping[str, AttributeValue] | None = None
+    span_base: Mapping[str, AttributeValue] | None = None
 
     @property
     def span_name(self) -> str:

@@ -1,7 +1,9 @@
 """Operation spans: kind CLIENT, named ``{operation} {collection}``, database semantic conventions.
 
-The attribute set that depends only on (source, system, operation, model, collection) is computed
-once per combination and cached; per operation only the pk, correlation id and extras are added.
+The attribute set that depends only on (source, system, operation, model, collection, namespace) is
+computed once per combination and cached; per operation only the signal, pk, correlation id and
+extras are added. At the end only what changed since the start is set again (the SDK validates
+every attribute it is given): where the cached set is the same object, only those few.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ def _base_attributes(
     model: str | None,
     collection: str | None,
     namespace: str | None,
-    signal: str | None,
     dup: bool,
 ) -> Mapping[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = dict(semconv.operation_attributes(source, db_system, name, collection))
@@ -45,8 +46,6 @@ def _base_attributes(
         attrs[semconv.DB_NAMESPACE] = namespace
     if model:
         attrs[semconv.SIGTRACE_MODEL] = model
-    if signal:
-        attrs[semconv.SIGTRACE_SIGNAL] = signal
     if dup:
         if db_system:
             attrs[semconv.OLD_DB_SYSTEM] = semconv.OLD_DB_SYSTEM_VALUES.get(db_system, db_system)
@@ -64,22 +63,33 @@ class SpanSink:
         self.dup = old_names_enabled()
         self.max_value_length = max_value_length
 
+    def _base(self, op: Operation) -> Mapping[str, AttributeValue]:
+        return _base_attributes(op.source, op.db_system, op.name, op.model, op.collection, op.namespace, self.dup)
+
     def attributes(self, op: Operation) -> dict[str, AttributeValue]:
-        attrs = dict(
-            _base_attributes(
-                op.source, op.db_system, op.name, op.model, op.collection, op.namespace, op.signal, self.dup
-            )
-        )
+        attrs = dict(self._base(op))
+        attrs.update(self._dynamic(op))
+        return attrs
+
+    def _dynamic(self, op: Operation) -> dict[str, AttributeValue]:
+        """The attributes of this operation alone: signal, pk, correlation id, the source's extras."""
+        attrs: dict[str, AttributeValue] = {}
+        if op.signal:
+            attrs[semconv.SIGTRACE_SIGNAL] = op.signal
         if op.pk is not None:
             attrs[semconv.SIGTRACE_PK] = op.pk[: self.max_value_length]
         if op.correlation_id is not None:
             attrs[semconv.SIGTRACE_CORRELATION_ID] = op.correlation_id
+        limit = self.max_value_length
         for key, value in op.attributes.items():
-            attrs[key] = value[: self.max_value_length] if isinstance(value, str) else value
+            attrs[key] = value[:limit] if isinstance(value, str) else value
         return attrs
 
     def start(self, op: Operation, context: Context | None = None) -> Span:
-        attributes = self.attributes(op)
+        base = self._base(op)
+        attributes = dict(base)
+        attributes.update(self._dynamic(op))
+        op.span_base = base
         op.span_attributes = attributes
         return self.tracer.start_span(
             op.span_name,
@@ -91,20 +101,23 @@ class SpanSink:
 
     def end(self, op: Operation, end_ns: int) -> None:
         span = op.span
-        if span is None or not span.is_recording():
-            if span is not None:
-                span.end(end_time=end_ns)
+        if span is None:
+            return
+        if not span.is_recording():
+            span.end(end_time=end_ns)
             return
         # Information learnt after the start (pk from the post signal, signal name, extras).
-        if getattr(span, "name", None) != op.span_name:
-            span.update_name(op.span_name)
-        attributes = self.attributes(op)
-        started = op.span_attributes
-        if started is not None:
-            # Only what changed since the start: the SDK validates every attribute it is given again.
-            attributes = {key: value for key, value in attributes.items() if started.get(key, _MISSING) != value}
-        if attributes:
-            span.set_attributes(attributes)
+        started = op.span_attributes or {}
+        base = self._base(op)
+        if base is op.span_base:  # same operation, model and collection: same name, same cached set
+            current: Mapping[str, AttributeValue] = self._dynamic(op)
+        else:
+            if getattr(span, "name", None) != op.span_name:
+                span.update_name(op.span_name)
+            current = self.attributes(op)
+        changed = {key: value for key, value in current.items() if started.get(key, _MISSING) != value}
+        if changed:
+            span.set_attributes(changed)
         if op.outcome == semconv.OUTCOME_ERROR:
             span.set_attribute(semconv.ERROR_TYPE, op.error_type or "_OTHER")
             if op.error is not None:
