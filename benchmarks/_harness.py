@@ -52,6 +52,7 @@ FULL = "sigtrace full"
 SPANS_ONLY = "sigtrace spans only"
 AUDIT_FILE = "sigtrace audit to file"
 OTEL = "OTel driver instrumentation"
+NAIVE = "naive bridge"
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
 
@@ -199,6 +200,46 @@ def floor_variants(prov: Providers, dispatch: Callable[[], Any], dispatch_async:
         Variant(FLOOR_AUDIT, line, kind="floor"),
         Variant(FLOOR_DISPATCH, dispatch, is_async=dispatch_async, kind="floor"),
     ]
+
+
+class NaiveBridge:
+    """The reference the issue names: span + histogram + structlog JSON line straight in the pre/post receivers.
+
+    ``pre(key)`` starts a span with the floor's attributes and makes it current; ``post(key)`` detaches
+    it, records the histogram, writes the audit line (to /dev/null) and ends the span: the floor's
+    pieces, run where a bridge runs them, with nothing else (no correlation table, no failure path).
+    """
+
+    def __init__(self, prov: Providers) -> None:
+        import structlog
+        from opentelemetry import context, trace
+
+        self._tracer = prov.tracer_provider.get_tracer("bench.naive")
+        self._histogram = prov.meter_provider.get_meter("bench.naive").create_histogram(
+            "bench.naive.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
+        )
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        self._logger = structlog.wrap_logger(
+            structlog.WriteLogger(devnull),
+            processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()],
+            cache_logger_on_first_use=True,
+        )
+        self._attach = context.attach
+        self._detach = context.detach
+        self._in_context = trace.set_span_in_context
+        self._open: dict[Any, tuple[Any, Any, float]] = {}
+
+    def pre(self, key: Any) -> None:
+        span = self._tracer.start_span("save items", kind=SpanKind.CLIENT, attributes=SPAN_ATTRIBUTES)
+        self._open[key] = (span, self._attach(self._in_context(span)), time.monotonic())
+
+    def post(self, key: Any) -> None:
+        span, token, started = self._open.pop(key)
+        self._detach(token)
+        duration = time.monotonic() - started
+        self._histogram.record(duration, METRIC_ATTRIBUTES)
+        self._logger.msg("sigtrace.audit", **AUDIT_FIELDS, duration=duration)
+        span.end()
 
 
 # --- timing ---

@@ -35,6 +35,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
     )
     django.setup()
     from django.db import connection, models
+    from django.db.models import signals
     from django.db.models.signals import ModelSignal
     from opentelemetry.instrumentation import dbapi
 
@@ -77,6 +78,26 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         v.op = op
         variants.append(v)
     variants.append(h.Variant(h.OTEL, op, otel_setup))  # type: ignore[arg-type]
+
+    bridge = h.NaiveBridge(prov)
+
+    def naive_setup() -> object:
+        def pre(sender: object, instance: object = None, **_: object) -> None:
+            bridge.pre(id(instance))
+
+        def post(sender: object, instance: object = None, **_: object) -> None:
+            bridge.post(id(instance))
+
+        signals.pre_save.connect(pre, weak=False, dispatch_uid="bench.naive.pre")
+        signals.post_save.connect(post, weak=False, dispatch_uid="bench.naive.post")
+
+        def teardown() -> None:
+            signals.pre_save.disconnect(dispatch_uid="bench.naive.pre")
+            signals.post_save.disconnect(dispatch_uid="bench.naive.post")
+
+        return teardown
+
+    variants.append(h.Variant(h.NAIVE, op, naive_setup))  # type: ignore[arg-type]
     variants += h.floor_variants(prov, dispatch)
     return h.Suite(
         "django",

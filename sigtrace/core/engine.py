@@ -48,8 +48,6 @@ _DESCRIPTIVE = (
 
 
 # Guards are stateless (a kind): one instance each, entered several times per operation.
-_GUARD_FINISH = safety.guard("engine.finish")
-_GUARD_ENTRY = safety.guard("engine.entry")
 _GUARD_AUDIT = safety.guard("sink.audit")
 _GUARD_METRICS = safety.guard("sink.metrics")
 _GUARD_SPANS = safety.guard("sink.spans")
@@ -283,7 +281,8 @@ class Engine:
             op.span.end()
 
     def _finish(self, op: Operation, outcome: str, error: BaseException | None) -> None:
-        with _GUARD_FINISH:
+        # try/except rather than ``with safety.guard``: the same net, without two calls per block.
+        try:
             if op.done:
                 return
             op.done = True
@@ -299,15 +298,27 @@ class Engine:
                     self._detach_stale_current()  # an older one that ended first is now on top
                 op.token = None
             end_ns = time.time_ns()
-            duration = max(0.0, time.monotonic() - op.start_monotonic)
-            if self.audit is not None:
-                with _GUARD_AUDIT:
-                    self.audit.emit(op, end_ns, duration)
-            if self.metrics is not None:
-                with _GUARD_METRICS:
-                    self.metrics.finished(op, duration)
-            with _GUARD_SPANS:
-                self.spans.end(op, end_ns)
+            duration = time.monotonic() - op.start_monotonic
+            if duration < 0.0:
+                duration = 0.0
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report("engine.finish", exc)
+            return
+        # Each sink on its own: one that fails never keeps the others from reporting.
+        if self.audit is not None:
+            try:
+                self.audit.emit(op, end_ns, duration)
+            except Exception as exc:  # noqa: BLE001
+                safety.report("sink.audit", exc)
+        if self.metrics is not None:
+            try:
+                self.metrics.finished(op, duration)
+            except Exception as exc:  # noqa: BLE001
+                safety.report("sink.metrics", exc)
+        try:
+            self.spans.end(op, end_ns)
+        except Exception as exc:  # noqa: BLE001
+            safety.report("sink.spans", exc)
 
     def _orphaned(self, op: Operation, reason: str) -> None:
         op.orphaned = True
@@ -344,41 +355,43 @@ class Engine:
                 return
 
 
-class EntryScope:
-    """Context manager around one library call; see ``core/context.py`` for why it exists."""
+class EntryScope(Scope):
+    """Context manager around one library call, and the :class:`Scope` it makes current; see ``core/context.py``."""
 
-    __slots__ = ("_engine", "_scope", "_scope_token", "_span_token")
+    __slots__ = ("_engine", "_scope_token", "_span_token")
 
     def __init__(self, engine: Engine, op: Operation | None, expect: Hashable | None) -> None:
-        self._engine = engine
         if op is not None and not engine.enabled(op.source, op.model, op.name, op.signal):
             op = None
-        self._scope = Scope(op, expect)
+        super().__init__(op, expect)
+        self._engine = engine
         self._span_token: Attachment | None = None
         self._scope_token: Token[Scope | None] | None = None
 
     @property
     def operation(self) -> Operation | None:
-        return self._scope.op
+        return self.op
 
     def __enter__(self) -> EntryScope:
-        with _GUARD_ENTRY:
-            op = self._scope.op
+        try:
+            op = self.op
             if op is not None:
                 self._engine._start(op, activate=False)
                 self._span_token = _attach(op.span)  # type: ignore[arg-type]
-            self._scope_token = enter_scope(self._scope)
+            self._scope_token = enter_scope(self)
+        except Exception as exc:  # noqa: BLE001 - the safety net, as ``with safety.guard`` without its calls
+            safety.report("engine.entry", exc)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with _GUARD_ENTRY:
+        try:
             engine = self._engine
-            scope = self._scope
-            pending = [op for op in scope.ops if not op.done] if scope.ops else []
-            if scope.op is not None and not scope.op.done:
-                pending.append(scope.op)
+            pending = [op for op in self.ops if not op.done] if self.ops else []
+            own = self.op
+            if own is not None and not own.done:
+                pending.append(own)
             # Newest first, and before the scope's own context: tokens are reset in the reverse
             # order of their attach, so no inner operation's span outlives the call as current.
             for op in reversed(pending):
@@ -393,6 +406,8 @@ class EntryScope:
                 _detach(self._span_token, force=True)
             if self._scope_token is not None:
                 exit_scope(self._scope_token)
+        except Exception as failure:  # noqa: BLE001 - the safety net
+            safety.report("engine.entry", failure)
 
     async def __aenter__(self) -> EntryScope:
         return self.__enter__()

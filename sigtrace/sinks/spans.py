@@ -68,27 +68,26 @@ class SpanSink:
 
     def attributes(self, op: Operation) -> dict[str, AttributeValue]:
         attrs = dict(self._base(op))
-        attrs.update(self._dynamic(op))
+        self._add_own(attrs, op)
         return attrs
 
-    def _dynamic(self, op: Operation) -> dict[str, AttributeValue]:
-        """The attributes of this operation alone: signal, pk, correlation id, the source's extras."""
-        attrs: dict[str, AttributeValue] = {}
+    def _add_own(self, attrs: dict[str, AttributeValue], op: Operation) -> None:
+        """Add the attributes of this operation alone: signal, pk, correlation id, the source's extras."""
         if op.signal:
             attrs[semconv.SIGTRACE_SIGNAL] = op.signal
         if op.pk is not None:
             attrs[semconv.SIGTRACE_PK] = op.pk[: self.max_value_length]
         if op.correlation_id is not None:
             attrs[semconv.SIGTRACE_CORRELATION_ID] = op.correlation_id
-        limit = self.max_value_length
-        for key, value in op.attributes.items():
-            attrs[key] = value[:limit] if isinstance(value, str) else value
-        return attrs
+        if op.attributes:
+            limit = self.max_value_length
+            for key, value in op.attributes.items():
+                attrs[key] = value[:limit] if isinstance(value, str) else value
 
     def start(self, op: Operation, context: Context | None = None) -> Span:
         base = self._base(op)
         attributes = dict(base)
-        attributes.update(self._dynamic(op))
+        self._add_own(attributes, op)
         op.span_base = base
         op.span_attributes = attributes
         return self.tracer.start_span(
@@ -110,7 +109,8 @@ class SpanSink:
         started = op.span_attributes or {}
         base = self._base(op)
         if base is op.span_base:  # same operation, model and collection: same name, same cached set
-            current: Mapping[str, AttributeValue] = self._dynamic(op)
+            current: dict[str, AttributeValue] = {}
+            self._add_own(current, op)
         else:
             if getattr(span, "name", None) != op.span_name:
                 span.update_name(op.span_name)
