@@ -229,13 +229,16 @@ class NaiveBridge:
         self._in_context = trace.set_span_in_context
         self._open: dict[Any, tuple[Any, Any, float]] = {}
 
-    def pre(self, key: Any) -> None:
+    def pre(self, key: Any, current: bool = True) -> None:
+        """``current=False`` where a receiver cannot change its caller's context (ormar: one task per receiver)."""
         span = self._tracer.start_span("save items", kind=SpanKind.CLIENT, attributes=SPAN_ATTRIBUTES)
-        self._open[key] = (span, self._attach(self._in_context(span)), time.monotonic())
+        token = self._attach(self._in_context(span)) if current else None
+        self._open[key] = (span, token, time.monotonic())
 
     def post(self, key: Any) -> None:
         span, token, started = self._open.pop(key)
-        self._detach(token)
+        if token is not None:
+            self._detach(token)
         duration = time.monotonic() - started
         self._histogram.record(duration, METRIC_ATTRIBUTES)
         self._logger.msg("sigtrace.audit", **AUDIT_FIELDS, duration=duration)
@@ -337,6 +340,9 @@ def summarize(suite: Suite, samples: dict[str, list[list[int]]]) -> dict[str, An
         # Paired per round: sigtrace full's added cost minus the driver instrumentation's.
         diff = [round_medians[FULL][r] - round_medians[OTEL][r] for r in range(n_rounds)]
         out["full_minus_otel_us"] = statistics.median(diff)
+    if full is not None and NAIVE in out["variants"]:
+        diff = [round_medians[FULL][r] - round_medians[NAIVE][r] for r in range(n_rounds)]
+        out["full_minus_naive_us"] = statistics.median(diff)
     return out
 
 

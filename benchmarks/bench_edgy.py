@@ -70,6 +70,27 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         v.op, v.is_async = op, True
         variants.append(v)
     variants.append(h.Variant(h.OTEL, op, otel_setup, is_async=True))
+
+    bridge = h.NaiveBridge(prov)
+    model_signals = Item.meta.signals
+
+    async def naive_pre(sender: Any, instance: Any = None, **_: Any) -> None:
+        bridge.pre(id(instance))  # send_async awaits receivers in the caller's task: the span can be current
+
+    async def naive_post(sender: Any, instance: Any = None, **_: Any) -> None:
+        bridge.post(id(instance))
+
+    def naive_setup() -> Any:
+        model_signals.pre_save.connect(naive_pre, weak=False)
+        model_signals.post_save.connect(naive_post, weak=False)
+
+        def teardown() -> None:
+            model_signals.pre_save.disconnect(naive_pre)
+            model_signals.post_save.disconnect(naive_post)
+
+        return teardown
+
+    variants.append(h.Variant(h.NAIVE, op, naive_setup, is_async=True))
     variants += h.floor_variants(prov, dispatch, dispatch_async=True)
 
     def cleanup() -> None:

@@ -145,13 +145,13 @@ def table(results: dict[str, Any]) -> str:
         "to the baseline, and in units of the floor F measured in the same rounds.",
         "",
         "| source | operation | baseline (p99) | F | sigtrace full: added | spans only: added | audit to file: added "
-        "| OTel driver: added | full - OTel | full ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| OTel driver: added | naive bridge: added | full - OTel | full ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["sources"]:
         name = r["source"] + (" (pinned)" if r.get("pinned") else "")
         if "skipped" in r:
-            lines.append(f"| {name} | skipped: {r['skipped']} |||||||||")
+            lines.append(f"| {name} | skipped: {r['skipped']} ||||||||||")
             continue
         v = r["variants"]
         base = v[h.BASELINE]
@@ -159,7 +159,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {r['operation']} | {_f(base['median_us'])} ({_f(base['p99_us'], 0)}) | {_f(r['floor_us'])} "
             f"| {_added(full)} | {_added(v.get(h.SPANS_ONLY))} | {_added(v.get(h.AUDIT_FILE))} "
-            f"| {_added(v.get(h.OTEL))} | {_f(r.get('full_minus_otel_us'))} | {_f(full and full['ratio'], 2)} |"
+            f"| {_added(v.get(h.OTEL))} | {_added(v.get(h.NAIVE))} | {_f(r.get('full_minus_otel_us'))} "
+            f"| {_f(full and full['ratio'], 2)} |"
         )
     lines += ["", "Floor pieces (median µs, same rounds):", ""]
     lines.append("| source | SDK span | histogram record | structlog JSON line | 2 dispatches | F |")
@@ -220,6 +221,15 @@ def targets(results: dict[str, Any]) -> list[str]:
             xf = full["added_over_floor"]
             ok = "met" if xf <= TARGET_FLOOR_MULTIPLE else "NOT met"
             out.append(f"{name}: sigtrace full adds {xf:.2f} F (target ≤ {TARGET_FLOOR_MULTIPLE} F): {ok}")
+        naive = r["variants"].get(h.NAIVE)
+        if naive is not None:
+            out.append(
+                f"{name}: the naive bridge (the floor's pieces in the receivers, nothing else) adds "
+                f"{naive['added_over_floor']:.2f} F ({naive['added_us']:.1f} µs); sigtrace full - naive bridge: "
+                f"{r['full_minus_naive_us']:+.1f} µs (paired)"
+                if full is not None
+                else f"{name}: the naive bridge adds {naive['added_over_floor']:.2f} F"
+            )
         if full is not None and otel is not None:
             ok = "met" if full["added_us"] < otel["added_us"] else "NOT met"
             out.append(
