@@ -117,6 +117,15 @@ def _json_fallback(value: Any) -> Any:
     return render() if callable(render) else repr(value)
 
 
+def _line_encoder() -> Callable[[Mapping[str, Any]], str]:
+    """``json.dumps(fields, default=_json_fallback)``: the C encoder made once, where the interpreter has it."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(default=_json_fallback, check_circular=False).encode
+    chunks = make(None, _json_fallback, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return lambda fields: "".join(chunks(fields, 0))
+
+
 class JsonLinesWriter:
     """The durable record: one JSON object per line, written and flushed at once.
 
@@ -139,7 +148,7 @@ class JsonLinesWriter:
             stream = target
         self._stream = stream
         self._lock = threading.Lock()
-        self._encode = json.JSONEncoder(default=_json_fallback, check_circular=False).encode
+        self._encode = _line_encoder()
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         if type(event) is dict and next(reversed(event), None) == "event":
@@ -307,6 +316,26 @@ class AuditSink:
         self.actor = actor
         self._guards: dict[str, safety.guard] = {}
         self._clipped: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._whats: dict[tuple[str, str, str | None, str | None], Mapping[str, Any]] = {}
+
+    def _what(self, source: str, name: str, model: str | None, collection: str | None) -> Mapping[str, Any]:
+        """The fields after the timestamp (service, source, operation, model, collection), once per combination."""
+        key = (source, name, model, collection)
+        fields = self._whats.get(key)
+        if fields is None:
+            built: dict[str, Any] = {}
+            if self.service_name is not None:
+                built["service_name"] = self.service_name
+            built["source"] = source
+            built["operation"] = name
+            if model is not None:
+                built["model"] = model
+            if collection is not None:
+                built["collection"] = collection
+            fields = built
+            if len(self._whats) < 4096:
+                self._whats[key] = built
+        return fields
 
     def _field_names(self, names: Sequence[str]) -> list[str]:
         """The changed fields as audit values (clipped), computed once per field tuple (sources cache theirs)."""
@@ -335,14 +364,7 @@ class AuditSink:
     def event(self, op: Operation, end_ns: int, duration_s: float) -> dict[str, Any]:
         """The event of ``op``: only the fields it has (no ``None``), in the line's order, ``event`` last."""
         event: dict[str, Any] = {"timestamp": _iso_timestamp(end_ns)}
-        if self.service_name is not None:
-            event["service_name"] = self.service_name
-        event["source"] = op.source
-        event["operation"] = op.name
-        if op.model is not None:
-            event["model"] = op.model
-        if op.collection is not None:
-            event["collection"] = op.collection
+        event.update(self._what(op.source, op.name, op.model, op.collection))
         if op.pk is not None:
             event["pk"] = self.redactor.clip(op.pk)
         if op.outcome is not None:
