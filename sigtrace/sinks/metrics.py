@@ -155,7 +155,8 @@ class MetricSink:
         self.in_flight = tallies.in_flight_instrument
 
     def started(self, op: Operation) -> None:
-        self._in_flight.add((op.source, op.db_system, op.name, op.collection, None, None), 1)
+        with self._tally_lock:
+            self._in_flight._add((op.source, op.db_system, op.name, op.collection, None, None), 1)
 
     def cancelled(self, op: Operation) -> None:
         """A started operation turned out to be a duplicate: it leaves the in-flight count unreported."""
