@@ -16,7 +16,8 @@ import sqlite3
 import _harness as h
 
 
-def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
+def setup_django(tmp: str) -> tuple[type, object]:
+    """Django on SQLite in ``tmp`` with one table and one row: the model class and that row."""
     import django
     from django.conf import settings
 
@@ -35,9 +36,6 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
     )
     django.setup()
     from django.db import connection, models
-    from django.db.models import signals
-    from django.db.models.signals import ModelSignal
-    from opentelemetry.instrumentation import dbapi
 
     class Item(models.Model):
         name = models.CharField(max_length=100)
@@ -49,10 +47,18 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
 
     with connection.schema_editor() as editor:
         editor.create_model(Item)
-    item = Item.objects.create(name="first")
+    return Item, Item.objects.create(name="first")
+
+
+def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
+    model, item = setup_django(tmp)
+    from django.db import connection
+    from django.db.models import signals
+    from django.db.models.signals import ModelSignal
+    from opentelemetry.instrumentation import dbapi
 
     def op() -> None:
-        item.save()
+        item.save()  # type: ignore[attr-defined]
 
     def otel_setup() -> object | None:
         connection.close()
@@ -67,11 +73,11 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         return teardown
 
     signal = ModelSignal(use_caching=True)
-    signal.connect(lambda sender, **kw: None, sender=Item, weak=False)
+    signal.connect(lambda sender, **kw: None, sender=model, weak=False)
 
     def dispatch() -> None:
-        signal.send(sender=Item, instance=item, raw=False, using="default", update_fields=None)
-        signal.send(sender=Item, instance=item, raw=False, using="default", update_fields=None)
+        signal.send(sender=model, instance=item, raw=False, using="default", update_fields=None)
+        signal.send(sender=model, instance=item, raw=False, using="default", update_fields=None)
 
     variants = [h.Variant(h.BASELINE, op, kind="baseline")]
     for v in h.sigtrace_variants("django", prov, tmp):
