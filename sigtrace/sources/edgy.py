@@ -34,6 +34,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import edgy
@@ -112,22 +113,35 @@ def _tablename(model: Any) -> str | None:
     return str(name) if name else None
 
 
-_MISSING: Final = object()
-_pk_names: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True, slots=True)
+class _ModelFacts:
+    """What every operation of a model reports about the model, looked up once per model class."""
+
+    name: str
+    collection: str | None
+    #: The field holding a single-column pk, if it is a plain instance attribute (else ``None``).
+    pk_name: str | None
 
 
-def _single_pk_name(cls: type) -> str | None:
-    """The field holding a single-column pk, if it is a plain instance attribute (else ``None``)."""
+_facts_cache: weakref.WeakKeyDictionary[type, _ModelFacts] = weakref.WeakKeyDictionary()
+
+
+def _facts_of(model: type) -> _ModelFacts:
     try:
-        return _pk_names[cls]
+        return _facts_cache[model]
     except KeyError:
         pass
-    names: tuple[str, ...] = tuple(getattr(cls, "pknames", None) or ())
-    name: str | None = names[0] if len(names) == 1 else None
-    if name is not None and any(name in vars(klass) for klass in cls.__mro__):
-        name = None  # a class attribute (a descriptor) would take precedence over the instance's value
-    _pk_names[cls] = name
-    return name
+    names: tuple[str, ...] = tuple(getattr(model, "pknames", None) or ())
+    pk_name: str | None = names[0] if len(names) == 1 else None
+    if pk_name is not None and any(pk_name in vars(klass) for klass in model.__mro__):
+        pk_name = None  # a class attribute (a descriptor) would take precedence over the instance's value
+    facts = _ModelFacts(model.__name__, _tablename(model), pk_name)
+    if facts.collection is not None:  # a model without a table yet (abstract...) is looked up again
+        _facts_cache[model] = facts
+    return facts
+
+
+_MISSING: Final = object()
 
 
 def _pk_of(instance: Any) -> str | None:
@@ -135,7 +149,7 @@ def _pk_of(instance: Any) -> str | None:
         return None
     # Edgy's ``pk`` property costs several µs (descriptor and context-variable round trips); a
     # single-column pk already set is the instance's own attribute. Anything else asks ``pk``.
-    name = _single_pk_name(type(instance))
+    name = _facts_of(type(instance)).pk_name
     state = getattr(instance, "__dict__", None) if name is not None else None
     pk = state.get(name, _MISSING) if isinstance(state, dict) else _MISSING
     if pk is _MISSING:
@@ -166,7 +180,7 @@ def _op_key(instance: Any, family: str, tag: int | None) -> Hashable:
 
 def _names(values: Any) -> list[str] | None:
     if isinstance(values, Mapping):
-        return sorted(str(name) for name in values)
+        return sorted(map(str, values))
     return None
 
 
@@ -278,6 +292,7 @@ class EdgySource(Source):
     def _operation(self, family: str, sender: Any, kwargs: Mapping[str, Any], signal: str) -> tuple[Operation, Any]:
         """The operation a signal describes, and the object its key is built on."""
         model = _model_class(sender)
+        facts = _facts_of(model)
         instance = kwargs.get("instance")
         model_instance = kwargs.get("model_instance")
         database = getattr(model_instance if model_instance is not None else instance, "database", None)
@@ -335,8 +350,8 @@ class EdgySource(Source):
         op = Operation(
             source=SOURCE,
             name=name,
-            model=model.__name__,
-            collection=_tablename(model),
+            model=facts.name,
+            collection=facts.collection,
             db_system=db_system,
             namespace=namespace,
             pk=_pk_of(model_instance) if family in _IN_TASK else None,
@@ -548,11 +563,12 @@ class EdgySource(Source):
                 for each in models:
                     self._ensure(each, family)
                 db_system, namespace = _db_fields(getattr(model, "database", None))
+                facts = _facts_of(model)
                 op = Operation(
                     source=SOURCE,
                     name=name,
-                    model=model.__name__,
-                    collection=_tablename(model),
+                    model=facts.name,
+                    collection=facts.collection,
                     db_system=db_system,
                     namespace=namespace,
                 )
