@@ -514,8 +514,8 @@ class EdgySource(Source):
         self.patch(db, "DatabaseMixin.real_save", self._observing("save"))
         self.patch(db, "DatabaseMixin.update", self._observing("update"))
         self.patch(db, "DatabaseMixin.delete", self._observing("delete"))
-        self.patch(qs, "QuerySet.update", self._observing("update"))
-        self.patch(qs, "QuerySet.delete", self._observing("delete"))
+        self.patch(qs, "QuerySet.update", self._observing("update", queryset=True))
+        self.patch(qs, "QuerySet.delete", self._observing("delete", queryset=True))
         for method in ("bulk_create", "bulk_update", "bulk_update_or_create", "bulk_get_or_create"):
             self.patch(qs, f"QuerySet.{method}", self._gathered("bulk", method))
         for cls in ("ManyRelation", "SingleRelation"):
@@ -525,13 +525,16 @@ class EdgySource(Source):
         for command in ("upgrade", "downgrade", "revision"):
             self.patch("alembic.command", command, self._wrap_alembic)
 
-    def _observing(self, family: str) -> Callable[..., Any]:
-        """Instance / query-set operation: receivers own the span; the scope ends it on a failure."""
+    def _observing(self, family: str, *, queryset: bool = False) -> Callable[..., Any]:
+        """Instance / query-set operation: receivers own the span; the scope ends it on a failure.
+
+        ``queryset``: the wrapped method is a ``QuerySet``'s (known here: no type check per call).
+        """
         engine = self.engine
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             with _GUARD_ENTRY:
-                self._ensure(instance.model_class if _is_queryset(instance) else type(instance), family)
+                self._ensure(instance.model_class if queryset else type(instance), family)
             async with engine.entry(None):
                 return await wrapped(*args, **kwargs)
 
