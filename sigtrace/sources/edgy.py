@@ -30,13 +30,17 @@ generic blinker source: :func:`trace_model_signal` / :func:`trace_model_signals`
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import edgy
 from edgy.core import signals as edgy_signals
 from edgy.core.connection.registry import Registry
+from edgy.core.db.querysets.base import BaseQuerySet
 from opentelemetry.util.types import AttributeValue
 
 import sigtrace
@@ -70,18 +74,33 @@ FAMILIES: Final = (*_IN_TASK, *_GATHERED)
 
 _MAX_FILTER: Final = 1024
 
+#: family -> (pre signal name, post signal name).
+_FAMILY_SIGNALS: Final = {family: (f"pre_{family}", f"post_{family}") for family in FAMILIES}
+# Guards are stateless: one instance per kind, not one per call.
+_GUARD_ENTRY: Final = safety.guard("source.edgy.entry")
+
 
 # --------------------------------------------------------------------------- helpers
 
 
+_db_cache: weakref.WeakKeyDictionary[Any, tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
+
+
 def _db_fields(database: Any) -> tuple[str | None, str | None]:
-    """(db.system.name, db.namespace) of an Edgy/databasez ``Database``."""
+    """(db.system.name, db.namespace) of an Edgy/databasez ``Database``, parsed once per database."""
+    try:
+        return _db_cache[database]
+    except (KeyError, TypeError):
+        pass
     url = getattr(database, "url", None)
     if url is None:
         return None, None
     system = semconv.db_system_name(str(getattr(url, "dialect", "") or ""))
     namespace = getattr(url, "database", None)
-    return system, (str(namespace) if namespace else None)
+    fields = system, (str(namespace) if namespace else None)
+    with contextlib.suppress(TypeError):
+        _db_cache[database] = fields
+    return fields
 
 
 def _model_class(sender: Any) -> Any:
@@ -94,21 +113,56 @@ def _tablename(model: Any) -> str | None:
     return str(name) if name else None
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelFacts:
+    """What every operation of a model reports about the model, looked up once per model class."""
+
+    name: str
+    collection: str | None
+    #: The field holding a single-column pk, if it is a plain instance attribute (else ``None``).
+    pk_name: str | None
+
+
+_facts_cache: weakref.WeakKeyDictionary[type, _ModelFacts] = weakref.WeakKeyDictionary()
+
+
+def _facts_of(model: type) -> _ModelFacts:
+    try:
+        return _facts_cache[model]
+    except KeyError:
+        pass
+    names: tuple[str, ...] = tuple(getattr(model, "pknames", None) or ())
+    pk_name: str | None = names[0] if len(names) == 1 else None
+    if pk_name is not None and any(pk_name in vars(klass) for klass in model.__mro__):
+        pk_name = None  # a class attribute (a descriptor) would take precedence over the instance's value
+    facts = _ModelFacts(model.__name__, _tablename(model), pk_name)
+    if facts.collection is not None:  # a model without a table yet (abstract...) is looked up again
+        _facts_cache[model] = facts
+    return facts
+
+
+_MISSING: Final = object()
+
+
 def _pk_of(instance: Any) -> str | None:
     if instance is None:
         return None
-    try:
-        pk = instance.pk
-    except Exception:  # noqa: BLE001 - not loaded / deleted: no pk to show
-        return None
+    # Edgy's ``pk`` property costs several µs (descriptor and context-variable round trips); a
+    # single-column pk already set is the instance's own attribute. Anything else asks ``pk``.
+    name = _facts_of(type(instance)).pk_name
+    state = getattr(instance, "__dict__", None) if name is not None else None
+    pk = state.get(name, _MISSING) if isinstance(state, dict) else _MISSING
+    if pk is _MISSING:
+        try:
+            pk = instance.pk
+        except Exception:  # noqa: BLE001 - not loaded / deleted: no pk to show
+            return None
     if pk is None or (isinstance(pk, dict) and all(v is None for v in pk.values())):
         return None
     return str(pk)
 
 
 def _is_queryset(obj: Any) -> bool:
-    from edgy.core.db.querysets.base import BaseQuerySet
-
     return isinstance(obj, BaseQuerySet)
 
 
@@ -126,7 +180,7 @@ def _op_key(instance: Any, family: str, tag: int | None) -> Hashable:
 
 def _names(values: Any) -> list[str] | None:
     if isinstance(values, Mapping):
-        return sorted(str(name) for name in values)
+        return sorted(map(str, values))
     return None
 
 
@@ -188,7 +242,7 @@ class EdgySource(Source):
         signals = getattr(getattr(model, "meta", None), "signals", None)
         if not isinstance(signals, dict):
             return
-        for signal_name in (f"pre_{family}", f"post_{family}"):
+        for signal_name in _FAMILY_SIGNALS[family]:
             signal = signals.get(signal_name)
             if signal is not None and id(signal) not in self._watched:
                 self._watch(signal, signal_name)
@@ -238,6 +292,7 @@ class EdgySource(Source):
     def _operation(self, family: str, sender: Any, kwargs: Mapping[str, Any], signal: str) -> tuple[Operation, Any]:
         """The operation a signal describes, and the object its key is built on."""
         model = _model_class(sender)
+        facts = _facts_of(model)
         instance = kwargs.get("instance")
         model_instance = kwargs.get("model_instance")
         database = getattr(model_instance if model_instance is not None else instance, "database", None)
@@ -295,8 +350,8 @@ class EdgySource(Source):
         op = Operation(
             source=SOURCE,
             name=name,
-            model=model.__name__,
-            collection=_tablename(model),
+            model=facts.name,
+            collection=facts.collection,
             db_system=db_system,
             namespace=namespace,
             pk=_pk_of(model_instance) if family in _IN_TASK else None,
@@ -343,12 +398,16 @@ class EdgySource(Source):
         activate = family in _IN_TASK
         engine = self.engine
 
+        guard = safety.guard(f"source.edgy.{signal_name}")
+
         async def on_pre(sender: Any, **kwargs: Any) -> None:
-            with safety.guard(f"source.edgy.{signal_name}"):
+            with guard:
                 op, subject = self._operation(family, sender, kwargs, signal_name)
-                if not engine.enabled(SOURCE, op.model, op.name, signal_name):
-                    return
                 if ATTR_QUERYSET in op.attributes:
+                    # Not for an excluded operation: this builds the WHERE clause once more. (Anything
+                    # else is checked by begin() itself.)
+                    if not engine.enabled(SOURCE, op.model, op.name, signal_name):
+                        return
                     await self._filter_shape(op, subject)
                 key = _op_key(subject, family, _scope_tag())
                 engine.begin(op, key, obj=subject, activate=activate)
@@ -360,8 +419,10 @@ class EdgySource(Source):
         signal_name = f"post_{family}"
         engine = self.engine
 
+        guard = safety.guard(f"source.edgy.{signal_name}")
+
         async def on_post(sender: Any, **kwargs: Any) -> None:
-            with safety.guard(f"source.edgy.{signal_name}"):
+            with guard:
                 instance = kwargs.get("instance")
                 model_instance = kwargs.get("model_instance")
                 subject = model_instance if family in _IN_TASK and model_instance is not None else instance
@@ -453,8 +514,8 @@ class EdgySource(Source):
         self.patch(db, "DatabaseMixin.real_save", self._observing("save"))
         self.patch(db, "DatabaseMixin.update", self._observing("update"))
         self.patch(db, "DatabaseMixin.delete", self._observing("delete"))
-        self.patch(qs, "QuerySet.update", self._observing("update"))
-        self.patch(qs, "QuerySet.delete", self._observing("delete"))
+        self.patch(qs, "QuerySet.update", self._observing("update", queryset=True))
+        self.patch(qs, "QuerySet.delete", self._observing("delete", queryset=True))
         for method in ("bulk_create", "bulk_update", "bulk_update_or_create", "bulk_get_or_create"):
             self.patch(qs, f"QuerySet.{method}", self._gathered("bulk", method))
         for cls in ("ManyRelation", "SingleRelation"):
@@ -464,13 +525,16 @@ class EdgySource(Source):
         for command in ("upgrade", "downgrade", "revision"):
             self.patch("alembic.command", command, self._wrap_alembic)
 
-    def _observing(self, family: str) -> Callable[..., Any]:
-        """Instance / query-set operation: receivers own the span; the scope ends it on a failure."""
+    def _observing(self, family: str, *, queryset: bool = False) -> Callable[..., Any]:
+        """Instance / query-set operation: receivers own the span; the scope ends it on a failure.
+
+        ``queryset``: the wrapped method is a ``QuerySet``'s (known here: no type check per call).
+        """
         engine = self.engine
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            with safety.guard("source.edgy.entry"):
-                self._ensure(instance.model_class if _is_queryset(instance) else type(instance), family)
+            with _GUARD_ENTRY:
+                self._ensure(instance.model_class if queryset else type(instance), family)
             async with engine.entry(None):
                 return await wrapped(*args, **kwargs)
 
@@ -489,7 +553,7 @@ class EdgySource(Source):
             expect: Hashable | None = None
             if family != "bulk" and not (getattr(instance, "refs", None) if staged else args):
                 return await wrapped(*args, **kwargs)
-            with safety.guard("source.edgy.entry"):
+            with _GUARD_ENTRY:
                 if family == "bulk":
                     model, owner = instance.model_class, instance
                     models: Iterable[Any] = (model,)
@@ -502,11 +566,12 @@ class EdgySource(Source):
                 for each in models:
                     self._ensure(each, family)
                 db_system, namespace = _db_fields(getattr(model, "database", None))
+                facts = _facts_of(model)
                 op = Operation(
                     source=SOURCE,
                     name=name,
-                    model=model.__name__,
-                    collection=_tablename(model),
+                    model=facts.name,
+                    collection=facts.collection,
                     db_system=db_system,
                     namespace=namespace,
                 )

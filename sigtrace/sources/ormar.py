@@ -25,9 +25,11 @@ signal see the same proxy object, so they share a key.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,29 @@ MAX_AUDIT_PKS = 100
 
 
 Wrapped = Callable[..., Awaitable[Any]]
+#: What an entry wrapper knows before the call: the operation and the key its pre signal will carry.
+Entry = tuple[Operation, Hashable | None]
+#: Builds the :data:`Entry` of one call from ``(instance, args, kwargs)`` of the wrapped method.
+Build = Callable[[Any, tuple[Any, ...], dict[str, Any]], Entry]
+#: Fills in what only the call's result tells: ``(operation, instance, args, kwargs, result)``.
+After = Callable[[Operation, Any, tuple[Any, ...], dict[str, Any], Any], None]
+
+_ENTRY_KINDS = (
+    "save",
+    "update",
+    "delete",
+    "relation_add",
+    "relation_remove",
+    "relation_clear",
+    "queryset_update",
+    "queryset_delete",
+    "bulk_create",
+    "bulk_update",
+)
+# Guards are stateless: one instance per kind, not one per call.
+_GUARD_BUILD = {kind: safety.guard(f"source.ormar.{kind}") for kind in _ENTRY_KINDS}
+_GUARD_AFTER = {kind: safety.guard(f"source.ormar.{kind}.after") for kind in _ENTRY_KINDS}
+_GUARD_SIGNAL = safety.guard("source.ormar.signal")
 
 
 # --- custom signals (declared by the user; module-level so they work before or after install) ---
@@ -144,6 +169,8 @@ def trace_custom_signals(
 
 
 def _custom_for(name: str) -> list[CustomSignal]:
+    if name not in _custom:  # the common case, without the lock (a dict lookup is atomic)
+        return []
     with _custom_lock:
         return list(_custom.get(name, ()))
 
@@ -197,13 +224,48 @@ def _class_of(instance: Any) -> Any:
     return instance.__class__
 
 
-def _transaction_active() -> bool:
-    """True inside ``database.transaction()``: the write is committed (or rolled back) later."""
+@functools.cache
+def _transaction_var() -> ContextVar[Any] | None:
+    """ormar's "current transaction connection" variable, imported once (not at every operation)."""
     try:
         from ormar.databases.connection import _transaction_connection
     except ImportError:  # pragma: no cover - a future ormar
-        return False
-    return _transaction_connection.get() is not None
+        return None
+    return _transaction_connection
+
+
+def _transaction_active() -> bool:
+    """True inside ``database.transaction()``: the write is committed (or rolled back) later."""
+    var = _transaction_var()
+    return var is not None and var.get() is not None
+
+
+_writable_cache: weakref.WeakKeyDictionary[type, tuple[int, frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def _writable_fields(cls: Any) -> frozenset[str]:
+    """The columns an update writes: every field but the pk, virtual (reverse) and many-to-many ones.
+
+    Cached per model and recomputed when the model's field count changes (ormar adds the reverse
+    side of a relation to ``model_fields`` when a related model is declared later).
+    """
+    config = getattr(cls, "ormar_config", None)
+    fields = getattr(config, "model_fields", None) or {}
+    try:
+        count, writable = _writable_cache[cls]
+        if count == len(fields):
+            return writable
+    except (KeyError, TypeError):
+        pass
+    pkname = getattr(config, "pkname", None)
+    writable = frozenset(
+        name
+        for name, spec in fields.items()
+        if name != pkname and not getattr(spec, "virtual", False) and not getattr(spec, "is_multi", False)
+    )
+    with contextlib.suppress(TypeError):
+        _writable_cache[cls] = (len(fields), writable)
+    return writable
 
 
 class OrmarSource(Source):
@@ -269,58 +331,68 @@ class OrmarSource(Source):
     async def _scoped(
         self,
         kind: str,
-        make: Callable[[], tuple[Operation, Hashable | None] | None],
+        build: Build,
         wrapped: Wrapped,
+        instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        after: Callable[[Operation, Any], None] | None = None,
+        after: After | None = None,
     ) -> Any:
-        """Run ``wrapped`` inside an entry scope for the operation ``make()`` describes."""
+        """Run ``wrapped`` inside an entry scope for the operation ``build`` describes.
+
+        The wrappers are plain functions returning this coroutine (no ``async def`` of their own):
+        one coroutine frame fewer between the caller and ormar, resumed at every await of the call.
+        """
         scope: EntryScope | None = None
-        with safety.guard(f"source.ormar.{kind}"):
-            made = make()
-            if made is not None:
-                op, key = made
-                scope = self.engine.entry(op, expect=key)
+        with _GUARD_BUILD[kind]:
+            # Built when the call runs, not when its coroutine is created.
+            op, key = build(instance, args, kwargs)
+            scope = self.engine.entry(op, expect=key)
         if scope is None:
             return await wrapped(*args, **kwargs)
         async with scope:
             result = await wrapped(*args, **kwargs)
             operation = scope.operation
             if after is not None and operation is not None and not operation.done:
-                with safety.guard(f"source.ormar.{kind}.after"):
-                    after(operation, result)
+                with _GUARD_AFTER[kind]:
+                    after(operation, instance, args, kwargs, result)
         return result
 
     # --- Model entry points ---
 
-    async def _wrap_save(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def make() -> tuple[Operation, Hashable]:
-            op = self._operation("save", _class_of(instance), pk=instance.pk, signal="pre_save")
-            return op, identity_key(instance, "save")
+    def _wrap_save(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._scoped("save", self._save_entry, wrapped, instance, args, kwargs)
 
-        return await self._scoped("save", make, wrapped, args, kwargs)
+    def _wrap_update(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._scoped("update", self._update_entry, wrapped, instance, args, kwargs)
 
-    async def _wrap_update(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def make() -> tuple[Operation, Hashable]:
-            op = self._operation("update", _class_of(instance), pk=instance.pk, signal="pre_update")
-            columns = args[0] if args else kwargs.get("_columns")
-            passed = {k: v for k, v in kwargs.items() if k != "_columns"}
-            op.changed_fields = _changed_fields(instance, passed, columns)
-            if _inferred(instance, passed):
-                op.audit["changed_fields_inferred"] = True
-            if self._capture_values:
-                op.values = _values_of(instance, op.changed_fields, passed)
-            return op, identity_key(instance, "update")
+    def _wrap_delete(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._scoped("delete", self._delete_entry, wrapped, instance, args, kwargs)
 
-        return await self._scoped("update", make, wrapped, args, kwargs)
+    def _save_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        op = self._operation("save", _class_of(instance), pk=instance.pk, signal="pre_save")
+        return op, identity_key(instance, "save")
 
-    async def _wrap_delete(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def make() -> tuple[Operation, Hashable]:
-            op = self._operation("delete", _class_of(instance), pk=instance.pk, signal="pre_delete")
-            return op, identity_key(instance, "delete")
+    def _update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        op = self._operation("update", _class_of(instance), pk=instance.pk, signal="pre_update")
+        columns = args[0] if args else kwargs.get("_columns")
+        passed = {k: v for k, v in kwargs.items() if k != "_columns"}
+        self._describe_update(op, instance, passed, columns)
+        return op, identity_key(instance, "update")
 
-        return await self._scoped("delete", make, wrapped, args, kwargs)
+    def _delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        op = self._operation("delete", _class_of(instance), pk=instance.pk, signal="pre_delete")
+        return op, identity_key(instance, "delete")
+
+    def _describe_update(
+        self, op: Operation, instance: Any, passed: Mapping[str, Any], columns: Iterable[str] | None
+    ) -> None:
+        """Changed fields (and values, if captured) of an instance update."""
+        op.changed_fields = _changed_fields(instance, passed, columns)
+        if _inferred(instance, passed):
+            op.audit["changed_fields_inferred"] = True
+        if self._capture_values:
+            op.values = _values_of(instance, op.changed_fields, passed)
 
     # --- relations ---
 
@@ -339,122 +411,103 @@ class OrmarSource(Source):
             audit["related_pk"] = child_pk
         return self._operation(name, _class_of(owner), pk=owner.pk, signal=signal, attributes=attributes, audit=audit)
 
-    async def _wrap_relation_add(
+    def _wrap_relation_add(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._scoped("relation_add", self._relation_add_entry, wrapped, instance, args, kwargs, _after_add)
+
+    def _wrap_relation_remove(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        item = args[0] if args else kwargs.get("item")
+        return self._scoped("relation_remove", self._relation_remove_entry, wrapped, instance, args, kwargs)
 
-        def make() -> tuple[Operation, Hashable]:
-            owner = instance._owner
-            op = self._relation_operation("relation_add", owner, item, instance.field_name, "pre_relation_add")
-            return op, identity_key(owner, "relation_add", instance.field_name, id(item))
+    def _relation_add_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        return self._relation_entry("relation_add", instance, _item(args, kwargs))
 
-        def after(op: Operation, _result: Any) -> None:
-            # The child of a reverse-FK add is saved inside the call: its pk is known only now.
-            _fill_related_pk(op, item)
+    def _relation_remove_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        return self._relation_entry("relation_remove", instance, _item(args, kwargs))
 
-        return await self._scoped("relation_add", make, wrapped, args, kwargs, after)
+    def _relation_entry(self, name: str, proxy: Any, item: Any) -> Entry:
+        owner = proxy._owner
+        op = self._relation_operation(name, owner, item, proxy.field_name, f"pre_{name}")
+        return op, identity_key(owner, name, proxy.field_name, id(item))
 
-    async def _wrap_relation_remove(
+    def _wrap_relation_clear(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        item = args[0] if args else kwargs.get("item")
+        return self._scoped("relation_clear", self._relation_clear_entry, wrapped, instance, args, kwargs, _rows_after)
 
-        def make() -> tuple[Operation, Hashable]:
-            owner = instance._owner
-            op = self._relation_operation("relation_remove", owner, item, instance.field_name, "pre_relation_remove")
-            return op, identity_key(owner, "relation_remove", instance.field_name, id(item))
-
-        return await self._scoped("relation_remove", make, wrapped, args, kwargs)
-
-    async def _wrap_relation_clear(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        def make() -> tuple[Operation, None]:
-            owner = instance._owner
-            relation_name = instance.relation.field_name
-            related = getattr(instance.to, "__name__", str(instance.to))
-            op = self._operation(
-                "relation_clear",
-                _class_of(owner),
-                pk=owner.pk,
-                attributes={RELATION_NAME: relation_name, RELATED_MODEL: related},
-                audit={"relation": relation_name, "related_model": related},
-            )
-            return op, None
-
-        def after(op: Operation, result: Any) -> None:
-            if isinstance(result, int):
-                op.audit["rows"] = result
-
-        return await self._scoped("relation_clear", make, wrapped, args, kwargs, after)
+    def _relation_clear_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        owner = instance._owner
+        relation_name = instance.relation.field_name
+        related = getattr(instance.to, "__name__", str(instance.to))
+        op = self._operation(
+            "relation_clear",
+            _class_of(owner),
+            pk=owner.pk,
+            attributes={RELATION_NAME: relation_name, RELATED_MODEL: related},
+            audit={"relation": relation_name, "related_model": related},
+        )
+        return op, None
 
     # --- query-set writes (no signal, or only post_bulk_update) ---
 
-    async def _wrap_queryset_update(
+    def _wrap_queryset_update(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        def make() -> tuple[Operation, None]:
-            model = instance.model
-            own = set(model.extract_db_own_fields()) | set(model.extract_related_names())
-            passed = {k: v for k, v in kwargs.items() if k in own}
-            op = self._operation("queryset_update", model, audit=_filter_audit(instance))
-            op.changed_fields = sorted(passed)
-            if self._capture_values:
-                op.values = passed
-            return op, None
+        return self._scoped(
+            "queryset_update", self._queryset_update_entry, wrapped, instance, args, kwargs, _rows_after
+        )
 
-        return await self._scoped("queryset_update", make, wrapped, args, kwargs, _rows_after)
+    def _queryset_update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        model = instance.model
+        own = set(model.extract_db_own_fields()) | set(model.extract_related_names())
+        passed = {k: v for k, v in kwargs.items() if k in own}
+        op = self._operation("queryset_update", model, audit=_filter_audit(instance))
+        op.changed_fields = sorted(passed)
+        if self._capture_values:
+            op.values = passed
+        return op, None
 
-    async def _wrap_queryset_delete(
+    def _wrap_queryset_delete(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if args or any(k != "each" for k in kwargs):
             # ormar re-enters delete() on ``self.filter(*args, **kwargs)``: that inner call is traced.
-            return await wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
+        return self._scoped(
+            "queryset_delete", self._queryset_delete_entry, wrapped, instance, args, kwargs, _rows_after
+        )
 
-        def make() -> tuple[Operation, None]:
-            return self._operation("queryset_delete", instance.model, audit=_filter_audit(instance)), None
+    def _queryset_delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        return self._operation("queryset_delete", instance.model, audit=_filter_audit(instance)), None
 
-        return await self._scoped("queryset_delete", make, wrapped, args, kwargs, _rows_after)
+    def _wrap_bulk_create(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._scoped("bulk_create", self._bulk_create_entry, wrapped, instance, args, kwargs, _after_bulk_create)
 
-    async def _wrap_bulk_create(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        objects = args[0] if args else kwargs.get("objects")
+    def _bulk_create_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        objects = _objects(args, kwargs)
+        op = self._operation(
+            "bulk_create",
+            instance.model,
+            attributes={semconv.DB_OPERATION_BATCH_SIZE: len(objects or ())},
+        )
+        return op, identity_key(objects, "bulk_create")
 
-        def make() -> tuple[Operation, Hashable]:
-            op = self._operation(
-                "bulk_create",
-                instance.model,
-                attributes={semconv.DB_OPERATION_BATCH_SIZE: len(objects or ())},
-            )
-            return op, identity_key(objects, "bulk_create")
+    def _wrap_bulk_update(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._scoped("bulk_update", self._bulk_update_entry, wrapped, instance, args, kwargs)
 
-        def after(op: Operation, _result: Any) -> None:
-            _bulk_audit(op, objects)
-
-        return await self._scoped("bulk_create", make, wrapped, args, kwargs, after)
-
-    async def _wrap_bulk_update(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        objects = args[0] if args else kwargs.get("objects")
+    def _bulk_update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+        objects = _objects(args, kwargs)
         columns = args[1] if len(args) > 1 else kwargs.get("columns")
-
-        def make() -> tuple[Operation, Hashable]:
-            op = self._operation(
-                "bulk_update",
-                instance.model,
-                signal=_BULK_UPDATE,
-                attributes={semconv.DB_OPERATION_BATCH_SIZE: len(objects or ())},
-            )
-            if columns:
-                op.changed_fields = sorted(str(c) for c in columns)
-            _bulk_audit(op, objects)
-            return op, identity_key(objects, "bulk_update")
-
-        return await self._scoped("bulk_update", make, wrapped, args, kwargs)
+        op = self._operation(
+            "bulk_update",
+            instance.model,
+            signal=_BULK_UPDATE,
+            attributes={semconv.DB_OPERATION_BATCH_SIZE: len(objects or ())},
+        )
+        if columns:
+            op.changed_fields = sorted(str(c) for c in columns)
+        _bulk_audit(op, objects)
+        return op, identity_key(objects, "bulk_update")
 
     # --- signals ---
 
@@ -476,7 +529,7 @@ class OrmarSource(Source):
         name: str | None = None
         sender = kwargs.get("sender", args[0] if args else None)
         payload = kwargs if "sender" in kwargs else {**kwargs, "sender": sender}
-        with safety.guard("source.ormar.signal"):
+        with _GUARD_SIGNAL:
             name = self._signal_name(signal, sender)
             if name is not None:
                 self._before_receivers(name, payload)
@@ -484,7 +537,7 @@ class OrmarSource(Source):
         if name is not None:
             # After the user's receivers returned: a raising receiver fails the call (and the
             # operation, through the entry scope) instead of being reported as a success.
-            with safety.guard("source.ormar.signal"):
+            with _GUARD_SIGNAL:
                 self._after_receivers(name, payload)
         return result
 
@@ -495,22 +548,25 @@ class OrmarSource(Source):
             if instance is None or _is_parent_echo(sender, instance):
                 return
             op_name = _LIFECYCLE_PRE[name]
+            key = identity_key(instance, op_name)
+            if self.engine.claim(key, obj=instance, signal=name) is not None:
+                return  # the entry wrapper's operation: it knows the pk and the changed fields already
             op = self._operation(op_name, sender, pk=instance.pk, signal=name)
-            target = self.engine.begin(op, identity_key(instance, op_name), obj=instance)
+            target = self.engine.begin(op, key, obj=instance)
             if target is not None and op_name == "update" and target.changed_fields is None:
-                passed = kw.get("passed_args") or {}
-                target.changed_fields = _changed_fields(instance, passed, None)
-                if _inferred(instance, passed):
-                    target.audit["changed_fields_inferred"] = True
-                if self._capture_values:
-                    target.values = _values_of(instance, target.changed_fields, passed)
+                self._describe_update(target, instance, kw.get("passed_args") or {}, None)
         elif name in _RELATION_PRE:
             instance, child, relation = kw.get("instance"), kw.get("child"), kw.get("relation_name")
             if instance is None or child is None:
                 return
             op_name = _RELATION_PRE[name]
+            key = identity_key(instance, op_name, relation, id(child))
+            claimed = self.engine.claim(key, signal=name)
+            if claimed is not None:
+                _fill_related_pk(claimed, child)
+                return
             op = self._relation_operation(op_name, instance, child, str(relation), name)
-            self.engine.begin(op, identity_key(instance, op_name, relation, id(child)))
+            self.engine.begin(op, key)
         elif name not in BUILTIN_SIGNALS:
             self._custom_before(name, kw)
 
@@ -540,7 +596,7 @@ class OrmarSource(Source):
             _bulk_audit(op, instances)
             if self.engine.begin(op, key) is not None:
                 self.engine.end(key, signal=name)
-        else:
+        elif name not in BUILTIN_SIGNALS:  # a built-in pre signal has nothing to do after its receivers
             self._custom_after(name, kw)
 
     def _custom_before(self, name: str, kw: Mapping[str, Any]) -> None:
@@ -581,14 +637,7 @@ def _changed_fields(instance: Any, passed: Mapping[str, Any], columns: Iterable[
     """Fields an update writes that the caller changed: ``update(**kwargs)`` plus the attributes ormar
     saw being set (it tracks them only for models with ``onupdate`` fields). When neither says
     anything, ormar writes every column: those are reported (an audit marks them as inferred)."""
-    config = getattr(_class_of(instance), "ormar_config", None)
-    fields = getattr(config, "model_fields", None) or {}
-    pkname = getattr(config, "pkname", None)
-    writable = {
-        name
-        for name, spec in fields.items()
-        if name != pkname and not getattr(spec, "virtual", False) and not getattr(spec, "is_multi", False)
-    }
+    writable = _writable_fields(_class_of(instance))
     explicit = (set(getattr(instance, "__setattr_fields__", ()) or ()) | set(passed)) & writable
     if not explicit:
         explicit = set(writable)
@@ -639,6 +688,28 @@ def _filter_audit(queryset: Any) -> dict[str, Any]:
     return {}
 
 
-def _rows_after(op: Operation, result: Any) -> None:
+def _item(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The child of ``RelationProxy.add/remove(item)``."""
+    return args[0] if args else kwargs.get("item")
+
+
+def _objects(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The models of ``QuerySet.bulk_create/bulk_update(objects, ...)``."""
+    return args[0] if args else kwargs.get("objects")
+
+
+def _after_add(op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+    # The child of a reverse-FK add is saved inside the call: its pk is known only now.
+    _fill_related_pk(op, _item(args, kwargs))
+
+
+def _after_bulk_create(
+    op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+) -> None:
+    _bulk_audit(op, _objects(args, kwargs))
+
+
+def _rows_after(op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+    """``rows``: what a query-set write or a relation clear returned (the number of rows)."""
     if isinstance(result, int) and not isinstance(result, bool):
         op.audit["rows"] = result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
+import ormar
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import StatusCode
@@ -309,3 +310,34 @@ async def test_values_are_captured_only_on_request_and_redacted(make_models: Any
         event = audit_of(cap, cap.span("update albums"))
         assert event["changed_fields"] == ["name", "play_count"]
         assert event["values"] == {"name": "Ella & Louis", "play_count": 2}
+
+
+async def test_update_signals_sent_by_hand_are_an_operation_of_their_own(cap: Capture, make_models: Any) -> None:
+    # Outside Model.update() no entry scope waits for the pre signal: it starts the operation itself.
+    m: Models = await make_models()
+    artist = await m.Artist(name="Nina").save()
+    signals = m.Artist.ormar_config.signals
+    await signals.pre_update.send(sender=m.Artist, instance=artist, passed_args={"name": "Nina S."})
+    await signals.post_update.send(sender=m.Artist, instance=artist)
+    span = cap.span("update artists")
+    assert attrs(span)[semconv.SIGTRACE_SIGNAL] == "post_update"
+    assert attrs(span)[semconv.SIGTRACE_PK] == str(artist.pk)
+    event = audit_of(cap, span)
+    assert event["changed_fields"] == ["name"] and "changed_fields_inferred" not in event
+
+
+async def test_inferred_fields_stay_right_when_a_relation_is_declared_later(cap: Capture, make_models: Any) -> None:
+    # The written columns are cached per model: the reverse side ormar adds later is no column.
+    m: Models = await make_models()
+    artist = await m.Artist(name="Nina").save()
+    await artist.update()
+
+    class Poster(ormar.Model):
+        ormar_config = m.Artist.ormar_config.copy(tablename="posters")
+        id: int = ormar.Integer(primary_key=True)
+        artist: m.Artist | None = ormar.ForeignKey(m.Artist, nullable=True)  # type: ignore[name-defined]
+
+    await artist.update()
+    first, second = (audit_of(cap, span) for span in cap.spans_named("update artists"))
+    assert first["changed_fields"] == second["changed_fields"] == ["name"]
+    assert "posters" in m.Artist.ormar_config.model_fields
