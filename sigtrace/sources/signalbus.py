@@ -88,6 +88,14 @@ _QUEUE_KEY: Final = "flask_signalbus__signals_to_flush"  # flask_signalbus.signa
 
 _W3C = TraceContextTextMapPropagator()
 
+# Kinds of the safety net. The per-operation wrappers spell it ``try/except Exception: safety.report``
+# (as the engine's hot path does): a ``with safety.guard(...)`` block costs an object and two calls.
+_KIND_AUTOFLUSH: Final = "source.signalbus.autoflush"
+_KIND_CHUNK: Final = "source.signalbus.chunk"
+_KIND_SEND: Final = "source.signalbus.send"
+_KIND_SEND_BATCH: Final = "source.signalbus.send_batch"
+_GUARD_INJECT: Final = safety.guard("source.signalbus.inject_headers")
+
 
 class _Run:
     """What one flush run did; lives in a context variable set and reset by the same wrapper."""
@@ -111,13 +119,16 @@ _SENDING: ContextVar[bool] = ContextVar("sigtrace_signalbus_sending", default=Fa
 # --- trace context through the outbox -------------------------------------------------------------
 
 
-def _sqlalchemy() -> Any:
-    return importlib.import_module("sqlalchemy")
+#: SQLAlchemy, imported once (the mixin's columns need it at import anyway). Through importlib: typed
+#: as Any, as it must check against both SQLAlchemy 1.4 (no types) and 2.
+_sa: Any = importlib.import_module("sqlalchemy")
+_orm: Any = importlib.import_module("sqlalchemy.orm")
+#: What asking a session for its bind raises without an application context or a bind.
+_NO_BIND: Final[tuple[type[BaseException], ...]] = (RuntimeError, _sa.exc.SQLAlchemyError)
 
 
 def _context_columns() -> tuple[Any, Any]:
-    sa = _sqlalchemy()
-    return sa.Column(sa.String(55), nullable=True), sa.Column(sa.String(512), nullable=True)
+    return _sa.Column(_sa.String(55), nullable=True), _sa.Column(_sa.String(512), nullable=True)
 
 
 def _capture_into(row: Any) -> None:
@@ -179,7 +190,7 @@ def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMa
     """
     if headers is None:
         headers = {}
-    with safety.guard("source.signalbus.inject_headers"):
+    with _GUARD_INJECT:
         propagate.inject(headers)
     return headers
 
@@ -203,7 +214,7 @@ def _table_of(cls: type) -> str | None:
 def _pk_of(row: Any) -> str | None:
     """The row's primary key without loading anything (identity, else the pk attributes set)."""
     try:
-        state = _sqlalchemy().inspect(row)
+        state = _sa.inspect(row)
     except Exception:  # noqa: BLE001 - not a mapped instance
         return None
     identity = state.identity
@@ -236,21 +247,19 @@ def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
 
 
 def _db_of_row(row: Any) -> tuple[str | None, str | None]:
-    sa = _sqlalchemy()
     try:
-        session = sa.orm.object_session(row)
+        session = _orm.object_session(row)
         if session is None:
             return None, None
-        return _db_of_bind(session.get_bind(mapper=sa.inspect(type(row))))
-    except (RuntimeError, sa.exc.SQLAlchemyError):  # no application context, unbound session
+        return _db_of_bind(session.get_bind(mapper=_sa.inspect(type(row))))
+    except _NO_BIND:  # no application context, unbound session
         return None, None
 
 
 def _db_of_bus(bus: Any) -> tuple[str | None, str | None]:
-    sa = _sqlalchemy()
     try:
         return _db_of_bind(bus.db.engine)
-    except (RuntimeError, AttributeError, sa.exc.SQLAlchemyError):
+    except (AttributeError, RuntimeError, _sa.exc.SQLAlchemyError):
         return None, None
 
 
@@ -260,7 +269,7 @@ def _is_signal_model(cls: Any) -> bool:
 
 def _mapped_classes() -> list[type]:
     """Every class mapped so far (SQLAlchemy's registries; private, hence the caution)."""
-    mapperlib = getattr(_sqlalchemy().orm, "mapperlib", None)
+    mapperlib = getattr(_orm, "mapperlib", None)
     registries = getattr(mapperlib, "_mapper_registries", None)
     classes: list[type] = []
     for registry in list(registries or ()):
@@ -296,10 +305,9 @@ class SignalBusSource(Source):
         self.patch(module, "SignalBus._after_commit_handler", self._autoflush_wrapper)
         self.patch(module, "SignalBus._send_and_delete_signal_instances", self._chunk_wrapper)
 
-        sa = _sqlalchemy()
-        mapper_class = sa.orm.Mapper
-        sa.event.listen(mapper_class, "mapper_configured", self._on_mapper_configured)
-        self.on_detach(lambda: sa.event.remove(mapper_class, "mapper_configured", self._on_mapper_configured))
+        mapper_class = _orm.Mapper
+        _sa.event.listen(mapper_class, "mapper_configured", self._on_mapper_configured)
+        self.on_detach(lambda: _sa.event.remove(mapper_class, "mapper_configured", self._on_mapper_configured))
         with safety.guard("source.signalbus.discover"):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
@@ -352,10 +360,11 @@ class SignalBusSource(Source):
 
     def _run_wrapper(self, kind: str) -> Callable[..., Any]:
         engine = self.engine
+        guard = safety.guard(f"source.signalbus.{kind}")  # once per wrapper, not per call
 
         def wrapper(wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             op = None
-            with safety.guard(f"source.signalbus.{kind}"):
+            with guard:
                 models = args[0] if args else kwargs.get("models")
                 if models is None:
                     models = bus.get_signal_models()
@@ -373,10 +382,10 @@ class SignalBusSource(Source):
                     try:
                         sent = wrapped(*args, **kwargs)
                     except BaseException:
-                        with safety.guard(f"source.signalbus.{kind}"):
+                        with guard:
                             _set_counts(op, run)
                         raise
-                    with safety.guard(f"source.signalbus.{kind}"):
+                    with guard:
                         if isinstance(sent, int):
                             run.sent = sent
                         _set_counts(op, run)
@@ -391,7 +400,7 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         queued: list[Any] = []
-        with safety.guard("source.signalbus.autoflush"):
+        try:
             session = args[0] if args else kwargs.get("session")
             info = getattr(session, "info", None)
             if bus.autoflush and isinstance(info, dict) and info.get(_QUEUE_KEY):
@@ -400,6 +409,8 @@ class SignalBusSource(Source):
                 for model in models:
                     self.instrument_model(model)
                 op = self._run_op("autoflush", "after_commit", models, _db_of_bind(_bind_of(session)))
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_AUTOFLUSH, exc)
         if op is None or _RUN.get() is not None:
             return wrapped(*args, **kwargs)
         run = _Run("autoflush", op.db_system)
@@ -409,12 +420,14 @@ class SignalBusSource(Source):
                 try:
                     result = wrapped(*args, **kwargs)
                 except BaseException as exc:
-                    with safety.guard("source.signalbus.autoflush"):
+                    try:
                         self._count_left_pending(queued, run, exc)
                         run.left_pending = len(queued)
                         _set_counts(op, run)
+                    except Exception as failure:  # noqa: BLE001 - the safety net
+                        safety.report(_KIND_AUTOFLUSH, failure)
                     raise
-                with safety.guard("source.signalbus.autoflush"):
+                try:
                     if run.error is not None:
                         # The library logged the failed send, rolled back and returned: every queued row stays.
                         self._count_left_pending(queued, run, run.error)
@@ -425,6 +438,8 @@ class SignalBusSource(Source):
                     else:
                         run.sent = len(queued)
                         _set_counts(op, run)
+                except Exception as failure:  # noqa: BLE001 - the safety net
+                    safety.report(_KIND_AUTOFLUSH, failure)
                 return result
         finally:
             _RUN.reset(token)
@@ -434,24 +449,30 @@ class SignalBusSource(Source):
     ) -> Any:
         model: Any = None
         instances: Any = ()
-        with safety.guard("source.signalbus.chunk"):
+        try:
             model = args[0] if args else kwargs.get("model")
             instances = args[1] if len(args) > 1 else kwargs.get("instances", ())
             self.instrument_model(model)
+        except Exception as failure:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_CHUNK, failure)
         try:
             sent = wrapped(*args, **kwargs)
         except BaseException as exc:
-            with safety.guard("source.signalbus.chunk"):
+            try:
                 rows = list(instances) if isinstance(instances, list | tuple) else []
                 run = _RUN.get()
                 self._count_left_pending(rows, run, exc)
                 if run is not None:
                     run.left_pending += len(rows)
+            except Exception as failure:  # noqa: BLE001 - the safety net
+                safety.report(_KIND_CHUNK, failure)
             raise
-        with safety.guard("source.signalbus.chunk"):
+        try:
             run = _RUN.get()
             if run is not None and isinstance(sent, int):
                 run.sent += sent
+        except Exception as failure:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_CHUNK, failure)
         return sent
 
     def _count_left_pending(self, rows: Iterable[Any], run: _Run | None, error: BaseException) -> None:
@@ -482,8 +503,8 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         origin: SpanContext | None = None
-        with safety.guard("source.signalbus.send"):
-            # (inside the guard: even isinstance() raises on a weak proxy whose referent is gone)
+        try:
+            # (inside the net: even isinstance() raises on a weak proxy whose referent is gone)
             if not _SENDING.get() and row is not None and not isinstance(row, type):
                 cls = type(row)
                 db = _db_of_row(row)
@@ -498,6 +519,8 @@ class SignalBusSource(Source):
                     signal=_SEND,
                 )
                 origin = trace_context_of(row)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_SEND, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(row, "send", next(self._seq))
@@ -510,7 +533,7 @@ class SignalBusSource(Source):
         origins: list[SpanContext | None] = []
         rows: list[Any] = []
         if not _SENDING.get():
-            with safety.guard("source.signalbus.send_batch"):
+            try:
                 if args and not isinstance(args[0], list | tuple):
                     args = (list(args[0]), *args[1:])  # an iterator: hand the library the same items
                 rows = list(args[0]) if args else []
@@ -535,6 +558,8 @@ class SignalBusSource(Source):
                     op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(rows)
                     op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_DETAIL]]
                 origins = [trace_context_of(row) for row in rows]
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                safety.report(_KIND_SEND_BATCH, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(rows, "send_batch", next(self._seq))
@@ -554,12 +579,14 @@ class SignalBusSource(Source):
         sending = _SENDING.set(True)
         try:
             with engine.entry(op, expect=key) as scope:
-                with safety.guard("source.signalbus.send"):
+                try:
                     traced = scope.operation
                     if traced is not None:
                         # In the in-flight table: a send that never returns is reaped as an orphan.
                         engine.begin(traced, key, obj=row)
                         _link_origins(traced, origins)
+                except Exception as exc:  # noqa: BLE001 - the safety net
+                    safety.report(_KIND_SEND, exc)
                 try:
                     return wrapped(*args, **kwargs)
                 except BaseException as exc:
@@ -580,10 +607,9 @@ def _restorer(owner: type, name: str, original: Any, proxy: Any) -> Callable[[],
 
 
 def _bind_of(session: Any) -> Any:
-    sa = _sqlalchemy()
     try:
         return session.get_bind()
-    except (RuntimeError, sa.exc.SQLAlchemyError):
+    except _NO_BIND:
         return None
 
 
