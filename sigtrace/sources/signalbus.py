@@ -97,6 +97,16 @@ _KIND_SEND_BATCH: Final = "source.signalbus.send_batch"
 _GUARD_INJECT: Final = safety.guard("source.signalbus.inject_headers")
 
 
+class _Model:
+    """What the spans of a signal model need from its class, looked up once per class."""
+
+    __slots__ = ("name", "table")
+
+    def __init__(self, model: Any) -> None:
+        self.name: str = getattr(model, "__name__", None) or str(model)
+        self.table = _table_of(model)
+
+
 class _Run:
     """What one flush run did; lives in a context variable set and reset by the same wrapper."""
 
@@ -295,6 +305,9 @@ class SignalBusSource(Source):
             _SEND: weakref.WeakSet(),
             _SEND_BATCH: weakref.WeakSet(),
         }
+        #: Signal models already instrumented, with their facts: a run or send looks them up here
+        #: instead of scanning the MRO under the lock each time.
+        self._models: weakref.WeakKeyDictionary[type, _Model] = weakref.WeakKeyDictionary()
         self._seq = itertools.count()
         self._left_pending: Any = None
 
@@ -328,7 +341,7 @@ class SignalBusSource(Source):
 
     def instrument_model(self, cls: Any) -> None:
         """Wrap the send methods of a signal model on the class that defines them (once; undone on detach)."""
-        if not _is_signal_model(cls):
+        if cls in self._models or not _is_signal_model(cls):
             return
         for name, wrapper in ((_SEND, self._send_wrapper), (_SEND_BATCH, self._batch_wrapper)):
             owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
@@ -343,6 +356,15 @@ class SignalBusSource(Source):
                 setattr(owner, name, proxy)
                 done.add(owner)
             self.on_detach(_restorer(owner, name, original, proxy))
+        self._models[cls] = _Model(cls)
+
+    def _model(self, model: Any) -> _Model:
+        """The facts of a model, instrumenting it on first sight (a run may be the first to see it)."""
+        facts = self._models.get(model)
+        if facts is None:
+            self.instrument_model(model)
+            facts = self._models.get(model) or _Model(model)  # not a signal model: not cached
+        return facts
 
     # --- runs ---
 
@@ -351,11 +373,13 @@ class SignalBusSource(Source):
     ) -> Operation:
         op = Operation(source=SOURCE, name=kind, db_system=db[0], namespace=db[1], signal=signal, audit_items=())
         if models is not None:
-            names = sorted({getattr(model, "__name__", str(model)) for model in models})
-            op.attributes[ATTR_MODELS] = names
-            if len(models) == 1:
-                op.model = names[0]
-                op.collection = _table_of(models[0])
+            facts = [self._model(model) for model in models]  # (instruments them: they are about to be sent)
+            if len(facts) == 1:
+                op.attributes[ATTR_MODELS] = [facts[0].name]
+                op.model = facts[0].name
+                op.collection = facts[0].table
+            else:
+                op.attributes[ATTR_MODELS] = sorted({model.name for model in facts})
         return op
 
     def _run_wrapper(self, kind: str) -> Callable[..., Any]:
@@ -370,8 +394,6 @@ class SignalBusSource(Source):
                     models = bus.get_signal_models()
                 elif not isinstance(models, list | tuple):
                     models = None  # an iterator: never consume the caller's argument
-                for model in models or ():
-                    self.instrument_model(model)
                 op = self._run_op(kind, kind, models, _db_of_bus(bus))
             if op is None or _RUN.get() is not None:
                 return wrapped(*args, **kwargs)
@@ -406,8 +428,6 @@ class SignalBusSource(Source):
             if bus.autoflush and isinstance(info, dict) and info.get(_QUEUE_KEY):
                 queued = list(info[_QUEUE_KEY])
                 models = list({type(row): None for row in queued})
-                for model in models:
-                    self.instrument_model(model)
                 op = self._run_op("autoflush", "after_commit", models, _db_of_bind(_bind_of(session)))
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report(_KIND_AUTOFLUSH, exc)
@@ -452,7 +472,7 @@ class SignalBusSource(Source):
         try:
             model = args[0] if args else kwargs.get("model")
             instances = args[1] if len(args) > 1 else kwargs.get("instances", ())
-            self.instrument_model(model)
+            self._model(model)
         except Exception as failure:  # noqa: BLE001 - the safety net
             safety.report(_KIND_CHUNK, failure)
         try:
@@ -491,7 +511,7 @@ class SignalBusSource(Source):
                 attrs[semconv.DB_OPERATION_NAME] = run.kind
                 if run.db_system:
                     attrs[semconv.DB_SYSTEM_NAME] = run.db_system
-            table = _table_of(model)
+            table = self._model(model).table
             if table:
                 attrs[semconv.DB_COLLECTION_NAME] = table
             counter.add(count, attrs)
@@ -506,13 +526,13 @@ class SignalBusSource(Source):
         try:
             # (inside the net: even isinstance() raises on a weak proxy whose referent is gone)
             if not _SENDING.get() and row is not None and not isinstance(row, type):
-                cls = type(row)
+                model = self._model(type(row))
                 db = _db_of_row(row)
                 op = Operation(
                     source=SOURCE,
                     name="send",
-                    model=cls.__name__,
-                    collection=_table_of(cls),
+                    model=model.name,
+                    collection=model.table,
                     db_system=db[0],
                     namespace=db[1],
                     pk=_pk_of(row),
@@ -537,15 +557,15 @@ class SignalBusSource(Source):
                 if args and not isinstance(args[0], list | tuple):
                     args = (list(args[0]), *args[1:])  # an iterator: hand the library the same items
                 rows = list(args[0]) if args else []
-                model = cls if isinstance(cls, type) else type(cls)
+                model = self._model(cls if isinstance(cls, type) else type(cls))
                 db = _db_of_row(rows[0]) if rows else (None, None)
                 pks = [_pk_of(row) for row in rows]
                 batch = len(rows) != 1
                 op = Operation(
                     source=SOURCE,
                     name="BATCH send" if batch else "send",
-                    model=model.__name__,
-                    collection=_table_of(model),
+                    model=model.name,
+                    collection=model.table,
                     db_system=db[0],
                     namespace=db[1],
                     pk=None if batch else pks[0],
