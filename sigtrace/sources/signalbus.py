@@ -110,7 +110,7 @@ class _Model:
 class _Run:
     """What one flush run did; lives in a context variable set and reset by the same wrapper."""
 
-    __slots__ = ("db_system", "error", "kind", "left_pending", "sent")
+    __slots__ = ("db_system", "dbs", "error", "kind", "left_pending", "sent")
 
     def __init__(self, kind: str, db_system: str | None) -> None:
         self.kind = kind
@@ -118,6 +118,8 @@ class _Run:
         self.sent = 0
         self.left_pending = 0
         self.error: BaseException | None = None
+        #: The database of each model's rows: the run's rows of a model share its session and bind.
+        self.dbs: dict[type, tuple[str | None, str | None]] = {}
 
 
 _RUN: ContextVar[_Run | None] = ContextVar("sigtrace_signalbus_run", default=None)
@@ -264,6 +266,17 @@ def _db_of_row(row: Any) -> tuple[str | None, str | None]:
         return _db_of_bind(session.get_bind(mapper=_sa.inspect(type(row))))
     except _NO_BIND:  # no application context, unbound session
         return None, None
+
+
+def _db_of_send(row: Any) -> tuple[str | None, str | None]:
+    """The database of a row being sent: looked up once per model per run, not once per row."""
+    run = _RUN.get()
+    if run is None:
+        return _db_of_row(row)
+    db = run.dbs.get(type(row))
+    if db is None:
+        db = run.dbs[type(row)] = _db_of_row(row)
+    return db
 
 
 def _db_of_bus(bus: Any) -> tuple[str | None, str | None]:
@@ -422,18 +435,25 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         queued: list[Any] = []
+        only: type | None = None
+        db: tuple[str | None, str | None] = (None, None)
         try:
             session = args[0] if args else kwargs.get("session")
             info = getattr(session, "info", None)
             if bus.autoflush and isinstance(info, dict) and info.get(_QUEUE_KEY):
                 queued = list(info[_QUEUE_KEY])
                 models = list({type(row): None for row in queued})
-                op = self._run_op("autoflush", "after_commit", models, _db_of_bind(_bind_of(session)))
+                # One model (the usual commit): its bind is the one its sends use too, so they reuse it.
+                only = models[0] if len(models) == 1 else None
+                db = _db_of_bind(_bind_of(session, only))
+                op = self._run_op("autoflush", "after_commit", models, db)
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report(_KIND_AUTOFLUSH, exc)
         if op is None or _RUN.get() is not None:
             return wrapped(*args, **kwargs)
         run = _Run("autoflush", op.db_system)
+        if only is not None:
+            run.dbs[only] = db
         token = _RUN.set(run)
         try:
             with self.engine.entry(op) as scope:
@@ -527,7 +547,7 @@ class SignalBusSource(Source):
             # (inside the net: even isinstance() raises on a weak proxy whose referent is gone)
             if not _SENDING.get() and row is not None and not isinstance(row, type):
                 model = self._model(type(row))
-                db = _db_of_row(row)
+                db = _db_of_send(row)
                 op = Operation(
                     source=SOURCE,
                     name="send",
@@ -558,7 +578,7 @@ class SignalBusSource(Source):
                     args = (list(args[0]), *args[1:])  # an iterator: hand the library the same items
                 rows = list(args[0]) if args else []
                 model = self._model(cls if isinstance(cls, type) else type(cls))
-                db = _db_of_row(rows[0]) if rows else (None, None)
+                db = _db_of_send(rows[0]) if rows else (None, None)
                 pks = [_pk_of(row) for row in rows]
                 batch = len(rows) != 1
                 op = Operation(
@@ -626,9 +646,10 @@ def _restorer(owner: type, name: str, original: Any, proxy: Any) -> Callable[[],
     return restore
 
 
-def _bind_of(session: Any) -> Any:
+def _bind_of(session: Any, model: type | None = None) -> Any:
+    """The session's engine, or the one it uses for ``model`` (a Flask-SQLAlchemy bind key may differ)."""
     try:
-        return session.get_bind()
+        return session.get_bind() if model is None else session.get_bind(mapper=_sa.inspect(model))
     except _NO_BIND:
         return None
 
