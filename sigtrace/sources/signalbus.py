@@ -136,6 +136,7 @@ _SENDING: ContextVar[bool] = ContextVar("sigtrace_signalbus_sending", default=Fa
 _sa: Any = importlib.import_module("sqlalchemy")
 _orm: Any = importlib.import_module("sqlalchemy.orm")
 #: What asking a session for its bind raises without an application context or a bind.
+_instance_state: Callable[[Any], Any] = _orm.attributes.instance_state
 _NO_BIND: Final[tuple[type[BaseException], ...]] = (RuntimeError, _sa.exc.SQLAlchemyError)
 
 
@@ -226,7 +227,7 @@ def _table_of(cls: type) -> str | None:
 def _pk_of(row: Any) -> str | None:
     """The row's primary key without loading anything (identity, else the pk attributes set)."""
     try:
-        state = _sa.inspect(row)
+        state = _instance_state(row)  # what inspect(row) returns, without its lookup by type
     except Exception:  # noqa: BLE001 - not a mapped instance
         return None
     identity = state.identity
@@ -564,13 +565,13 @@ class SignalBusSource(Source):
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(row, "send", next(self._seq))
-        return self._traced_send(wrapped, args, kwargs, op, key, row, [origin])
+        return self._traced_send(wrapped, args, kwargs, op, key, row, () if origin is None else (origin,))
 
     def _batch_wrapper(
         self, wrapped: Callable[..., Any], cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         op = None
-        origins: list[SpanContext | None] = []
+        origins: list[SpanContext] = []
         rows: list[Any] = []
         if not _SENDING.get():
             try:
@@ -597,7 +598,7 @@ class SignalBusSource(Source):
                 if batch:
                     op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(rows)
                     op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_DETAIL]]
-                origins = [trace_context_of(row) for row in rows]
+                origins = [origin for origin in map(trace_context_of, rows) if origin is not None]
             except Exception as exc:  # noqa: BLE001 - the safety net
                 safety.report(_KIND_SEND_BATCH, exc)
         if op is None:
@@ -613,7 +614,7 @@ class SignalBusSource(Source):
         op: Operation,
         key: Any,
         row: Any,
-        origins: list[SpanContext | None],
+        origins: Sequence[SpanContext],
     ) -> Any:
         engine = self.engine
         sending = _SENDING.set(True)
@@ -623,8 +624,10 @@ class SignalBusSource(Source):
                     traced = scope.operation
                     if traced is not None:
                         # In the in-flight table: a send that never returns is reaped as an orphan.
-                        engine.begin(traced, key, obj=row)
-                        _link_origins(traced, origins)
+                        # (claim: begin's cheap path for the operation of the scope just entered.)
+                        engine.claim(key, obj=row)
+                        if origins:
+                            _link_origins(traced, origins)
                 except Exception as exc:  # noqa: BLE001 - the safety net
                     safety.report(_KIND_SEND, exc)
                 try:
@@ -659,7 +662,7 @@ def _set_counts(op: Operation, run: _Run) -> None:
     op.attributes[ATTR_LEFT_PENDING] = run.left_pending
 
 
-def _link_origins(op: Operation, origins: Iterable[SpanContext | None]) -> None:
+def _link_origins(op: Operation, origins: Iterable[SpanContext]) -> None:
     """Link the send span to the contexts that created its rows (not to its own trace: it is there already)."""
     span = op.span
     if span is None or not span.is_recording():
@@ -667,7 +670,7 @@ def _link_origins(op: Operation, origins: Iterable[SpanContext | None]) -> None:
     own = span.get_span_context().trace_id
     seen: set[tuple[int, int]] = set()
     for origin in origins:
-        if origin is None or origin.trace_id == own or (origin.trace_id, origin.span_id) in seen:
+        if origin.trace_id == own or (origin.trace_id, origin.span_id) in seen:
             continue
         seen.add((origin.trace_id, origin.span_id))
         if len(seen) > MAX_BATCH_DETAIL:
