@@ -135,8 +135,9 @@ _SENDING: ContextVar[bool] = ContextVar("sigtrace_signalbus_sending", default=Fa
 #: as Any, as it must check against both SQLAlchemy 1.4 (no types) and 2.
 _sa: Any = importlib.import_module("sqlalchemy")
 _orm: Any = importlib.import_module("sqlalchemy.orm")
-#: What asking a session for its bind raises without an application context or a bind.
+#: A mapped instance's state (what ``inspect(row)`` returns, without its lookup by type).
 _instance_state: Callable[[Any], Any] = _orm.attributes.instance_state
+#: What asking a session for its bind raises without an application context or a bind.
 _NO_BIND: Final[tuple[type[BaseException], ...]] = (RuntimeError, _sa.exc.SQLAlchemyError)
 
 
@@ -227,7 +228,7 @@ def _table_of(cls: type) -> str | None:
 def _pk_of(row: Any) -> str | None:
     """The row's primary key without loading anything (identity, else the pk attributes set)."""
     try:
-        state = _instance_state(row)  # what inspect(row) returns, without its lookup by type
+        state = _instance_state(row)
     except Exception:  # noqa: BLE001 - not a mapped instance
         return None
     identity = state.identity
