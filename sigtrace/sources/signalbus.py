@@ -193,6 +193,21 @@ def trace_context_of(row: Any) -> SpanContext | None:
     return span_context if span_context.is_valid else None
 
 
+def _origin_of(row: Any) -> SpanContext | None:
+    """The context a send links to. None, without parsing it, where the row was created in the current
+    trace (an autoflush inside its request): the send span is in that trace already, so no link."""
+    if not isinstance(row, TraceContextMixin):
+        return None
+    try:
+        traceparent = row.traceparent
+    except Exception:  # noqa: BLE001 - an expired, deleted row: the send itself will tell
+        return None
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and isinstance(traceparent, str) and traceparent[3:35] == format(current.trace_id, "032x"):
+        return None
+    return trace_context_of(row)
+
+
 def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMapping[str, Any]:
     """Put the current trace context into outgoing message headers (the global propagator: W3C by default).
 
@@ -560,7 +575,7 @@ class SignalBusSource(Source):
                     pk=_pk_of(row),
                     signal=_SEND,
                 )
-                origin = trace_context_of(row)
+                origin = _origin_of(row)
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report(_KIND_SEND, exc)
         if op is None:
@@ -599,7 +614,7 @@ class SignalBusSource(Source):
                 if batch:
                     op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(rows)
                     op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_DETAIL]]
-                origins = [origin for origin in map(trace_context_of, rows) if origin is not None]
+                origins = [origin for origin in map(_origin_of, rows) if origin is not None]
             except Exception as exc:  # noqa: BLE001 - the safety net
                 safety.report(_KIND_SEND_BATCH, exc)
         if op is None:
