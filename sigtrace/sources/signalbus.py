@@ -88,11 +88,29 @@ _QUEUE_KEY: Final = "flask_signalbus__signals_to_flush"  # flask_signalbus.signa
 
 _W3C = TraceContextTextMapPropagator()
 
+# Kinds of the safety net. The per-operation wrappers spell it ``try/except Exception: safety.report``
+# (as the engine's hot path does): a ``with safety.guard(...)`` block costs an object and two calls.
+_KIND_AUTOFLUSH: Final = "source.signalbus.autoflush"
+_KIND_CHUNK: Final = "source.signalbus.chunk"
+_KIND_SEND: Final = "source.signalbus.send"
+_KIND_SEND_BATCH: Final = "source.signalbus.send_batch"
+_GUARD_INJECT: Final = safety.guard("source.signalbus.inject_headers")
+
+
+class _Model:
+    """What the spans of a signal model need from its class, looked up once per class."""
+
+    __slots__ = ("name", "table")
+
+    def __init__(self, model: Any) -> None:
+        self.name: str = getattr(model, "__name__", None) or str(model)
+        self.table = _table_of(model)
+
 
 class _Run:
     """What one flush run did; lives in a context variable set and reset by the same wrapper."""
 
-    __slots__ = ("db_system", "error", "kind", "left_pending", "sent")
+    __slots__ = ("db_system", "dbs", "error", "kind", "left_pending", "sent")
 
     def __init__(self, kind: str, db_system: str | None) -> None:
         self.kind = kind
@@ -100,6 +118,8 @@ class _Run:
         self.sent = 0
         self.left_pending = 0
         self.error: BaseException | None = None
+        #: The database of each model's rows: the run's rows of a model share its session and bind.
+        self.dbs: dict[type, tuple[str | None, str | None]] = {}
 
 
 _RUN: ContextVar[_Run | None] = ContextVar("sigtrace_signalbus_run", default=None)
@@ -111,13 +131,18 @@ _SENDING: ContextVar[bool] = ContextVar("sigtrace_signalbus_sending", default=Fa
 # --- trace context through the outbox -------------------------------------------------------------
 
 
-def _sqlalchemy() -> Any:
-    return importlib.import_module("sqlalchemy")
+#: SQLAlchemy, imported once (the mixin's columns need it at import anyway). Through importlib: typed
+#: as Any, as it must check against both SQLAlchemy 1.4 (no types) and 2.
+_sa: Any = importlib.import_module("sqlalchemy")
+_orm: Any = importlib.import_module("sqlalchemy.orm")
+#: A mapped instance's state (what ``inspect(row)`` returns, without its lookup by type).
+_instance_state: Callable[[Any], Any] = _orm.attributes.instance_state
+#: What asking a session for its bind raises without an application context or a bind.
+_NO_BIND: Final[tuple[type[BaseException], ...]] = (RuntimeError, _sa.exc.SQLAlchemyError)
 
 
 def _context_columns() -> tuple[Any, Any]:
-    sa = _sqlalchemy()
-    return sa.Column(sa.String(55), nullable=True), sa.Column(sa.String(512), nullable=True)
+    return _sa.Column(_sa.String(55), nullable=True), _sa.Column(_sa.String(512), nullable=True)
 
 
 def _capture_into(row: Any) -> None:
@@ -168,6 +193,21 @@ def trace_context_of(row: Any) -> SpanContext | None:
     return span_context if span_context.is_valid else None
 
 
+def _origin_of(row: Any) -> SpanContext | None:
+    """The context a send links to. None, without parsing it, where the row was created in the current
+    trace (an autoflush inside its request): the send span is in that trace already, so no link."""
+    if not isinstance(row, TraceContextMixin):
+        return None
+    try:
+        traceparent = row.traceparent
+    except Exception:  # noqa: BLE001 - an expired, deleted row: the send itself will tell
+        return None
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and isinstance(traceparent, str) and traceparent[3:35] == format(current.trace_id, "032x"):
+        return None
+    return trace_context_of(row)
+
+
 def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMapping[str, Any]:
     """Put the current trace context into outgoing message headers (the global propagator: W3C by default).
 
@@ -179,7 +219,7 @@ def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMa
     """
     if headers is None:
         headers = {}
-    with safety.guard("source.signalbus.inject_headers"):
+    with _GUARD_INJECT:
         propagate.inject(headers)
     return headers
 
@@ -203,7 +243,7 @@ def _table_of(cls: type) -> str | None:
 def _pk_of(row: Any) -> str | None:
     """The row's primary key without loading anything (identity, else the pk attributes set)."""
     try:
-        state = _sqlalchemy().inspect(row)
+        state = _instance_state(row)
     except Exception:  # noqa: BLE001 - not a mapped instance
         return None
     identity = state.identity
@@ -236,21 +276,30 @@ def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
 
 
 def _db_of_row(row: Any) -> tuple[str | None, str | None]:
-    sa = _sqlalchemy()
     try:
-        session = sa.orm.object_session(row)
+        session = _orm.object_session(row)
         if session is None:
             return None, None
-        return _db_of_bind(session.get_bind(mapper=sa.inspect(type(row))))
-    except (RuntimeError, sa.exc.SQLAlchemyError):  # no application context, unbound session
+        return _db_of_bind(session.get_bind(mapper=_sa.inspect(type(row))))
+    except _NO_BIND:  # no application context, unbound session
         return None, None
 
 
+def _db_of_send(row: Any) -> tuple[str | None, str | None]:
+    """The database of a row being sent: looked up once per model per run, not once per row."""
+    run = _RUN.get()
+    if run is None:
+        return _db_of_row(row)
+    db = run.dbs.get(type(row))
+    if db is None:
+        db = run.dbs[type(row)] = _db_of_row(row)
+    return db
+
+
 def _db_of_bus(bus: Any) -> tuple[str | None, str | None]:
-    sa = _sqlalchemy()
     try:
         return _db_of_bind(bus.db.engine)
-    except (RuntimeError, AttributeError, sa.exc.SQLAlchemyError):
+    except (AttributeError, RuntimeError, _sa.exc.SQLAlchemyError):
         return None, None
 
 
@@ -260,7 +309,7 @@ def _is_signal_model(cls: Any) -> bool:
 
 def _mapped_classes() -> list[type]:
     """Every class mapped so far (SQLAlchemy's registries; private, hence the caution)."""
-    mapperlib = getattr(_sqlalchemy().orm, "mapperlib", None)
+    mapperlib = getattr(_orm, "mapperlib", None)
     registries = getattr(mapperlib, "_mapper_registries", None)
     classes: list[type] = []
     for registry in list(registries or ()):
@@ -286,6 +335,9 @@ class SignalBusSource(Source):
             _SEND: weakref.WeakSet(),
             _SEND_BATCH: weakref.WeakSet(),
         }
+        #: Signal models already instrumented, with their facts: a run or send looks them up here
+        #: instead of scanning the MRO under the lock each time.
+        self._models: weakref.WeakKeyDictionary[type, _Model] = weakref.WeakKeyDictionary()
         self._seq = itertools.count()
         self._left_pending: Any = None
 
@@ -296,10 +348,9 @@ class SignalBusSource(Source):
         self.patch(module, "SignalBus._after_commit_handler", self._autoflush_wrapper)
         self.patch(module, "SignalBus._send_and_delete_signal_instances", self._chunk_wrapper)
 
-        sa = _sqlalchemy()
-        mapper_class = sa.orm.Mapper
-        sa.event.listen(mapper_class, "mapper_configured", self._on_mapper_configured)
-        self.on_detach(lambda: sa.event.remove(mapper_class, "mapper_configured", self._on_mapper_configured))
+        mapper_class = _orm.Mapper
+        _sa.event.listen(mapper_class, "mapper_configured", self._on_mapper_configured)
+        self.on_detach(lambda: _sa.event.remove(mapper_class, "mapper_configured", self._on_mapper_configured))
         with safety.guard("source.signalbus.discover"):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
@@ -320,7 +371,7 @@ class SignalBusSource(Source):
 
     def instrument_model(self, cls: Any) -> None:
         """Wrap the send methods of a signal model on the class that defines them (once; undone on detach)."""
-        if not _is_signal_model(cls):
+        if cls in self._models or not _is_signal_model(cls):
             return
         for name, wrapper in ((_SEND, self._send_wrapper), (_SEND_BATCH, self._batch_wrapper)):
             owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
@@ -335,6 +386,15 @@ class SignalBusSource(Source):
                 setattr(owner, name, proxy)
                 done.add(owner)
             self.on_detach(_restorer(owner, name, original, proxy))
+        self._models[cls] = _Model(cls)
+
+    def _model(self, model: Any) -> _Model:
+        """The facts of a model, instrumenting it on first sight (a run may be the first to see it)."""
+        facts = self._models.get(model)
+        if facts is None:
+            self.instrument_model(model)
+            facts = self._models.get(model) or _Model(model)  # not a signal model: not cached
+        return facts
 
     # --- runs ---
 
@@ -343,26 +403,27 @@ class SignalBusSource(Source):
     ) -> Operation:
         op = Operation(source=SOURCE, name=kind, db_system=db[0], namespace=db[1], signal=signal, audit_items=())
         if models is not None:
-            names = sorted({getattr(model, "__name__", str(model)) for model in models})
-            op.attributes[ATTR_MODELS] = names
-            if len(models) == 1:
-                op.model = names[0]
-                op.collection = _table_of(models[0])
+            facts = [self._model(model) for model in models]  # (instruments them: they are about to be sent)
+            if len(facts) == 1:
+                op.attributes[ATTR_MODELS] = [facts[0].name]
+                op.model = facts[0].name
+                op.collection = facts[0].table
+            else:
+                op.attributes[ATTR_MODELS] = sorted({model.name for model in facts})
         return op
 
     def _run_wrapper(self, kind: str) -> Callable[..., Any]:
         engine = self.engine
+        guard = safety.guard(f"source.signalbus.{kind}")  # once per wrapper, not per call
 
         def wrapper(wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             op = None
-            with safety.guard(f"source.signalbus.{kind}"):
+            with guard:
                 models = args[0] if args else kwargs.get("models")
                 if models is None:
                     models = bus.get_signal_models()
                 elif not isinstance(models, list | tuple):
                     models = None  # an iterator: never consume the caller's argument
-                for model in models or ():
-                    self.instrument_model(model)
                 op = self._run_op(kind, kind, models, _db_of_bus(bus))
             if op is None or _RUN.get() is not None:
                 return wrapped(*args, **kwargs)
@@ -373,10 +434,10 @@ class SignalBusSource(Source):
                     try:
                         sent = wrapped(*args, **kwargs)
                     except BaseException:
-                        with safety.guard(f"source.signalbus.{kind}"):
+                        with guard:
                             _set_counts(op, run)
                         raise
-                    with safety.guard(f"source.signalbus.{kind}"):
+                    with guard:
                         if isinstance(sent, int):
                             run.sent = sent
                         _set_counts(op, run)
@@ -391,30 +452,39 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         queued: list[Any] = []
-        with safety.guard("source.signalbus.autoflush"):
+        only: type | None = None
+        db: tuple[str | None, str | None] = (None, None)
+        try:
             session = args[0] if args else kwargs.get("session")
             info = getattr(session, "info", None)
             if bus.autoflush and isinstance(info, dict) and info.get(_QUEUE_KEY):
                 queued = list(info[_QUEUE_KEY])
                 models = list({type(row): None for row in queued})
-                for model in models:
-                    self.instrument_model(model)
-                op = self._run_op("autoflush", "after_commit", models, _db_of_bind(_bind_of(session)))
+                # One model (the usual commit): its bind is the one its sends use too, so they reuse it.
+                only = models[0] if len(models) == 1 else None
+                db = _db_of_bind(_bind_of(session, only))
+                op = self._run_op("autoflush", "after_commit", models, db)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_AUTOFLUSH, exc)
         if op is None or _RUN.get() is not None:
             return wrapped(*args, **kwargs)
         run = _Run("autoflush", op.db_system)
+        if only is not None:
+            run.dbs[only] = db
         token = _RUN.set(run)
         try:
             with self.engine.entry(op) as scope:
                 try:
                     result = wrapped(*args, **kwargs)
                 except BaseException as exc:
-                    with safety.guard("source.signalbus.autoflush"):
+                    try:
                         self._count_left_pending(queued, run, exc)
                         run.left_pending = len(queued)
                         _set_counts(op, run)
+                    except Exception as failure:  # noqa: BLE001 - the safety net
+                        safety.report(_KIND_AUTOFLUSH, failure)
                     raise
-                with safety.guard("source.signalbus.autoflush"):
+                try:
                     if run.error is not None:
                         # The library logged the failed send, rolled back and returned: every queued row stays.
                         self._count_left_pending(queued, run, run.error)
@@ -425,6 +495,8 @@ class SignalBusSource(Source):
                     else:
                         run.sent = len(queued)
                         _set_counts(op, run)
+                except Exception as failure:  # noqa: BLE001 - the safety net
+                    safety.report(_KIND_AUTOFLUSH, failure)
                 return result
         finally:
             _RUN.reset(token)
@@ -434,24 +506,30 @@ class SignalBusSource(Source):
     ) -> Any:
         model: Any = None
         instances: Any = ()
-        with safety.guard("source.signalbus.chunk"):
+        try:
             model = args[0] if args else kwargs.get("model")
             instances = args[1] if len(args) > 1 else kwargs.get("instances", ())
-            self.instrument_model(model)
+            self._model(model)
+        except Exception as failure:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_CHUNK, failure)
         try:
             sent = wrapped(*args, **kwargs)
         except BaseException as exc:
-            with safety.guard("source.signalbus.chunk"):
+            try:
                 rows = list(instances) if isinstance(instances, list | tuple) else []
                 run = _RUN.get()
                 self._count_left_pending(rows, run, exc)
                 if run is not None:
                     run.left_pending += len(rows)
+            except Exception as failure:  # noqa: BLE001 - the safety net
+                safety.report(_KIND_CHUNK, failure)
             raise
-        with safety.guard("source.signalbus.chunk"):
+        try:
             run = _RUN.get()
             if run is not None and isinstance(sent, int):
                 run.sent += sent
+        except Exception as failure:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_CHUNK, failure)
         return sent
 
     def _count_left_pending(self, rows: Iterable[Any], run: _Run | None, error: BaseException) -> None:
@@ -470,7 +548,7 @@ class SignalBusSource(Source):
                 attrs[semconv.DB_OPERATION_NAME] = run.kind
                 if run.db_system:
                     attrs[semconv.DB_SYSTEM_NAME] = run.db_system
-            table = _table_of(model)
+            table = self._model(model).table
             if table:
                 attrs[semconv.DB_COLLECTION_NAME] = table
             counter.add(count, attrs)
@@ -482,47 +560,49 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         origin: SpanContext | None = None
-        with safety.guard("source.signalbus.send"):
-            # (inside the guard: even isinstance() raises on a weak proxy whose referent is gone)
+        try:
+            # (inside the net: even isinstance() raises on a weak proxy whose referent is gone)
             if not _SENDING.get() and row is not None and not isinstance(row, type):
-                cls = type(row)
-                db = _db_of_row(row)
+                model = self._model(type(row))
+                db = _db_of_send(row)
                 op = Operation(
                     source=SOURCE,
                     name="send",
-                    model=cls.__name__,
-                    collection=_table_of(cls),
+                    model=model.name,
+                    collection=model.table,
                     db_system=db[0],
                     namespace=db[1],
                     pk=_pk_of(row),
                     signal=_SEND,
                 )
-                origin = trace_context_of(row)
+                origin = _origin_of(row)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(_KIND_SEND, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(row, "send", next(self._seq))
-        return self._traced_send(wrapped, args, kwargs, op, key, row, [origin])
+        return self._traced_send(wrapped, args, kwargs, op, key, row, () if origin is None else (origin,))
 
     def _batch_wrapper(
         self, wrapped: Callable[..., Any], cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         op = None
-        origins: list[SpanContext | None] = []
+        origins: list[SpanContext] = []
         rows: list[Any] = []
         if not _SENDING.get():
-            with safety.guard("source.signalbus.send_batch"):
+            try:
                 if args and not isinstance(args[0], list | tuple):
                     args = (list(args[0]), *args[1:])  # an iterator: hand the library the same items
                 rows = list(args[0]) if args else []
-                model = cls if isinstance(cls, type) else type(cls)
-                db = _db_of_row(rows[0]) if rows else (None, None)
+                model = self._model(cls if isinstance(cls, type) else type(cls))
+                db = _db_of_send(rows[0]) if rows else (None, None)
                 pks = [_pk_of(row) for row in rows]
                 batch = len(rows) != 1
                 op = Operation(
                     source=SOURCE,
                     name="BATCH send" if batch else "send",
-                    model=model.__name__,
-                    collection=_table_of(model),
+                    model=model.name,
+                    collection=model.table,
                     db_system=db[0],
                     namespace=db[1],
                     pk=None if batch else pks[0],
@@ -534,7 +614,9 @@ class SignalBusSource(Source):
                 if batch:
                     op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(rows)
                     op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_DETAIL]]
-                origins = [trace_context_of(row) for row in rows]
+                origins = [origin for origin in map(_origin_of, rows) if origin is not None]
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                safety.report(_KIND_SEND_BATCH, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(rows, "send_batch", next(self._seq))
@@ -548,18 +630,22 @@ class SignalBusSource(Source):
         op: Operation,
         key: Any,
         row: Any,
-        origins: list[SpanContext | None],
+        origins: Sequence[SpanContext],
     ) -> Any:
         engine = self.engine
         sending = _SENDING.set(True)
         try:
             with engine.entry(op, expect=key) as scope:
-                with safety.guard("source.signalbus.send"):
+                try:
                     traced = scope.operation
                     if traced is not None:
                         # In the in-flight table: a send that never returns is reaped as an orphan.
-                        engine.begin(traced, key, obj=row)
-                        _link_origins(traced, origins)
+                        # (claim: begin's cheap path for the operation of the scope just entered.)
+                        engine.claim(key, obj=row)
+                        if origins:
+                            _link_origins(traced, origins)
+                except Exception as exc:  # noqa: BLE001 - the safety net
+                    safety.report(_KIND_SEND, exc)
                 try:
                     return wrapped(*args, **kwargs)
                 except BaseException as exc:
@@ -579,11 +665,11 @@ def _restorer(owner: type, name: str, original: Any, proxy: Any) -> Callable[[],
     return restore
 
 
-def _bind_of(session: Any) -> Any:
-    sa = _sqlalchemy()
+def _bind_of(session: Any, model: type | None = None) -> Any:
+    """The session's engine, or the one it uses for ``model`` (a Flask-SQLAlchemy bind key may differ)."""
     try:
-        return session.get_bind()
-    except (RuntimeError, sa.exc.SQLAlchemyError):
+        return session.get_bind() if model is None else session.get_bind(mapper=_sa.inspect(model))
+    except _NO_BIND:
         return None
 
 
@@ -592,7 +678,7 @@ def _set_counts(op: Operation, run: _Run) -> None:
     op.attributes[ATTR_LEFT_PENDING] = run.left_pending
 
 
-def _link_origins(op: Operation, origins: Iterable[SpanContext | None]) -> None:
+def _link_origins(op: Operation, origins: Iterable[SpanContext]) -> None:
     """Link the send span to the contexts that created its rows (not to its own trace: it is there already)."""
     span = op.span
     if span is None or not span.is_recording():
@@ -600,7 +686,7 @@ def _link_origins(op: Operation, origins: Iterable[SpanContext | None]) -> None:
     own = span.get_span_context().trace_id
     seen: set[tuple[int, int]] = set()
     for origin in origins:
-        if origin is None or origin.trace_id == own or (origin.trace_id, origin.span_id) in seen:
+        if origin.trace_id == own or (origin.trace_id, origin.span_id) in seen:
             continue
         seen.add((origin.trace_id, origin.span_id))
         if len(seen) > MAX_BATCH_DETAIL:
