@@ -403,6 +403,8 @@ class AuditSink:
     def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:
         if not self.outputs or not (op.write or self.audit_reads):
             return
+        if op.audit_items is not None and not op.audit_items:
+            return  # a run whose items are operations audited on their own: nothing to build
         event = self.event(op, end_ns, duration_s)
         if op.audit_items is None:
             self._deliver(event)
