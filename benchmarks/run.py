@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,8 @@ def _registered(source: str) -> bool:
 def _python_for(source: str, args: argparse.Namespace) -> str | None:
     if source == "signalbus":
         python = args.signalbus_python
-        return python if python and Path(python).exists() else None
+        # Absolute (the benchmark runs from the repository root) but not resolved: a venv's python is a symlink.
+        return os.path.abspath(python) if python and Path(python).exists() else None
     return sys.executable
 
 
@@ -87,7 +89,7 @@ def run_source(source: str, args: argparse.Namespace, pinned: bool, tmp: str) ->
     cmd = [python, str(script), "--rounds", str(args.rounds), "--per-round", str(per_round), "--json", str(out)]
     try:
         _run(cmd, pinned)
-    except (subprocess.CalledProcessError, RuntimeError) as exc:
+    except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
         return {"source": source, "skipped": f"failed: {exc}"}
     result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     result["pinned"] = pinned
