@@ -39,7 +39,9 @@ async def test_thousand_tasks_pair_and_parent_exactly(make_models: Any) -> None:
             mine = by_parent[parent_id]
             assert sorted(s.name for s in mine) == ["delete artists", "save artists", "update artists"]
             assert {attrs(s)[semconv.SIGTRACE_PK] for s in mine} == {pk}
-        assert len({pk for _, pk in results}) == TASKS
+        # SQLite hands the largest rowid out again once its row is deleted: tasks that interleave a delete
+        # and an insert can share a pk. Most must differ, or the per-task pk check above could not tell.
+        assert len({pk for _, pk in results}) > TASKS * 9 // 10
 
         audit = cap.audit_events
         assert len(audit) == 3 * TASKS
