@@ -244,6 +244,54 @@ class NaiveBridge:
         self._logger.msg("sigtrace.audit", **AUDIT_FIELDS, duration=duration)
         span.end()
 
+    def variant(
+        self,
+        op: Callable[[], Any],
+        pre: Any,
+        post: Any,
+        key: Callable[[Any, dict[str, Any]], Any],
+        *,
+        is_async: bool = False,
+        current: bool = True,
+        **connect: Any,
+    ) -> Variant:
+        """The variant timing ``op`` with this bridge's receivers on the library's ``pre``/``post`` signals.
+
+        ``key(sender, kwargs)`` pairs a post with its pre; receivers are ``async def`` where the library
+        needs them (``is_async``); ``connect`` goes to each ``connect()`` (e.g. ``weak=False``).
+        """
+        receivers: tuple[Callable[..., Any], Callable[..., Any]]
+        if is_async:
+
+            async def on_pre_async(sender: Any, **kwargs: Any) -> None:
+                self.pre(key(sender, kwargs), current)
+
+            async def on_post_async(sender: Any, **kwargs: Any) -> None:
+                self.post(key(sender, kwargs))
+
+            receivers = (on_pre_async, on_post_async)
+        else:
+
+            def on_pre(sender: Any, **kwargs: Any) -> None:
+                self.pre(key(sender, kwargs), current)
+
+            def on_post(sender: Any, **kwargs: Any) -> None:
+                self.post(key(sender, kwargs))
+
+            receivers = (on_pre, on_post)
+
+        def setup() -> Callable[[], None]:
+            pre.connect(receivers[0], **connect)
+            post.connect(receivers[1], **connect)
+
+            def teardown() -> None:
+                pre.disconnect(receivers[0])
+                post.disconnect(receivers[1])
+
+            return teardown
+
+        return Variant(NAIVE, op, setup, is_async=is_async)
+
 
 # --- timing ---
 

@@ -40,25 +40,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
     for v in h.sigtrace_variants("blinker", prov, tmp):
         v.op = op
         variants.append(v)
-    bridge = h.NaiveBridge(prov)
-
-    def naive_pre(sender: object, **_: object) -> None:
-        bridge.pre(id(sender))
-
-    def naive_post(sender: object, **_: object) -> None:
-        bridge.post(id(sender))
-
-    def naive_setup() -> object:
-        pre.connect(naive_pre)
-        post.connect(naive_post)
-
-        def teardown() -> None:
-            pre.disconnect(naive_pre)
-            post.disconnect(naive_post)
-
-        return teardown
-
-    variants.append(h.Variant(h.NAIVE, op, naive_setup))  # type: ignore[arg-type]
+    variants.append(h.NaiveBridge(prov).variant(op, pre, post, lambda sender, _kw: id(sender), weak=False))
     variants += h.floor_variants(prov, dispatch)
     return h.Suite(
         "blinker", "pre.send + post.send", variants, notes=["no driver-level OTel instrumentation exists for blinker"]

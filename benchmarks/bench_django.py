@@ -85,25 +85,11 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         variants.append(v)
     variants.append(h.Variant(h.OTEL, op, otel_setup))  # type: ignore[arg-type]
 
-    bridge = h.NaiveBridge(prov)
-
-    def naive_setup() -> object:
-        def pre(sender: object, instance: object = None, **_: object) -> None:
-            bridge.pre(id(instance))
-
-        def post(sender: object, instance: object = None, **_: object) -> None:
-            bridge.post(id(instance))
-
-        signals.pre_save.connect(pre, weak=False, dispatch_uid="bench.naive.pre")
-        signals.post_save.connect(post, weak=False, dispatch_uid="bench.naive.post")
-
-        def teardown() -> None:
-            signals.pre_save.disconnect(dispatch_uid="bench.naive.pre")
-            signals.post_save.disconnect(dispatch_uid="bench.naive.post")
-
-        return teardown
-
-    variants.append(h.Variant(h.NAIVE, op, naive_setup))  # type: ignore[arg-type]
+    variants.append(
+        h.NaiveBridge(prov).variant(
+            op, signals.pre_save, signals.post_save, lambda _sender, kw: id(kw.get("instance")), weak=False
+        )
+    )
     variants += h.floor_variants(prov, dispatch)
     return h.Suite(
         "django",

@@ -71,26 +71,18 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         variants.append(v)
     variants.append(h.Variant(h.OTEL, op, otel_setup, is_async=True))
 
-    bridge = h.NaiveBridge(prov)
+    # send_async awaits receivers in the caller's task: the bridge's span can be current.
     model_signals = Item.meta.signals
-
-    async def naive_pre(sender: Any, instance: Any = None, **_: Any) -> None:
-        bridge.pre(id(instance))  # send_async awaits receivers in the caller's task: the span can be current
-
-    async def naive_post(sender: Any, instance: Any = None, **_: Any) -> None:
-        bridge.post(id(instance))
-
-    def naive_setup() -> Any:
-        model_signals.pre_save.connect(naive_pre, weak=False)
-        model_signals.post_save.connect(naive_post, weak=False)
-
-        def teardown() -> None:
-            model_signals.pre_save.disconnect(naive_pre)
-            model_signals.post_save.disconnect(naive_post)
-
-        return teardown
-
-    variants.append(h.Variant(h.NAIVE, op, naive_setup, is_async=True))
+    variants.append(
+        h.NaiveBridge(prov).variant(
+            op,
+            model_signals.pre_save,
+            model_signals.post_save,
+            lambda _sender, kw: id(kw.get("instance")),
+            is_async=True,
+            weak=False,
+        )
+    )
     variants += h.floor_variants(prov, dispatch, dispatch_async=True)
 
     def cleanup() -> None:

@@ -106,25 +106,15 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         variants.append(v)
     variants.append(h.Variant(h.OTEL, op, otel_setup))
 
-    bridge = h.NaiveBridge(prov)
-
-    def naive_pre(sender: Any, req_uuid: Any = None, **_: Any) -> None:
-        bridge.pre(req_uuid)
-
-    def naive_post(sender: Any, req_uuid: Any = None, **_: Any) -> None:
-        bridge.post(req_uuid)
-
-    def naive_setup() -> Any:
-        signals.pre_dynamodb_send.connect(naive_pre)
-        signals.post_dynamodb_send.connect(naive_post)
-
-        def teardown() -> None:
-            signals.pre_dynamodb_send.disconnect(naive_pre)
-            signals.post_dynamodb_send.disconnect(naive_post)
-
-        return teardown
-
-    variants.append(h.Variant(h.NAIVE, op, naive_setup))
+    variants.append(
+        h.NaiveBridge(prov).variant(
+            op,
+            signals.pre_dynamodb_send,
+            signals.post_dynamodb_send,
+            lambda _sender, kw: kw.get("req_uuid"),
+            weak=False,
+        )
+    )
     variants += h.floor_variants(prov, dispatch)
 
     def cleanup() -> None:
