@@ -284,3 +284,30 @@ def test_operations_ending_out_of_order_leave_no_span_current(sigtrace_capture: 
     assert getattr(trace.get_current_span(), "name", None) == "second"  # the newer one stays current
     engine.end("b")
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_claim_hands_a_pre_signal_the_entry_scopes_operation_it_waits_for(sigtrace_capture: Capture) -> None:
+    engine = engine_of(sigtrace_capture)
+    item = type("Item", (), {})()
+    key = identity_key(item, "save")
+    assert engine.claim(key, obj=item, signal="pre_save") is None  # no scope: the source builds its own
+    with engine.entry(Operation("test", "save", collection="t"), expect=key) as entry:
+        assert engine.claim(identity_key(item, "delete"), obj=item, signal="pre_delete") is None  # not its key
+        claimed = engine.claim(key, obj=item, signal="pre_save")
+        assert claimed is entry.operation and claimed is not None
+        assert claimed.signal == "pre_save" and engine.lookup(key) is claimed
+        assert engine.claim(key, obj=item, signal="pre_save") is None  # claimed once
+        assert engine.end(key, obj=item, signal="post_save") is claimed
+    (span,) = sigtrace_capture.spans_named("save t")
+    assert span.attributes is not None and span.attributes[semconv.SIGTRACE_SIGNAL] == "post_save"
+    assert len(sigtrace_capture.audit_events) == 1
+
+
+def test_claim_leaves_an_excluded_signal_untraced() -> None:
+    with capture(sources=["blinker"], exclude=["signal:pre_save"]) as cap:
+        engine = engine_of(cap)
+        item = type("Item", (), {})()
+        key = identity_key(item, "save")
+        with engine.entry(Operation("test", "save", collection="t"), expect=key):
+            assert engine.claim(key, obj=item, signal="pre_save") is None
+            assert engine.claim(key, obj=item, signal="pre_other") is not None
