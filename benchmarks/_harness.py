@@ -108,8 +108,10 @@ class Suite:
 # --- variants every source builds the same way ---
 
 
-def sigtrace_variants(source: str, prov: Providers, tmp: str, **extra: Any) -> list[Variant]:
-    """sigtrace full / spans only / audit to a file; ``op`` is filled in by the caller."""
+def sigtrace_variants(
+    source: str, op: Callable[[], Any], prov: Providers, tmp: str, *, is_async: bool = False, **extra: Any
+) -> list[Variant]:
+    """The baseline of ``op`` and sigtrace's variants of it: full, spans only, audit to a file."""
     import sigtrace
 
     def installer(**options: Any) -> Callable[[], Callable[[], None]]:
@@ -127,14 +129,11 @@ def sigtrace_variants(source: str, prov: Providers, tmp: str, **extra: Any) -> l
 
     audit_path = os.path.join(tmp, "audit.jsonl")
     return [
-        Variant(FULL, _unset, installer(audit=True, audit_file=os.devnull, metrics=True)),
-        Variant(SPANS_ONLY, _unset, installer(audit=False, metrics=False)),
-        Variant(AUDIT_FILE, _unset, installer(audit=True, audit_file=audit_path, metrics=True)),
+        Variant(BASELINE, op, is_async=is_async, kind="baseline"),
+        Variant(FULL, op, installer(audit=True, audit_file=os.devnull, metrics=True), is_async=is_async),
+        Variant(SPANS_ONLY, op, installer(audit=False, metrics=False), is_async=is_async),
+        Variant(AUDIT_FILE, op, installer(audit=True, audit_file=audit_path, metrics=True), is_async=is_async),
     ]
-
-
-def _unset() -> None:
-    raise RuntimeError("variant op not set")
 
 
 AUDIT_FIELDS: dict[str, Any] = {

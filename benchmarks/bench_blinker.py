@@ -36,10 +36,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         floor_signal.send(item)
         floor_signal.send(item)
 
-    variants = [h.Variant(h.BASELINE, op, kind="baseline")]
-    for v in h.sigtrace_variants("blinker", prov, tmp):
-        v.op = op
-        variants.append(v)
+    variants = h.sigtrace_variants("blinker", op, prov, tmp)
     variants.append(h.NaiveBridge(prov).variant(op, pre, post, lambda sender, _kw: id(sender), weak=False))
     variants += h.floor_variants(prov, dispatch)
     return h.Suite(

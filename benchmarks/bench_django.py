@@ -79,10 +79,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         signal.send(sender=model, instance=item, raw=False, using="default", update_fields=None)
         signal.send(sender=model, instance=item, raw=False, using="default", update_fields=None)
 
-    variants = [h.Variant(h.BASELINE, op, kind="baseline")]
-    for v in h.sigtrace_variants("django", prov, tmp):
-        v.op = op
-        variants.append(v)
+    variants = h.sigtrace_variants("django", op, prov, tmp)
     variants.append(h.Variant(h.OTEL, op, otel_setup))  # type: ignore[arg-type]
 
     variants.append(

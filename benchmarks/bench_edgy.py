@@ -65,10 +65,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         await signal.send_async(Item, instance=item)
         await signal.send_async(Item, instance=item)
 
-    variants = [h.Variant(h.BASELINE, op, is_async=True, kind="baseline")]
-    for v in h.sigtrace_variants("edgy", prov, tmp):
-        v.op, v.is_async = op, True
-        variants.append(v)
+    variants = h.sigtrace_variants("edgy", op, prov, tmp, is_async=True)
     variants.append(h.Variant(h.OTEL, op, otel_setup, is_async=True))
 
     # send_async awaits receivers in the caller's task: the bridge's span can be current.

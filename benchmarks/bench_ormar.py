@@ -64,10 +64,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         await signal.send(sender=Item, instance=item)
         await signal.send(sender=Item, instance=item)
 
-    variants = [h.Variant(h.BASELINE, op, is_async=True, kind="baseline")]
-    for v in h.sigtrace_variants("ormar", prov, tmp):
-        v.op, v.is_async = op, True
-        variants.append(v)
+    variants = h.sigtrace_variants("ormar", op, prov, tmp, is_async=True)
     variants.append(h.Variant(h.OTEL, op, otel_setup, is_async=True))
 
     # ormar runs each receiver in a task of its own: the bridge's span cannot be made current.

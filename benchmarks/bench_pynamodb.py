@@ -100,10 +100,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         signal.send(item, operation_name="PutItem", table_name="bench_items", req_uuid="x")
         signal.send(item, operation_name="PutItem", table_name="bench_items", req_uuid="x")
 
-    variants = [h.Variant(h.BASELINE, op, kind="baseline")]
-    for v in h.sigtrace_variants("pynamodb", prov, tmp):
-        v.op = op
-        variants.append(v)
+    variants = h.sigtrace_variants("pynamodb", op, prov, tmp)
     variants.append(h.Variant(h.OTEL, op, otel_setup))
 
     variants.append(

@@ -51,10 +51,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
         db.session.add(Outbox(text="hello"))
         db.session.commit()
 
-    variants = [h.Variant(h.BASELINE, op, kind="baseline")]
-    for v in h.sigtrace_variants("signalbus", prov, tmp):
-        v.op = op
-        variants.append(v)
+    variants = h.sigtrace_variants("signalbus", op, prov, tmp)
     notes = ["Flask-SignalBus sends no signals: the floor's dispatch is two calls of send_signalbus_message()"]
     try:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
