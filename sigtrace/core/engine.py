@@ -49,7 +49,6 @@ _DESCRIPTIVE = (
 
 # Guards are stateless (a kind): one instance each, entered several times per operation.
 _GUARD_AUDIT = safety.guard("sink.audit")
-_GUARD_METRICS = safety.guard("sink.metrics")
 _GUARD_SPANS = safety.guard("sink.spans")
 
 

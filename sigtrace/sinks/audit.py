@@ -349,9 +349,6 @@ class AuditSink:
         clip = self.redactor.clip
         return [clip(str(name)) for name in names]
 
-    def wants(self, op: Operation) -> bool:
-        return bool(self.outputs) and (op.write or self.audit_reads)
-
     def resolve_actor(self, op: Operation) -> str | None:
         if op.actor is not None:
             return op.actor
@@ -402,7 +399,7 @@ class AuditSink:
 
     def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:
         if not self.outputs or not (op.write or self.audit_reads):
-            return
+            return  # reads reach the audit log only with audit_reads
         if op.audit_items is not None and not op.audit_items:
             return  # a run whose items are operations audited on their own: nothing to build
         event = self.event(op, end_ns, duration_s)
