@@ -7,7 +7,10 @@ Sessions (each in its own uv-made environment):
              which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
 - django6:   the Django source on Django 6 (it needs Python 3.12; skipped where there is none)
 - docs:      the documentation site, built in strict mode
-Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks).
+- peer:      the libraries' own test suites from their source releases, plain and with sigtrace installed
+             (peer-django, peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md)
+Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks),
+``nox -s peer-django-full`` (Django's whole test suite, plain and with sigtrace).
 """
 
 from __future__ import annotations
@@ -159,3 +162,86 @@ def bench(session: nox.Session) -> None:
     session.run("uv", "venv", "-q", "-p", PYTHON, signalbus, external=True)
     session.run("uv", "pip", "install", "-q", "-p", signalbus + "/bin/python", "-e", *SIGNALBUS, external=True)
     session.run("python", "benchmarks/run.py", "--signalbus-python", signalbus + "/bin/python", *session.posargs)
+
+
+# --- the libraries' own test suites (tests/peer/run.py, docs/peer-suites.md) ---
+# Each environment holds one library (and what its suite needs), so sigtrace attaches to that one alone.
+# pip: tests/peer/run.py fetches the library's source release with ``pip download`` (cached under .nox/.cache).
+PEER_DJANGO = [".[django]", "psycopg[binary]>=3.1", "pip"]
+PEER_ORMAR = [
+    ".[ormar]",
+    "pip",
+    # ormar's own dev dependencies (its pyproject.toml) that its tests import
+    "aiosqlite>=0.19,<0.23",
+    "asyncpg>=0.28,<0.32",
+    "psycopg2-binary>=2.9.1",
+    "cryptography>=44.0.1,<49",
+    "pytest>=8.2,<10",
+    "pytest-asyncio>=1.1,<2",
+    "fastapi>=0.125",
+    "httpx>=0.28",
+    "asgi-lifespan>=2.1,<3",
+    "pydantic-extra-types>=2.5,<3",
+    "faker>=24.3,<41",
+    "email-validator>=2.1.1,<3",
+]
+PEER_SIGNALBUS = [".[signalbus]", "pip", "pytest>=8", "mock", "pika"]
+PEER_PYNAMODB = [".[pynamodb]", "pip", "pytest>=8", "pytest-mock", "freezegun"]
+
+
+def _peer(session: nox.Session, suite: str, *args: str) -> None:
+    work = session.create_tmp()
+    session.run(
+        "python",
+        "tests/peer/run.py",
+        suite,
+        *args,
+        "--work",
+        os.path.join(work, "runs"),
+        "--cache",
+        os.path.join(str(session.cache_dir), "peer-sdists"),
+        "--summary",
+        os.path.join(work, "summary.json"),
+        *session.posargs,
+    )
+
+
+@nox.session(name="peer-django", python=PYTHON)
+def peer_django(session: nox.Session) -> None:
+    """Django's own tests of the modules sigtrace touches, on SQLite and PostgreSQL (where it is up)."""
+    session.install("-e", *PEER_DJANGO)
+    _peer(session, "django", "--db", "sqlite", "--db", "postgresql")
+
+
+@nox.session(name="peer-django-full", python=PYTHON)
+def peer_django_full(session: nox.Session) -> None:
+    """Django's whole test suite on SQLite (long: not in the default run)."""
+    session.install("-e", *PEER_DJANGO)
+    _peer(session, "django", "--selection", "full", "--db", "sqlite")
+
+
+@nox.session(name="peer-ormar", python=PYTHON)
+def peer_ormar(session: nox.Session) -> None:
+    """ormar's whole suite (its sdist ships it), on SQLite and PostgreSQL (where it is up)."""
+    session.install("-e", *PEER_ORMAR)
+    _peer(session, "ormar", "--db", "sqlite", "--db", "postgresql")
+
+
+@nox.session(name="peer-signalbus", python=PYTHON)
+def peer_signalbus(session: nox.Session) -> None:
+    """Flask-SignalBus's suite on its old stack (like the signalbus session), with the pytest.ini its sdist lacks."""
+    session.install("-e", *PEER_SIGNALBUS)
+    _peer(session, "signalbus")
+
+
+@nox.session(name="peer-pynamodb", python=PYTHON)
+def peer_pynamodb(session: nox.Session) -> None:
+    """The PynamoDB unit tests its sdist can run (it lacks their test data and the integration tests)."""
+    session.install("-e", *PEER_PYNAMODB)
+    _peer(session, "pynamodb")
+
+
+@nox.session(venv_backend="none", requires=["peer-django", "peer-ormar", "peer-signalbus", "peer-pynamodb"])
+def peer(session: nox.Session) -> None:
+    """Every peer suite (each runs in the session it requires); this one only says they all ran."""
+    session.log("peer suites: django, ormar, signalbus, pynamodb (edgy: its sdist has no tests, docs/peer-suites.md)")
