@@ -175,6 +175,7 @@ PEER_ORMAR = [
     "aiosqlite>=0.19,<0.23",
     "asyncpg>=0.28,<0.32",
     "psycopg2-binary>=2.9.1",
+    "psycopg[binary]>=3.1",  # five PostgreSQL tests open a sync engine with psycopg 3
     "cryptography>=44.0.1,<49",
     "pytest>=8.2,<10",
     "pytest-asyncio>=1.1,<2",

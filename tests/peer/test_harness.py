@@ -132,3 +132,9 @@ def test_without_the_directory_the_sitecustomize_does_nothing(tmp_path: Path) ->
     script = "import sys; print('sigtrace' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_unseen_flags_signals_sent_more_often_than_audited() -> None:
+    operations = {"django.save": 10, "django.delete": 4}
+    assert run.unseen({"pre_save": 10, "pre_delete": 3}, operations) == {}
+    assert run.unseen({"pre_save": 11, "pre_delete": 4}, operations) == {"pre_save": (11, 10)}
