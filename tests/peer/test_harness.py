@@ -138,3 +138,11 @@ def test_unseen_flags_signals_sent_more_often_than_audited() -> None:
     operations = {"django.save": 10, "django.delete": 4}
     assert run.unseen({"pre_save": 10, "pre_delete": 3}, operations) == {}
     assert run.unseen({"pre_save": 11, "pre_delete": 4}, operations) == {"pre_save": (11, 10)}
+
+
+def test_the_docs_list_every_allowlist_entry_and_no_other() -> None:
+    text = (ROOT / "docs" / "peer-suites.md").read_text(encoding="utf-8")
+    section = text[text.index("## The allow-list") : text.index("## What cannot run here")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    documented = {(row.split("|")[1].strip(), row.split("|")[2].strip(" `")) for row in rows}
+    assert documented == {(entry.suite, entry.test) for entry in run.load_allowlist()}

@@ -11,7 +11,7 @@ import json
 import os
 import unittest
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db.models import signals
 from django.test.runner import DiscoverRunner
@@ -21,7 +21,8 @@ COUNTED = ("pre_save", "post_save", "pre_delete", "post_delete", "m2m_changed")
 
 
 class RecordingResult(unittest.TextTestResult):
-    outcomes: dict[str, dict[str, str]] = {}
+    #: Shared by every result of the run (Django builds one per suite run): test id -> outcome and detail.
+    outcomes: ClassVar[dict[str, dict[str, str]]] = {}
 
     def _set(self, test: Any, outcome: str, detail: str = "") -> None:
         key = test.id()
