@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 
 import sigtrace
 
-TITLE = "Flask-SignalBus: an outbox sent by autoflush, an explicit flush and a batch, each with its actor; one refused message"
+TITLE = "Flask-SignalBus: an outbox sent by autoflush, an explicit flush and a batch, with actors; one refused message"
 LIBRARY = "flask_signalbus"
 #: Shown by ``sigtrace demo`` where the old stack is missing: a separate environment, made on the fly.
 INSTALL_HINT = 'uv run --python 3.11 --isolated --no-project --with ".[signalbus]" sigtrace demo --source signalbus'
