@@ -248,8 +248,8 @@ def sigtrace_metric_catalog() -> list[MetricSpec]:
         still_running = Operation(source="blinker", name="save", collection="orders")
         for op in (failed, orphan, still_running):
             sink.started(op)
-        sink.finished(failed, 0.002)
-        sink.finished(orphan, 300.0)
+        sink.finished(failed, 0, 0.002, False)
+        sink.finished(orphan, 0, 300.0, False)
         sink.internal_error("source.receiver")
         data = reader.get_metrics_data()
     finally:

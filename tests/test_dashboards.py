@@ -179,7 +179,7 @@ def real_audit_event() -> dict[str, Any]:
     sink = AuditSink(
         [], service_name="orders", redactor=Redactor(), capture_values=False, audit_reads=False, actor=None
     )
-    event = sink.event(op, time.time_ns(), 0.0123)
+    event = sink.make_event(op, time.time_ns(), 0.0123)
     span.end()
     return event
 

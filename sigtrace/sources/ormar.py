@@ -279,8 +279,7 @@ class OrmarSource(Source):
 
     @property
     def _capture_values(self) -> bool:
-        audit = self.engine.audit
-        return bool(audit is not None and audit.capture_values)
+        return bool(getattr(self.options, "capture_values", False))
 
     def attach(self) -> None:
         import ormar  # noqa: F401 - fails early if the library is missing

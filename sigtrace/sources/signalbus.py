@@ -355,9 +355,8 @@ class SignalBusSource(Source):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
 
-        metrics = self.engine.metrics
-        if metrics is not None:
-            self._left_pending = metrics.meter.create_counter(
+        if self.meter is not None:
+            self._left_pending = self.meter.create_counter(
                 METRIC_LEFT_PENDING,
                 unit="{message}",
                 description="Messages a Flask-SignalBus run took from the outbox and left there because a send failed.",
