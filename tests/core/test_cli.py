@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
@@ -126,3 +127,21 @@ def test_the_summary_counts_by_source_and_outcome_and_reads_percentiles_off_the_
     assert (name, ok, error) == ("ormar", "97", "3")
     # A bucket's upper bound: at most about 4.4% above the true percentile, never below it.
     assert 50 <= float(p50) <= 50 * 1.045 and 99 <= float(p99) <= 99 * 1.045
+
+
+def test_demo_shows_a_line_of_the_audit_file_the_environment_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With SIGTRACE_AUDIT_FILE (the dashboards' shipper reads it) the demo appends there, shows a line of this run."""
+    record = tmp_path / "sigtrace-audit.jsonl"
+    earlier = '{"event": "sigtrace.audit", "source": "earlier-run"}\n'
+    record.write_text(earlier, encoding="utf-8")
+    monkeypatch.setenv("SIGTRACE_AUDIT_FILE", str(record))
+    assert main(["demo", "--source", "blinker"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = f"one audit event as the JSON-lines record holds it ({record}):"
+    shown = json.loads(lines[lines.index(header) + 1])
+    assert shown["source"] == "blinker" and shown["actor"] == "alice"
+    written = record.read_text(encoding="utf-8").splitlines()
+    assert written[0] == earlier.strip() and len(written) == 1 + 3  # appended: the three events of this run
+    assert json.dumps(shown) in {json.dumps(json.loads(line)) for line in written[1:]}
