@@ -49,8 +49,8 @@ def install(**options: Any) -> Installation:
 
     Idempotent and thread-safe: a second call returns the same handle and attaches nothing twice.
     Every option can also come from its ``SIGTRACE_*`` environment variable (docs/configuration.md).
-    Raises :class:`ConfigError` for a bad option value or an unknown source, and
-    :class:`MissingLibraryError` (naming the extra to install) for a source whose library is missing.
+    Raises ``ConfigError`` for a bad option value or an unknown source, and
+    ``MissingLibraryError`` (naming the extra to install) for a source whose library is missing.
     """
     return _install(**options)
 

@@ -25,7 +25,7 @@ persistent callback on every Edgy ``Registry`` (existing models and models regis
 the entry-point wrappers re-check the model's signals at each call (signals re-wired after install).
 
 Custom signals (``User.meta.signals.on_verify = edgy.Signal()``) are traced on request through the
-generic blinker source: :func:`trace_model_signal` / :func:`trace_model_signals`.
+generic blinker source: ``trace_model_signal`` / ``trace_model_signals``.
 """
 
 from __future__ import annotations
