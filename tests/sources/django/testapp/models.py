@@ -61,3 +61,22 @@ class Restaurant(Place):
 
     class Meta:
         app_label = "testapp"
+
+
+class Team(models.Model):
+    """A many-to-many with a custom through model (Django cannot ignore conflicts there: no fast add)."""
+
+    name = models.CharField(max_length=50)
+    members = models.ManyToManyField(Author, through="Membership", related_name="teams")
+
+    class Meta:
+        app_label = "testapp"
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE)
+    role = models.CharField(max_length=20, default="member")
+
+    class Meta:
+        app_label = "testapp"
