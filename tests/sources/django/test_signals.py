@@ -20,7 +20,7 @@ from opentelemetry.trace import StatusCode
 from sigtrace import semconv
 from sigtrace.sources.django.source import ROWS_AFFECTED
 from sigtrace.testing import Capture, capture
-from tests.sources.django.testapp.models import Article, Author, Comment, Guarded, Restaurant, Tag
+from tests.sources.django.testapp.models import Article, Author, Comment, Guarded, Restaurant, Tag, Ticket, WrappedPk
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 SYSTEMS = {"default": "sqlite", "postgres": "postgresql"}
@@ -408,3 +408,29 @@ def test_async_orm(cap: Capture, alias: str) -> None:
     deleted = sorted(e["collection"] for e in cap.audit_for(children[-1]))
     assert deleted == ["testapp_article", "testapp_article_tags", "testapp_author"]
     assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+# --- values whose text fails ---
+
+
+def test_a_pk_whose_str_fails_is_reported_as_safe_text(cap: Capture, alias: str) -> None:
+    ticket = Ticket.objects.using(alias).create(title="t")
+    assert isinstance(ticket.pk, WrappedPk)
+    with pytest.raises(TypeError):
+        str(ticket.pk)  # what every str(pk) inside sigtrace used to meet
+    (span,) = cap.spans
+    assert attrs(span)[semconv.SIGTRACE_PK] == repr(ticket.pk) and attrs(span)[semconv.SIGTRACE_SIGNAL] == "post_save"
+    event = one_audit(cap, span)
+    assert event["pk"] == repr(ticket.pk) and event["created"] is True
+    cap.clear()
+    tickets = Ticket.objects.using(alias).bulk_create([Ticket(title="a"), Ticket(title="b")])
+    (bulk,) = cap.spans
+    bulk_event = one_audit(cap, bulk)
+    assert bulk_event["rows"] == 2 and attrs(bulk)[ROWS_AFFECTED] == 2
+    if all(t.pk is not None for t in tickets):  # where the backend returns the new pks
+        assert bulk_event["pks"] == [repr(t.pk) for t in tickets]
+    cap.clear()
+    expected = repr(ticket.pk)
+    ticket.delete(using=alias)
+    (deleted,) = cap.audit_events
+    assert deleted["pk"] == expected and deleted["operation"] == "delete"
