@@ -199,6 +199,27 @@ def test_fast_queryset_delete_is_one_count(cap: Capture, alias: str) -> None:
     assert cap.audit_for(empty) == []  # nothing was deleted: nothing to audit
 
 
+def test_a_receiver_of_the_application_makes_django_collect_and_sigtrace_list_the_rows(
+    cap: Capture, alias: str
+) -> None:
+    article = Article.objects.using(alias).create(title="t", author=Author.objects.using(alias).create(name="ada"))
+    comments = [Comment.objects.using(alias).create(article=article, body=b) for b in ("x", "y")]
+    seen: list[Any] = []
+
+    def receiver(sender: Any, instance: Any, **kwargs: Any) -> None:
+        seen.append(instance.pk)
+
+    signals.pre_delete.connect(receiver, sender=Comment, weak=False)
+    try:
+        cap.clear()
+        Comment.objects.using(alias).filter(article=article).delete()
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=Comment)
+    assert sorted(seen) == sorted(c.pk for c in comments)  # Django loaded them for the receiver
+    (span,) = cap.spans
+    assert sorted(e["pk"] for e in cap.audit_for(span)) == sorted(str(c.pk) for c in comments)
+
+
 def test_no_delete_or_m2m_receiver_keeps_the_fast_paths(alias: str) -> None:
     author = Author.objects.using(alias).create(name="ada")
     article = Article.objects.using(alias).create(title="t", author=author)
