@@ -30,7 +30,7 @@ see :meth:`DjangoSource._resolve`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
@@ -85,6 +85,14 @@ class _Unclaimable:
 
 
 _UNCLAIMABLE = _Unclaimable()
+#: ``expect`` of an m2m manager call's scope: the writes inside it (the through rows' bulk_create and
+#: delete) are part of that operation, also where the operation itself is excluded (the scope's op is None).
+_M2M_CALL = _Unclaimable()
+
+
+def _inside_m2m_call() -> bool:
+    scope = current_scope()
+    return scope is not None and scope.expect is _M2M_CALL
 
 
 # --- options ---
@@ -455,9 +463,7 @@ class DjangoSource(Source):
             return wrapped(*args, **kwargs)
 
     def _queryset_delete_operation(self, queryset: Any) -> Operation | None:
-        scope = current_scope()
-        outer = scope.op if scope is not None else None
-        if outer is not None and outer.source == SOURCE and outer.name in _M2M_NAMES and not outer.done:
+        if _inside_m2m_call():
             return None  # the through rows of an m2m remove/clear: part of that operation
         if not self.django.trace_delete:
             return None
@@ -505,7 +511,7 @@ class DjangoSource(Source):
                 return outer, False
             if outer.name == "delete" and outer.audit_items is None:
                 return outer, False
-        if not self.django.trace_delete:
+        if not self.django.trace_delete or _inside_m2m_call():
             return None, False
         origin = collector.origin
         pk: str | None = None
@@ -545,13 +551,12 @@ class DjangoSource(Source):
 
             def call(manager: Any, *args: Any, **kwargs: Any) -> Any:
                 op: Operation | None = None
-                expect: Hashable = None
                 with safety.guard("source.django.m2m_entry"):
                     if name == "m2m_clear" or args:  # add()/remove() of nothing write nothing
-                        op, expect = source._m2m_entry(manager, name, args, kwargs)
+                        op = source._m2m_entry(manager, name, args, kwargs)
                 if op is None:
                     return original(manager, *args, **kwargs)
-                with source.engine.entry(op, expect=expect):
+                with source.engine.entry(op, expect=_M2M_CALL):
                     return original(manager, *args, **kwargs)
 
             call.__name__ = call.__qualname__ = method
@@ -567,9 +572,7 @@ class DjangoSource(Source):
         namespace["_sigtrace_traced"] = True
         return type(manager_cls.__name__, (manager_cls,), namespace)
 
-    def _m2m_entry(
-        self, manager: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> tuple[Operation, Hashable]:
+    def _m2m_entry(self, manager: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Operation:
         instance = manager.instance
         through = manager.through
         # Django 6's _add_base(..., using=db) passes the alias add() resolved; else Django's default, or later.
@@ -579,7 +582,7 @@ class DjangoSource(Source):
         op.audit = {"related_model": getattr(manager.model, "__name__", None), "reverse": bool(manager.reverse)}
         if name == "m2m_remove":
             _m2m_related(op, _removed_ids(manager, args))
-        return op, identity_key(instance, name, through)
+        return op
 
     def _m2m_operation(
         self, name: str, cls: type[Any], through: Any, using: str | None, instance: Any, signal: str | None
@@ -636,7 +639,10 @@ class DjangoSource(Source):
         self, method: str, queryset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], Operation | None]:
         scope = current_scope()
-        if scope is not None and scope.op is not None and scope.op.source == SOURCE and scope.op.name in _COMPOSITE:
+        if scope is not None and (
+            scope.expect is _M2M_CALL
+            or (scope.op is not None and scope.op.source == SOURCE and scope.op.name in _COMPOSITE)
+        ):
             return args, None  # part of the enclosing operation (bulk_update's updates, an m2m add's rows)
         model = queryset.model
         # Not router.db_for_write: Django asks the routers itself; _resolve takes the alias it chose.
