@@ -7,9 +7,9 @@ Sessions (each in its own uv-made environment):
              which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
 - django6:   the Django source on Django 6 (it needs Python 3.12; skipped where there is none)
 - docs:      the documentation site, built in strict mode
-- peer:      the libraries' own test suites from their source releases, plain and with sigtrace installed
-             (peer-django, peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md)
 Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks),
+``nox -s peer`` (the libraries' own test suites from their source releases, plain and with sigtrace installed:
+peer-django, peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md) and
 ``nox -s peer-django-full`` (Django's whole test suite, plain and with sigtrace).
 """
 
