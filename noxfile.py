@@ -9,8 +9,9 @@ Sessions (each in its own uv-made environment):
 - docs:      the documentation site, built in strict mode
 Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks),
 ``nox -s peer`` (the libraries' own test suites from their source releases, plain and with sigtrace installed:
-peer-django, peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md) and
-``nox -s peer-django-full`` (Django's whole test suite, plain and with sigtrace).
+peer-django, peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md),
+``nox -s peer-django6`` (the same Django modules on Django 6, Python 3.12) and ``nox -s peer-django-full``
+(Django's whole test suite, plain and with sigtrace).
 """
 
 from __future__ import annotations
@@ -191,10 +192,10 @@ PEER_SIGNALBUS = [".[signalbus]", "pip", "pytest>=8", "mock", "pika"]
 PEER_PYNAMODB = [".[pynamodb]", "pip", "pytest>=8", "pytest-mock", "freezegun"]
 
 
-def _peer(session: nox.Session, suite: str, *args: str) -> None:
+def _peer(session: nox.Session, suite: str, *args: str, python: str = "python") -> None:
     work = session.create_tmp()
     session.run(
-        "python",
+        python,
         "tests/peer/run.py",
         suite,
         *args,
@@ -205,6 +206,7 @@ def _peer(session: nox.Session, suite: str, *args: str) -> None:
         "--summary",
         os.path.join(work, "summary.json"),
         *session.posargs,
+        external=python != "python",
     )
 
 
@@ -220,6 +222,19 @@ def peer_django_full(session: nox.Session) -> None:
     """Django's whole test suite on SQLite (long: not in the default run)."""
     session.install("-e", *PEER_DJANGO)
     _peer(session, "django", "--selection", "full", "--db", "sqlite")
+
+
+@nox.session(name="peer-django6", venv_backend="none")
+def peer_django6(session: nox.Session) -> None:
+    """The same Django modules on Django 6 (Python 3.12, as the django6 session): its m2m managers differ."""
+    python = _python312()
+    if python is None:
+        session.skip("no Python 3.12 on this machine: Django 6 needs it")
+    venv = os.path.join(".nox", "peer-django6")
+    session.run("uv", "venv", "-q", "--allow-existing", "-p", python, venv, external=True)
+    packages = [*PEER_DJANGO, "django>=6,<7"]
+    session.run("uv", "pip", "install", "-q", "-p", os.path.join(venv, "bin", "python"), "-e", *packages, external=True)
+    _peer(session, "django", "--db", "sqlite", "--db", "postgresql", python=os.path.join(venv, "bin", "python"))
 
 
 @nox.session(name="peer-ormar", python=PYTHON)

@@ -316,6 +316,12 @@ def extract(archive: Path, destination: Path) -> Path:
     return roots[0]
 
 
+def unpacked(package: str, cache: Path) -> Path:
+    """The source tree of the installed version (one directory per release, beside its archive)."""
+    archive = sdist(package, cache)
+    return extract(archive, cache / (archive.name.removesuffix(".tar.gz").removesuffix(".zip") + "-src"))
+
+
 # --- running ---
 
 
@@ -434,7 +440,7 @@ def pytest_command(paths: Sequence[str], extra: Sequence[str] = ()) -> list[str]
 
 
 def run_django(db: str, selection: str, workdir: Path, cache: Path, timeout: float) -> tuple[RunResult, RunResult]:
-    source = extract(sdist("django", cache), cache / "django-src")
+    source = unpacked("django", cache)
     labels = [] if selection == "full" else list(DJANGO_DEFAULT)
     command = [
         sys.executable,
@@ -470,7 +476,7 @@ async def _postgres_database(name: str, create: bool) -> None:
 
 
 def run_ormar(db: str, workdir: Path, cache: Path, timeout: float) -> tuple[RunResult, RunResult]:
-    source = extract(sdist("ormar", cache), cache / "ormar-src")
+    source = unpacked("ormar", cache)
     results = []
     for mode in ("plain", "with"):
         env: dict[str, str] = {}
@@ -490,7 +496,7 @@ def run_ormar(db: str, workdir: Path, cache: Path, timeout: float) -> tuple[RunR
 
 
 def run_signalbus(workdir: Path, cache: Path, timeout: float) -> tuple[RunResult, RunResult]:
-    source = extract(sdist("flask-signalbus", cache), cache / "signalbus-src")
+    source = unpacked("flask-signalbus", cache)
 
     def setup(tree: Path) -> None:
         (tree / "pytest.ini").write_text(SIGNALBUS_PYTEST_INI, encoding="utf-8")
@@ -504,7 +510,7 @@ def run_signalbus(workdir: Path, cache: Path, timeout: float) -> tuple[RunResult
 
 
 def run_pynamodb(workdir: Path, cache: Path, timeout: float) -> tuple[RunResult, RunResult]:
-    source = extract(sdist("pynamodb", cache), cache / "pynamodb-src")
+    source = unpacked("pynamodb", cache)
     ignore = [f"--ignore={path}" for path in PYNAMODB_NEEDS_MISSING_DATA]
 
     def setup(tree: Path) -> None:
