@@ -38,7 +38,7 @@ from sigtrace.core.context import (
 )
 from sigtrace.core.correlation import InFlightTable, weak_ref
 from sigtrace.core.operation import Operation
-from sigtrace.core.sinks import Sink
+from sigtrace.core.sinks import Sink, labels_of
 
 __all__ = ["Engine", "EntryScope", "error_type_of"]
 
@@ -233,6 +233,19 @@ class Engine:
             try:
                 sink.event(op, now)
             except Exception as exc:  # noqa: BLE001 - each sink on its own
+                safety.report(f"sink.{kind}", exc)
+
+    def describe(self, op: Operation, **fields: Any) -> None:
+        """Fill in fields of a running ``op`` that name it (``db_system``, ``namespace``, ``collection``...),
+        learnt after it started; every sink moves what it keyed by the old ones (the in-flight count)."""
+        before = labels_of(op)
+        op.update(**fields)
+        if op.done or not op.start_ns or labels_of(op) == before:
+            return  # not running (not started yet, or ended): nothing keyed by the old labels
+        for kind, sink in self._starting:
+            try:
+                sink.described(op, before)
+            except Exception as exc:  # noqa: BLE001
                 safety.report(f"sink.{kind}", exc)
 
     def lookup(self, key: Hashable) -> Operation | None:

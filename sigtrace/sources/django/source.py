@@ -324,12 +324,7 @@ class DjangoSource(Source):
         if op.db_system is not None or not using:
             return
         db_system, namespace = _db_of(using)
-        metrics = self.engine.metrics if op.span is not None and not op.done else None
-        if metrics is not None:
-            metrics.cancelled(op)
-        op.db_system, op.namespace = db_system, namespace
-        if metrics is not None:
-            metrics.started(op)
+        self.engine.describe(op, db_system=db_system, namespace=namespace)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         """Strong reference, one connection per signal (dispatch_uid), every sender."""
