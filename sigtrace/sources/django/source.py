@@ -40,6 +40,8 @@ from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key, weak_ref
 from sigtrace.core.operation import Operation
 from sigtrace.sources.base import Source
+from sigtrace.sources.django.diff import LoadedValues
+from sigtrace.sources.django.framework import is_framework_model
 
 __all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
 
@@ -103,9 +105,15 @@ class DjangoOptions:
     trace_init: bool = False
     #: ``callable(user) -> str | None`` naming the audit actor in ActorMiddleware (default: ``get_username()``).
     actor: Callable[[Any], str | None] | None = None
+    #: Django's own bookkeeping models (:data:`FRAMEWORK_MODELS`: migrations, content types, permissions,
+    #: sessions, admin log) are untraced unless this is on: no span, no audit event, no metric.
+    audit_framework_models: bool = False
+    #: ``"app_label.Model"`` names whose loaded values sigtrace keeps, so that with ``capture_values`` an
+    #: update's ``values`` are ``{field: [old, new]}`` (sigtrace/sources/django/diff.py; costs memory per row).
+    audit_diff: tuple[str, ...] = ()
 
 
-_BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.name.startswith("trace_"))
+_BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.type == "bool")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -144,6 +152,9 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
             values[name] = False
         elif raw:
             raise ConfigError(f"{variable}={raw!r}: expected one of true/false/1/0/yes/no/on/off")
+    diff_env = env.get("SIGTRACE_DJANGO_AUDIT_DIFF", "").strip()
+    if diff_env:
+        values["audit_diff"] = _model_labels(diff_env.split(","), "SIGTRACE_DJANGO_AUDIT_DIFF")
     given = _settings_section() if section is None else section
     known = {f.name for f in fields(DjangoOptions)}
     unknown = sorted(set(given) - known)
@@ -156,8 +167,26 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
             raise ConfigError(f'settings.SIGTRACE["django"]["{name}"]={value!r}: expected True or False')
         if name == "actor" and value is not None and not callable(value):
             raise ConfigError(f'settings.SIGTRACE["django"]["actor"]={value!r}: expected a callable(user)')
+        if name == "audit_diff":
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise ConfigError(f'settings.SIGTRACE["django"]["audit_diff"]={value!r}: expected a list of names')
+            value = _model_labels(value, 'settings.SIGTRACE["django"]["audit_diff"]')
         values[name] = value
     return DjangoOptions(**values)
+
+
+def _model_labels(names: Iterable[Any], where: str) -> tuple[str, ...]:
+    """``"app_label.Model"`` names, as Django's ``Model._meta.label`` spells them (checked at attach)."""
+    labels: list[str] = []
+    for name in names:
+        label = str(name).strip()
+        if not label:
+            continue
+        app_label, dot, model = label.partition(".")
+        if not (isinstance(name, str) and app_label and dot and model and "." not in model):
+            raise ConfigError(f"{where}: {name!r} is not an 'app_label.Model' name")
+        labels.append(label)
+    return tuple(labels)
 
 
 # --- describing models ---
@@ -209,6 +238,9 @@ class DjangoSource(Source):
         self.capture_values = bool(getattr(options, "capture_values", False))
         self._targets: dict[tuple[type[Any], str | None], _Target] = {}
         self._written: dict[type[Any], tuple[str, ...]] = {}
+        self._untraced: dict[type[Any], bool] = {}
+        #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
+        self._loaded = LoadedValues(self.django.audit_diff) if self.capture_values and self.django.audit_diff else None
 
     # --- attach ---
 
@@ -234,6 +266,8 @@ class DjangoSource(Source):
                 self.patch("django.db.models.query", f"QuerySet.{method}", self._bulk_wrapper(method))
         if opts.trace_init:
             self._connect(signals.post_init, self._on_post_init)
+        if self._loaded is not None and opts.trace_save:
+            self._loaded.attach(self.patch)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         """Strong reference, one connection per signal (dispatch_uid), every sender."""
@@ -242,6 +276,14 @@ class DjangoSource(Source):
         self.on_detach(lambda: signal.disconnect(dispatch_uid=uid))
 
     # --- describing ---
+
+    def _skips(self, cls: type[Any]) -> bool:
+        """Untraced model classes (Django's bookkeeping, sigtrace/sources/django/framework.py), decided once each."""
+        skip = self._untraced.get(cls)
+        if skip is None:
+            skip = not self.django.audit_framework_models and is_framework_model(cls)
+            self._untraced[cls] = skip
+        return skip
 
     def _target(self, cls: type[Any], using: str | None) -> _Target:
         key = (cls, using)
@@ -284,7 +326,12 @@ class DjangoSource(Source):
         op.changed_fields = written
         if self.capture_values:
             attnames = {f.name: f.attname for f in cls._meta.concrete_fields}
-            op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+            loaded = self._loaded
+            changes = loaded.changes(instance, written, attnames, _plain) if loaded and loaded.listed(cls) else None
+            if changes is None:
+                op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+            else:
+                op.values, op.audit["diff"] = changes  # the names whose value is [old, new]
         return op
 
     # --- save ---
@@ -294,14 +341,19 @@ class DjangoSource(Source):
         op: Operation | None = None
         try:
             cls = type(instance)
-            using = _arg(args, kwargs, 3, "using") or router.db_for_write(cls, instance=instance)
-            op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
-            op.ref = weak_ref(instance)
-            if _arg(args, kwargs, 0, "raw"):
-                op.audit["raw"] = True
-            scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
+            if self._skips(cls):
+                scope = None
+            else:
+                using = _arg(args, kwargs, 3, "using") or router.db_for_write(cls, instance=instance)
+                op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
+                op.ref = weak_ref(instance)
+                if _arg(args, kwargs, 0, "raw"):
+                    op.audit["raw"] = True
+                scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("source.django.save_base", exc)
+            return wrapped(*args, **kwargs)
+        if scope is None:
             return wrapped(*args, **kwargs)
         with scope:
             return wrapped(*args, **kwargs)
@@ -316,6 +368,8 @@ class DjangoSource(Source):
         **_: Any,
     ) -> None:
         try:
+            if self._skips(sender):
+                return
             key = identity_key(instance, "save")
             if self.engine.claim(key, obj=instance, signal="pre_save") is not None:
                 return  # the save_base wrapper's operation, which already knows what this signal says
@@ -326,8 +380,12 @@ class DjangoSource(Source):
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("source.django.pre_save", exc)
 
-    def _on_post_save(self, sender: Any, instance: Any = None, created: bool = False, **_: Any) -> None:
+    def _on_post_save(
+        self, sender: Any, instance: Any = None, created: bool = False, update_fields: Any = None, **_: Any
+    ) -> None:
         try:
+            if self._loaded is not None:
+                self._loaded.saved(instance, update_fields)
             self.engine.end(
                 identity_key(instance, "save"),
                 obj=instance,
@@ -344,9 +402,10 @@ class DjangoSource(Source):
         op: Operation | None = None
         with safety.guard("source.django.delete"):
             cls = type(instance)
-            using = _arg(args, kwargs, 0, "using") or router.db_for_write(cls, instance=instance)
-            op = self._operation("delete", cls, using, None, _pk(instance))
-            op.ref = weak_ref(instance)
+            if not self._skips(cls):
+                using = _arg(args, kwargs, 0, "using") or router.db_for_write(cls, instance=instance)
+                op = self._operation("delete", cls, using, None, _pk(instance))
+                op.ref = weak_ref(instance)
         if op is None:
             return wrapped(*args, **kwargs)
         # Cascaded rows are operations of their own (their pre_delete/post_delete), children of this one.
@@ -360,6 +419,8 @@ class DjangoSource(Source):
 
     def _on_pre_delete(self, sender: Any, instance: Any = None, using: str | None = None, **_: Any) -> None:
         with safety.guard("source.django.pre_delete"):
+            if self._skips(sender):
+                return
             op = self._operation("delete", sender, using, "pre_delete", _pk(instance))
             self.engine.begin(op, identity_key(instance, "delete"), obj=instance)
 
@@ -470,6 +531,8 @@ class DjangoSource(Source):
     def _on_post_init(self, sender: Any, instance: Any = None, **_: Any) -> None:
         # pre_init carries no instance (only the constructor's arguments): post_init alone marks each build.
         with safety.guard("source.django.post_init"):
+            if self._skips(sender):
+                return
             using = getattr(getattr(instance, "_state", None), "db", None)
             op = self._operation("init", sender, using, "post_init", _pk(instance))
             op.write = False
@@ -499,6 +562,8 @@ class DjangoSource(Source):
         if scope is not None and scope.op is not None and scope.op.source == SOURCE and scope.op.name in _COMPOSITE:
             return args, None  # part of the enclosing operation (bulk_update's updates, an m2m add's rows)
         model = queryset.model
+        if self._skips(model):
+            return args, None
         using = queryset._db or router.db_for_write(model, **queryset._hints)
         op = self._operation(method, model, using, None, None)
         if method == "update":
