@@ -42,6 +42,7 @@ from sigtrace.core.operation import Operation
 from sigtrace.sources.base import Source
 from sigtrace.sources.django.diff import LoadedValues
 from sigtrace.sources.django.framework import is_framework_model
+from sigtrace.sources.django.transactions import DjangoTransactions
 
 __all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
 
@@ -239,6 +240,8 @@ class DjangoSource(Source):
         self._targets: dict[tuple[type[Any], str | None], _Target] = {}
         self._written: dict[type[Any], tuple[str, ...]] = {}
         self._untraced: dict[type[Any], bool] = {}
+        #: Which transaction each write runs in (sigtrace/sources/django/transactions.py).
+        self._transactions = DjangoTransactions()
         #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
         self._loaded = LoadedValues(self.django.audit_diff) if self.capture_values and self.django.audit_diff else None
 
@@ -246,6 +249,7 @@ class DjangoSource(Source):
 
     def attach(self) -> None:
         opts = self.django
+        self._transactions.attach(self.patch)
         if opts.trace_save:
             self._connect(signals.pre_save, self._on_pre_save)
             self._connect(signals.post_save, self._on_post_save)
@@ -297,7 +301,7 @@ class DjangoSource(Source):
 
     def _operation(self, name: str, cls: type[Any], using: str | None, signal: str | None, pk: str | None) -> Operation:
         target = self._target(cls, using)
-        return Operation(
+        op = Operation(
             source=SOURCE,
             name=name,
             model=target.model,
@@ -307,6 +311,8 @@ class DjangoSource(Source):
             pk=pk,
             signal=signal,
         )
+        self._transactions.assign(op, using)  # the transaction open on its connection as it starts
+        return op
 
     def _written_fields(self, cls: type[Any], update_fields: Iterable[str] | None) -> tuple[str, ...]:
         """What a save writes: ``update_fields``, else every concrete field but the primary key."""
