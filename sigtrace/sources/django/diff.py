@@ -59,7 +59,6 @@ class LoadedValues:
             raise ConfigError(f'settings.SIGTRACE["django"]["audit_diff"]: no such model(s): {", ".join(unknown)}')
 
     def attach(self, patch: Callable[[Any, str, Callable[..., Any]], None]) -> None:
-        self.check()
         patch(Model, "from_db", self._wrap_from_db)
         patch(Model, "refresh_from_db", self._wrap_refresh_from_db)
 

@@ -25,7 +25,21 @@ FRAMEWORK_MODELS = frozenset(
 
 
 def is_framework_model(cls: Any) -> bool:
-    """True for Django's own bookkeeping model classes (defined in a ``django.`` module)."""
+    """True for Django's own bookkeeping model classes, and for the historical models migrations build of them.
+
+    Django's own: defined in a ``django.`` module. Historical (``apps.get_model()`` inside ``migrate``, where
+    ``post_migrate`` bulk-creates content types and permissions): module ``__fake__``, of an installed app that
+    is Django's (a project's own app labelled ``sessions`` stays traced).
+    """
     meta = getattr(cls, "_meta", None)
-    label = getattr(meta, "label", None)
-    return label in FRAMEWORK_MODELS and str(getattr(cls, "__module__", "")).startswith("django.")
+    if getattr(meta, "label", None) not in FRAMEWORK_MODELS:
+        return False
+    module = str(getattr(cls, "__module__", ""))
+    if module.startswith("django."):
+        return True
+    if module != "__fake__":
+        return False
+    from django.apps import apps
+
+    config = apps.app_configs.get(str(getattr(meta, "app_label", "")))
+    return config is not None and str(config.name).startswith("django.")

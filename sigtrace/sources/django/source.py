@@ -244,6 +244,8 @@ class DjangoSource(Source):
         self._transactions = DjangoTransactions()
         #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
         self._loaded = LoadedValues(self.django.audit_diff) if self.capture_values and self.django.audit_diff else None
+        if self._loaded is not None:
+            self._loaded.check()  # a name that is no model: a ConfigError from install(), like a bad option
 
     # --- attach ---
 
