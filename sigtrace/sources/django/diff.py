@@ -18,10 +18,12 @@ import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import wrapt
 from django.db.models import Model
 
 from sigtrace._config import ConfigError
 from sigtrace.core import safety
+from sigtrace.sources.base import Source
 
 __all__ = ["LoadedValues"]
 
@@ -58,9 +60,19 @@ class LoadedValues:
         if unknown:
             raise ConfigError(f'settings.SIGTRACE["django"]["audit_diff"]: no such model(s): {", ".join(unknown)}')
 
-    def attach(self, patch: Callable[[Any, str, Callable[..., Any]], None]) -> None:
-        patch(Model, "from_db", self._wrap_from_db)
-        patch(Model, "refresh_from_db", self._wrap_refresh_from_db)
+    def attach(self, source: Source) -> None:
+        # from_db is a classmethod: wrap the descriptor itself and put it back on detach (unwrap() would
+        # leave the classmethod bound to Model behind, and every model's rows would then be built as Model).
+        original = Model.__dict__["from_db"]
+        wrapper = wrapt.FunctionWrapper(original, self._wrap_from_db)
+        Model.from_db = wrapper
+
+        def restore() -> None:
+            if Model.__dict__.get("from_db") is wrapper:
+                Model.from_db = original
+
+        source.on_detach(restore)
+        source.patch(Model, "refresh_from_db", self._wrap_refresh_from_db)
 
     def listed(self, cls: type[Any]) -> bool:
         listed = self._listed.get(cls)

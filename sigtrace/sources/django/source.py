@@ -273,7 +273,7 @@ class DjangoSource(Source):
         if opts.trace_init:
             self._connect(signals.post_init, self._on_post_init)
         if self._loaded is not None and opts.trace_save:
-            self._loaded.attach(self.patch)
+            self._loaded.attach(self)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         """Strong reference, one connection per signal (dispatch_uid), every sender."""
