@@ -44,6 +44,7 @@ from sigtrace.core.transactions import Transaction, TransactionStack
 
 __all__ = ["DjangoTransactions"]
 
+_NONE: dict[str, Any] = {}
 #: ``psycopg.pq.TransactionStatus.INERROR`` and ``psycopg2.extensions.TRANSACTION_STATUS_INERROR``.
 _PG_IN_ERROR = 3
 
@@ -76,6 +77,11 @@ class DjangoTransactions:
     def __init__(self) -> None:
         self._states: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        #: This thread's connections out of autocommit, by alias (Django's connections are per thread):
+        #: a write elsewhere needs no lookup at all (``connections[alias]`` alone costs ~2 us).
+        self._local = threading.local()
+        #: Aliases configured with ``AUTOCOMMIT: False`` (out of autocommit from their first connect on).
+        self._manual: dict[str, bool] = {}
 
     def attach(self, patch: Callable[[Any, str, Callable[..., Any]], None]) -> None:
         patch(BaseDatabaseWrapper, "savepoint", self._wrap_savepoint)
@@ -95,7 +101,15 @@ class DjangoTransactions:
         if not using:
             return
         try:
-            op.transaction = self.current(connections[using])
+            connection = getattr(self._local, "open", _NONE).get(using)
+            if connection is None:
+                manual = self._manual.get(using)
+                if manual is None:
+                    manual = self._manual[using] = not connections.settings[using].get("AUTOCOMMIT", True)
+                if not manual:
+                    return  # autocommit: reported when it returns
+                connection = connections[using]
+            op.transaction = self.current(connection)
         except Exception as exc:  # noqa: BLE001 - the safety net: the write is then reported at once
             safety.report("source.django.transaction", exc)
 
@@ -116,6 +130,16 @@ class DjangoTransactions:
             txn = state.stack.begin()  # the transaction Django (or the database driver) began without a call here
         return txn
 
+    def _out_of_autocommit(self, connection: Any, out: bool) -> None:
+        """Keep this thread's alias -> connection map of connections out of autocommit."""
+        open_ = getattr(self._local, "open", None)
+        if out:
+            if open_ is None:
+                open_ = self._local.open = {}
+            open_[connection.alias] = connection
+        elif open_ and open_.get(connection.alias) is connection:
+            del open_[connection.alias]
+
     def _state(self, connection: Any) -> _State:
         state = self._states.get(connection)
         if state is None:
@@ -130,6 +154,7 @@ class DjangoTransactions:
         if sid is None:
             return sid  # no savepoint (autocommit, or a backend without them): writes stay in the outer transaction
         with safety.guard("source.django.savepoint"):
+            self._out_of_autocommit(connection, True)  # also where autocommit went off before install
             state = self._state(connection)
             if state.entering_testcase:
                 state.testcase_sids.add(sid)
@@ -192,6 +217,7 @@ class DjangoTransactions:
         result = wrapped(*args, **kwargs)
         with safety.guard("source.django.set_autocommit"):
             autocommit = args[0] if args else kwargs.get("autocommit")
+            self._out_of_autocommit(connection, not autocommit)
             state = self._states.get(connection)
             if autocommit:
                 if state is not None:
@@ -212,6 +238,7 @@ class DjangoTransactions:
 
     def _abandon(self, connection: Any) -> None:
         with safety.guard("source.django.close"):
+            self._out_of_autocommit(connection, False)
             state = self._states.get(connection)
             if state is not None:
                 state.stack.close()
