@@ -20,6 +20,11 @@ So each traced operation has two halves:
 as operations of their own (one span, one audit event per call, with the row count and pks).
 ``QuerySet.delete`` sends ``pre_delete``/``post_delete`` for every row (no fast delete while any
 delete receiver is connected, which is why delete tracing can be turned off).
+
+Each write gets the transaction open on its connection as it starts (``op.transaction``,
+sigtrace/sources/django/transactions.py), so its audit event waits for the commit or rollback; Django's
+bookkeeping models are skipped (sigtrace/sources/django/framework.py); ``audit_diff`` models report old
+values (sigtrace/sources/django/diff.py).
 """
 
 from __future__ import annotations
