@@ -206,6 +206,33 @@ def test_manual_transactions(cap: Capture, alias: str) -> None:
     matches_database(cap, alias)
 
 
+def test_manual_savepoints(cap: Capture, alias: str) -> None:
+    with transaction.atomic(using=alias):
+        sid = transaction.savepoint(using=alias)
+        create(alias, "first")
+        transaction.savepoint_rollback(sid, using=alias)  # the savepoint stays open...
+        create(alias, "second")
+        transaction.savepoint_rollback(sid, using=alias)  # ...and undoes what ran in it since
+        create(alias, "third")
+        transaction.savepoint_commit(sid, using=alias)
+    assert outcomes(cap) == {"first": ROLLED_BACK, "second": ROLLED_BACK, "third": OK}
+    matches_database(cap, alias)
+
+
+def test_switching_autocommit_on_with_a_transaction_open(cap: Capture, alias: str) -> None:
+    transaction.set_autocommit(False, using=alias)
+    create(alias, "switched")
+    try:
+        transaction.set_autocommit(True, using=alias)  # SQLite commits on switching; psycopg refuses
+    except Exception:  # noqa: BLE001 - PostgreSQL: still in the transaction, which is then rolled back
+        assert alias == "postgres"
+        assert cap.audit_events == []
+        transaction.rollback(using=alias)
+        transaction.set_autocommit(True, using=alias)
+    assert outcomes(cap) == {"switched": OK if alias == "default" else ROLLED_BACK}
+    matches_database(cap, alias)
+
+
 def test_postgresql_commit_of_an_aborted_transaction_is_a_rollback(cap: Capture) -> None:
     skip_without("postgres")
     Author.objects.using("postgres").create(name="pg-taken")
