@@ -208,7 +208,8 @@ def test_manual_transactions(cap: Capture, alias: str) -> None:
 
 def test_manual_savepoints(cap: Capture, alias: str) -> None:
     with transaction.atomic(using=alias):
-        sid = transaction.savepoint(using=alias)
+        create_savepoint = getattr(transaction, "savepoint_create", None) or transaction.savepoint  # Django 6.1
+        sid = create_savepoint(using=alias)
         create(alias, "first")
         transaction.savepoint_rollback(sid, using=alias)  # the savepoint stays open...
         create(alias, "second")
