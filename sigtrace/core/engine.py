@@ -298,7 +298,7 @@ class Engine:
             if duration < 0.0:
                 duration = 0.0
             txn = op.transaction
-            held = txn is not None and outcome == semconv.OUTCOME_OK and not txn.closed
+            held = txn is not None and outcome == semconv.OUTCOME_OK
             op.held = held
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("engine.finish", exc)
@@ -322,9 +322,12 @@ class Engine:
                 # Bounded like every in-flight operation: max_in_flight, orphan_timeout (then ``unknown``).
                 self.table.add(("sigtrace.held", id(op)), op)
                 return
+            # The transaction ended before the write did: it shares the transaction's fate.
+            outcome = txn.final_outcome if txn is not None else None
+            self._resolve(op, outcome or semconv.OUTCOME_OK)
+            return
         except Exception as exc:  # noqa: BLE001 - the safety net; the write is then reported at once
             safety.report("engine.hold", exc)
-        # The transaction ended meanwhile, or holding failed: what the write saw is all there is.
         self._resolve(op, semconv.OUTCOME_OK)
 
     def _resolve(self, op: Operation, outcome: str, orphan_reason: str | None = None) -> None:
