@@ -93,18 +93,12 @@ class ConnectionTransactions:
             if found is None:
                 return
             tx, entry = found
-            stack = entry.stack
             if tx.closed:
                 return
-            if stack.current is tx:
-                if committed:
-                    stack.commit()
-                else:
-                    stack.rollback()
-            elif committed:  # not the innermost (a library that ends them out of order): this one only
-                tx.commit()
+            if committed:  # also ends the savepoints still open inside it, as the database does
+                entry.stack.commit(tx)
             else:
-                tx.rollback()
+                entry.stack.rollback(tx)
 
     def failed(self, handle: Any, error: BaseException, *, committing: bool) -> None:
         """The library's commit or rollback of ``handle`` raised ``error``.
