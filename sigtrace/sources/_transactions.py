@@ -34,15 +34,36 @@ def rolled_back_by_server(error: BaseException) -> bool:
     return getattr(error, "connection_invalidated", None) is False
 
 
-class _Stack:
-    """One connection's open transactions, and the finalizer that closes them if it is collected."""
+class _Connection:
+    """One connection's open transactions, and the finalizer that closes them if it is collected.
 
-    __slots__ = ("closed", "finalizer", "stack")
+    Usually one :class:`TransactionStack`. A transaction the database begins afresh while the
+    library believes it is nested (SQLite: a SAVEPOINT outside any transaction starts one, and
+    its RELEASE commits) is the outermost of a new stack laid on top: what it holds is reported
+    when it commits, whatever the transactions below it do.
+    """
 
-    def __init__(self, stack: TransactionStack) -> None:
-        self.stack = stack
+    __slots__ = ("closed", "finalizer", "layers")
+
+    def __init__(self) -> None:
+        self.layers: list[TransactionStack] = []
         self.finalizer: weakref.finalize[Any, Any] | None = None
         self.closed = False
+
+    @property
+    def current(self) -> Transaction | None:
+        for layer in reversed(self.layers):
+            if layer.current is not None:
+                return layer.current
+        return None
+
+    def begin(self, *, fresh: bool) -> tuple[Transaction, TransactionStack]:
+        layers = self.layers
+        while layers and layers[-1].current is None:
+            layers.pop()  # a layer whose transactions all ended
+        if fresh or not layers:
+            layers.append(TransactionStack())
+        return layers[-1].begin(), layers[-1]
 
     def close(self) -> None:
         if self.closed:
@@ -50,7 +71,8 @@ class _Stack:
         self.closed = True
         if self.finalizer is not None:
             self.finalizer.detach()
-        self.stack.close()
+        for layer in reversed(self.layers):
+            layer.close()
 
 
 class ConnectionTransactions:
@@ -58,9 +80,11 @@ class ConnectionTransactions:
 
     def __init__(self, name: str) -> None:
         self._lock = threading.Lock()
-        self._stacks: weakref.WeakKeyDictionary[Any, _Stack] = weakref.WeakKeyDictionary()
-        #: The library's transaction object -> its core transaction and the stack it is on.
-        self._handles: weakref.WeakKeyDictionary[Any, tuple[Transaction, _Stack]] = weakref.WeakKeyDictionary()
+        self._connections: weakref.WeakKeyDictionary[Any, _Connection] = weakref.WeakKeyDictionary()
+        #: The library's transaction object -> its core transaction, its stack, its connection's entry.
+        self._handles: weakref.WeakKeyDictionary[Any, tuple[Transaction, TransactionStack, _Connection]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._guard_end = safety.guard(f"source.{name}.transaction_end")
         self._guard_close = safety.guard(f"source.{name}.transaction_close")
 
@@ -69,21 +93,26 @@ class ConnectionTransactions:
         if connection is None:
             return None
         try:
-            entry = self._stacks.get(connection)
+            entry = self._connections.get(connection)
         except TypeError:  # not weakly referenceable: never tracked
             return None
-        return None if entry is None or entry.closed else entry.stack.current
+        return None if entry is None or entry.closed else entry.current
 
-    def begin(self, connection: Any, handle: Any) -> None:
-        """``handle`` began on ``connection``: the outermost transaction, or a savepoint of its innermost."""
+    def begin(self, connection: Any, handle: Any, *, fresh: bool = False) -> Transaction:
+        """``handle`` began on ``connection``: the outermost transaction, or a savepoint of its innermost.
+
+        ``fresh``: the database began it as an outermost transaction although others are open.
+        """
         with self._lock:
-            entry = self._stacks.get(connection)
+            entry = self._connections.get(connection)
             if entry is None or entry.closed:
-                entry = _Stack(TransactionStack())
-                self._stacks[connection] = entry
+                entry = _Connection()
+                self._connections[connection] = entry
                 # A connection collected with transactions open (never committed, never closed).
                 entry.finalizer = weakref.finalize(connection, self._collected, entry)
-            self._handles[handle] = (entry.stack.begin(), entry)
+            txn, stack = entry.begin(fresh=fresh)
+            self._handles[handle] = (txn, stack, entry)
+            return txn
 
     def end(self, handle: Any, *, committed: bool) -> None:
         """``handle`` committed (its writes join its parent, or are reported ``ok``) or rolled back."""
@@ -92,13 +121,13 @@ class ConnectionTransactions:
                 found = self._handles.pop(handle, None)
             if found is None:
                 return
-            tx, entry = found
-            if tx.closed:
+            txn, stack, _ = found
+            if txn.closed:
                 return
             if committed:  # also ends the savepoints still open inside it, as the database does
-                entry.stack.commit(tx)
+                stack.commit(txn)
             else:
-                entry.stack.rollback(tx)
+                stack.rollback(txn)
 
     def failed(self, handle: Any, error: BaseException, *, committing: bool) -> None:
         """The library's commit or rollback of ``handle`` raised ``error``.
@@ -115,7 +144,7 @@ class ConnectionTransactions:
             with self._lock:
                 found = self._handles.pop(handle, None)
             if found is not None:
-                found[1].close()
+                found[2].close()
 
     def forget(self, handle: Any) -> None:
         """``handle`` will not end through this table (a transaction that is not reported as one)."""
@@ -126,10 +155,10 @@ class ConnectionTransactions:
         """``connection`` was closed or released: what is still open on it ends ``unknown``."""
         with self._guard_close:
             with self._lock:
-                entry = self._stacks.pop(connection, None)
+                entry = self._connections.pop(connection, None)
             if entry is not None:
                 entry.close()
 
-    def _collected(self, entry: _Stack) -> None:
+    def _collected(self, entry: _Connection) -> None:
         with self._guard_close:
             entry.close()

@@ -179,6 +179,20 @@ def _connection_of(database: Any) -> Any:
     return None if task is None else database._connection_map.get(task)
 
 
+def _savepoint_begins_transaction(connection: Any) -> bool:
+    """True if the SAVEPOINT SQLAlchemy is about to issue starts a transaction of its own.
+
+    databasez opens its outer transactions on SQLite without a BEGIN (the driver defers it to the
+    first INSERT/UPDATE/DELETE); a SAVEPOINT sent before that starts a transaction in SQLite, and
+    its RELEASE commits it, whatever the outer transaction does later. Edgy wraps every save and
+    update in such a savepoint. (ormar sends its own BEGIN and is not concerned.)
+    """
+    if connection is None or connection.dialect.name != "sqlite" or not connection.in_transaction():
+        return False
+    driver = connection.sync_connection.connection.driver_connection
+    return getattr(driver, "in_transaction", None) is False
+
+
 def _is_queryset(obj: Any) -> bool:
     return isinstance(obj, BaseQuerySet)
 
@@ -218,6 +232,12 @@ class EdgySource(Source):
         self._receivers: dict[str, Callable[..., Any]] = {}
         self._capture_values = bool(getattr(options, "capture_values", False))
         self._transactions = ConnectionTransactions(SOURCE)
+        #: id(Connection) -> commits/rollbacks under way on it; ids released during one of them.
+        self._finishing: dict[int, int] = {}
+        self._released: set[int] = set()
+        #: databasez backend transactions that are a SAVEPOINT to SQLAlchemy but a transaction of their
+        #: own to SQLite: issued while the driver was in autocommit, so their RELEASE commits.
+        self._fresh: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # --- attach ---
 
@@ -539,6 +559,7 @@ class EdgySource(Source):
     def _patch_transactions(self) -> None:
         tx = "databasez.core.transaction"
         self.patch(tx, "BoundTransaction.__init__", self._wrap_bound_init)
+        self.patch("databasez.sqlalchemy", "SQLAlchemyTransaction.start", self._wrap_backend_start)
         self.patch(tx, "BoundTransaction.commit", self._bound_end(committing=True))
         self.patch(tx, "BoundTransaction.rollback", self._bound_end(committing=False))
         self.patch("databasez.core.connection", "Connection._aexit_raw", self._wrap_connection_exit)
@@ -553,24 +574,58 @@ class EdgySource(Source):
                 # The whole-connection transaction of a force_rollback database (a test database):
                 # not reported as one (docs/sources/edgy.md, "Transactions").
                 return
-            self._transactions.begin(connection, instance)
+            fresh = instance.transaction_db in self._fresh
+            txn = self._transactions.begin(connection, instance, fresh=fresh)
+            if fresh:
+                # The write that opened it (Edgy wraps each save/update in a transaction) is kept or
+                # lost with it, not with the transaction the application opened around it.
+                scope = current_scope()
+                op = scope.op if scope is not None else None
+                if op is not None and not op.done and op.source == SOURCE:
+                    op.transaction = txn
+
+    async def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``)."""
+        fresh = False
+        with _GUARD_TRANSACTION:
+            fresh = _savepoint_begins_transaction(instance.async_connection)
+        result = await wrapped(*args, **kwargs)
+        if fresh:
+            with _GUARD_TRANSACTION:
+                self._fresh.add(instance)
+        return result
 
     def _bound_end(self, *, committing: bool) -> Callable[..., Any]:
         transactions = self._transactions
 
+        finishing = self._finishing
+        released = self._released
+
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             # A second commit/rollback while one is finishing is refused by databasez: not an end.
-            ours = not getattr(instance, "is_finalizing", True)
+            if getattr(instance, "is_finalizing", True):
+                return await wrapped(*args, **kwargs)
+            # databasez releases the connection inside the call, after the commit: what is still open
+            # on it is closed only once this transaction's own end is known (below).
+            connection = instance.connection
+            key = id(connection)
+            finishing[key] = finishing.get(key, 0) + 1
             try:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
-                if ours:
-                    with _GUARD_TRANSACTION:
-                        transactions.failed(instance, exc, committing=committing)
+                with _GUARD_TRANSACTION:
+                    transactions.failed(instance, exc, committing=committing)
                 raise
-            if ours:
+            else:
                 with _GUARD_TRANSACTION:
                     transactions.end(instance, committed=committing)
+            finally:
+                count = finishing.pop(key, 1) - 1
+                if count:
+                    finishing[key] = count
+                elif key in released:
+                    released.discard(key)
+                    transactions.close(connection)
             return result
 
         return wrapper
@@ -585,7 +640,10 @@ class EdgySource(Source):
             raise
         if closing:
             with _GUARD_TRANSACTION:
-                self._transactions.close(instance)
+                if id(instance) in self._finishing:
+                    self._released.add(id(instance))  # closed by the commit/rollback that released it
+                else:
+                    self._transactions.close(instance)
         return closing
 
     # --- entry points ---
