@@ -311,3 +311,21 @@ async def test_updates_carry_old_and_new_values_where_the_instance_knows_the_old
     (qs,) = (e for e in events(cap) if e["operation"] == "queryset_update")
     assert qs["values"]["balance"] == 7
     assert "old-token" not in repr(cap.audit_events) and "new-token" not in repr(cap.audit_events)
+
+
+async def test_a_transaction_that_never_ends_is_reported_unknown_after_orphan_timeout(bank: Bank) -> None:
+    """Held writes are bounded: a transaction left open (a lost connection, a forgotten commit)."""
+    with capture(sources=["edgy"], orphan_timeout=0.2) as cap:
+        transaction = await bank.database.transaction()
+        try:
+            await bank.Account.query.filter(id="nobody").delete()  # SQLite's BEGIN (module docstring)
+            await bank.Account.query.create(id="lost")
+            for _ in range(100):
+                if len(events(cap)) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert [(e["outcome"], e["orphan_reason"]) for e in events(cap)] == [("unknown", "transaction_timeout")] * 2
+        finally:
+            await transaction.commit()  # reported once, already
+        assert outcomes(cap) == {"None": ["unknown"], "lost": ["unknown"]}
+        assert cap.installation is not None and cap.installation.in_flight() == 0

@@ -226,3 +226,21 @@ async def test_force_rollback_database_reports_top_level_writes_as_they_return(b
         assert cap.installation is not None and cap.installation.in_flight() == 0
     assert await stored(bank) == set()  # the database kept nothing of the test run, as force_rollback promises
 
+
+async def test_a_transaction_that_never_ends_is_reported_unknown_after_orphan_timeout(bank: Bank) -> None:
+    """Held writes are bounded: a transaction left open (a lost connection, a forgotten commit)."""
+    with capture(sources=["ormar"], orphan_timeout=0.2) as cap:
+        transaction = bank.database.transaction()
+        await transaction.__aenter__()
+        try:
+            await bank.Account(id="lost").save()
+            for _ in range(100):
+                if events(cap):
+                    break
+                await asyncio.sleep(0.05)
+            (event,) = events(cap)
+            assert event["outcome"] == "unknown" and event["orphan_reason"] == "transaction_timeout"
+        finally:
+            await transaction.__aexit__(None, None, None)  # commits: reported once, already
+        assert outcomes(cap) == {"lost": ["unknown"]}
+        assert cap.installation is not None and cap.installation.in_flight() == 0
