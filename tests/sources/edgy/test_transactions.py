@@ -329,3 +329,17 @@ async def test_a_transaction_that_never_ends_is_reported_unknown_after_orphan_ti
             await transaction.commit()  # reported once, already
         assert outcomes(cap) == {"None": ["unknown"], "lost": ["unknown"]}
         assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+async def test_a_task_gathered_inside_a_transaction_writes_on_its_own_connection(
+    bank: Bank, cap: Capture, backend: str
+) -> None:
+    """databasez gives every task its own connection: the child's write is not in the caller's transaction."""
+    with pytest.raises(RollbackError):
+        async with bank.database.transaction():
+            await asyncio.gather(bank.Account.query.create(id="child"))
+            await bank.Account.query.create(id="parent")
+            raise RollbackError
+    parent = "ok" if backend == "sqlite" else "rolled_back"  # SQLite: committed at its RELEASE (module docstring)
+    assert outcomes(cap) == {"child": ["ok"], "parent": [parent]}
+    assert await stored(bank) == ({"child", "parent"} if backend == "sqlite" else {"child"})

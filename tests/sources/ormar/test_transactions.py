@@ -244,3 +244,14 @@ async def test_a_transaction_that_never_ends_is_reported_unknown_after_orphan_ti
             await transaction.__aexit__(None, None, None)  # commits: reported once, already
         assert outcomes(cap) == {"lost": ["unknown"]}
         assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+async def test_a_task_gathered_inside_a_transaction_shares_its_connection(bank: Bank, cap: Capture) -> None:
+    """ormar's child tasks copy the caller's context, and with it the transaction's connection."""
+    with pytest.raises(RollbackError):
+        async with bank.database.transaction():
+            await asyncio.gather(bank.Account(id="child").save())
+            await bank.Account(id="parent").save()
+            raise RollbackError
+    assert outcomes(cap) == {"child": ["rolled_back"], "parent": ["rolled_back"]}
+    assert await stored(bank) == set()
