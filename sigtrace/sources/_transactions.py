@@ -2,8 +2,8 @@
 
 ormar (``ormar.databases.transaction.Transaction``) and databasez, under Edgy
 (``databasez.core.transaction.BoundTransaction``), each keep their own transaction objects; a
-source wraps where they begin and end and reports each to one :class:`ConnectionTransactions`.
-A write asks :meth:`ConnectionTransactions.current` for the connection it runs on and sets the
+source wraps where they begin and end and reports each to one ``ConnectionTransactions``.
+A write asks ``ConnectionTransactions.current`` for the connection it runs on and sets the
 answer as ``Operation.transaction``: the engine then holds its audit event until that
 transaction ends (see ``sigtrace/core/transactions.py``).
 
@@ -37,7 +37,7 @@ def rolled_back_by_server(error: BaseException) -> bool:
 class _Connection:
     """One connection's open transactions, and the finalizer that closes them if it is collected.
 
-    Usually one :class:`TransactionStack`. A transaction the database begins afresh while the
+    Usually one ``TransactionStack``. A transaction the database begins afresh while the
     library believes it is nested (SQLite: a SAVEPOINT outside any transaction starts one, and
     its RELEASE commits) is the outermost of a new stack laid on top: what it holds is reported
     when it commits, whatever the transactions below it do.
@@ -76,7 +76,7 @@ class _Connection:
 
 
 class ConnectionTransactions:
-    """The library transactions open on each connection, as core :class:`Transaction` objects."""
+    """The library transactions open on each connection, as core ``Transaction`` objects."""
 
     def __init__(self, name: str) -> None:
         self._lock = threading.Lock()
