@@ -350,3 +350,25 @@ async def test_a_task_gathered_inside_a_transaction_writes_on_its_own_connection
     parent = "ok" if backend == "sqlite" else "rolled_back"  # SQLite: committed at its RELEASE (module docstring)
     assert outcomes(cap) == {"child": ["ok"], "parent": [parent]}
     assert await stored(bank) == ({"child", "parent"} if backend == "sqlite" else {"child"})
+
+
+async def test_bulk_writes_in_a_rolled_back_transaction(bank: Bank, cap: Capture, backend: str) -> None:
+    """Bulk operations are the entry point's own operations: they follow the transaction the same way."""
+    await bank.Account.query.bulk_create([{"id": "k1"}, {"id": "k2"}])
+    cap.clear()
+    with pytest.raises(RollbackError):
+        async with bank.database.transaction():
+            await bank.Account.query.bulk_create([{"id": "b1"}, {"id": "b2"}])
+            accounts = await bank.Account.query.all()
+            for account in accounts:
+                account.balance = 5
+            await bank.Account.query.bulk_update(accounts, update_fields=["balance"])
+            raise RollbackError
+    seen = [(e["operation"], e["outcome"]) for e in events(cap)]
+    balances = {a.id: a.balance for a in await bank.Account.query.all()}
+    if backend == "sqlite":  # each bulk call's savepoint was SQLite's transaction (module docstring)
+        assert seen == [("bulk_create", "ok"), ("bulk_update", "ok")]
+        assert balances == {"k1": 5, "k2": 5, "b1": 5, "b2": 5}
+    else:
+        assert seen == [("bulk_create", "rolled_back"), ("bulk_update", "rolled_back")]
+        assert balances == {"k1": 0, "k2": 0}
