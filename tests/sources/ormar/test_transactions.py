@@ -255,3 +255,33 @@ async def test_a_task_gathered_inside_a_transaction_shares_its_connection(bank: 
             raise RollbackError
     assert outcomes(cap) == {"child": ["rolled_back"], "parent": ["rolled_back"]}
     assert await stored(bank) == set()
+
+
+async def test_a_commit_the_database_refuses_is_rolled_back(bank: Bank, cap: Capture, db_url: str) -> None:
+    """A deferred foreign key fails at COMMIT: the database kept nothing, and says so (no lost connection)."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite keeps a transaction open after a COMMIT refused by a deferred foreign key")
+    parent = bank.Account.ormar_config.tablename
+    async with bank.database.engine.begin() as conn:
+        await conn.exec_driver_sql("DROP TABLE IF EXISTS tx_ormar_transfers")
+        await conn.exec_driver_sql(
+            "CREATE TABLE tx_ormar_transfers (id INTEGER PRIMARY KEY, account VARCHAR(40) "
+            f"REFERENCES {parent} (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    class Transfer(ormar.Model):
+        ormar_config = bank.Account.ormar_config.copy(tablename="tx_ormar_transfers")
+        id: int = ormar.Integer(primary_key=True, autoincrement=False)
+        account: str = ormar.String(max_length=40)
+
+    try:
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            async with bank.database.transaction():
+                await Transfer(id=1, account="nobody").save()  # checked only at COMMIT
+                assert cap.spans_named("save tx_ormar_transfers") and events(cap) == []
+        (event,) = (e for e in cap.audit_events if e["collection"] == "tx_ormar_transfers")
+        assert event["outcome"] == "rolled_back"
+        assert await Transfer.objects.count() == 0
+    finally:
+        async with bank.database.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TABLE tx_ormar_transfers")
