@@ -134,10 +134,12 @@ def test_without_the_directory_the_sitecustomize_does_nothing(tmp_path: Path) ->
     assert done.stdout.strip() == "False"
 
 
-def test_unseen_flags_signals_sent_more_often_than_audited() -> None:
-    operations = {"django.save": 10, "django.delete": 4}
-    assert run.unseen({"pre_save": 10, "pre_delete": 3}, operations) == {}
-    assert run.unseen({"pre_save": 11, "pre_delete": 4}, operations) == {"pre_save": (11, 10)}
+def test_unseen_lists_the_models_sent_for_more_often_than_audited() -> None:
+    sends = {"pre_save": {"shop.Order": 3, "sessions.Session": 2}, "pre_delete": {"shop.Order": 1}}
+    audited = {"django.save Order": 3, "django.delete Order": 1}
+    assert run.unseen(sends, audited) == {"pre_save": {"sessions.Session": (2, 0)}}
+    assert run.unseen({"pre_delete": {"shop.Order": 2}}, audited) == {"pre_delete": {"shop.Order": (2, 1)}}
+    assert run.unseen(sends, {**audited, "django.save Session": 2}) == {}
 
 
 def test_the_docs_list_every_allowlist_entry_and_no_other() -> None:

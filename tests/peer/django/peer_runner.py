@@ -61,15 +61,29 @@ class RecordingResult(unittest.TextTestResult):
             self._set(test, "failed", f"{subtest}: {self._exc_info_to_string(err, test)}")
 
 
-def _count_sends(counts: dict[str, int]) -> None:
-    """Wrap each counted signal's ``send`` on the instance (the class and its receivers stay as they are)."""
+def _count_sends(counts: dict[str, int], by_model: dict[str, dict[str, int]]) -> None:
+    """Wrap each counted signal's ``send`` on the instance (the class and its receivers stay as they are).
+
+    ``by_model``: per signal, the sends per sender model (``app_label.ModelName``; the through model for m2m).
+    """
     for name in COUNTED:
         signal = getattr(signals, name)
         original: Callable[..., Any] = signal.send
+        per_model = by_model.setdefault(name, {})
 
-        def send(*args: Any, _name: str = name, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+        def send(
+            sender: Any,
+            *args: Any,
+            _name: str = name,
+            _original: Callable[..., Any] = original,
+            _per_model: dict[str, int] = per_model,
+            **kwargs: Any,
+        ) -> Any:
             counts[_name] = counts.get(_name, 0) + 1
-            return _original(*args, **kwargs)
+            meta = getattr(sender, "_meta", None)
+            label = str(getattr(meta, "label", None) or getattr(sender, "__name__", "?"))
+            _per_model[label] = _per_model.get(label, 0) + 1
+            return _original(sender, *args, **kwargs)
 
         signal.send = send
 
@@ -78,7 +92,8 @@ class RecordingRunner(DiscoverRunner):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sends: dict[str, int] = {}
-        _count_sends(self.sends)
+        self.sends_by_model: dict[str, dict[str, int]] = {}
+        _count_sends(self.sends, self.sends_by_model)
 
     def get_resultclass(self) -> type[unittest.TextTestResult]:
         return RecordingResult
@@ -90,4 +105,5 @@ class RecordingRunner(DiscoverRunner):  # type: ignore[misc]
             path = os.environ.get("SIGTRACE_PEER_OUTCOMES")
             if path:
                 with open(path, "w", encoding="utf-8") as out:
-                    json.dump({"outcomes": RecordingResult.outcomes, "sends": self.sends}, out)
+                    payload = {"outcomes": RecordingResult.outcomes, "sends": self.sends}
+                    json.dump({**payload, "sends_by_model": self.sends_by_model}, out)
