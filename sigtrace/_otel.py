@@ -39,6 +39,10 @@ _configured = False
 _owned: dict[str, Any] = {}
 #: Seconds the shutdown at exit may take (the ``shutdown_timeout`` of the latest installation).
 _shutdown_timeout = 5.0
+#: Threads of flushes or shutdowns abandoned at their deadline (still alive: still blocked on the collector).
+_stuck: list[threading.Thread] = []
+#: Seconds the exit waits when an abandoned flush is still blocked.
+STUCK_GRACE = 0.5
 
 _SIGNALS = ("traces", "metrics", "logs")
 _EXPORTER_VARIABLES = {
@@ -197,6 +201,7 @@ def run_bounded(what: str, calls: Iterable[Callable[[], object]], timeout: float
     thread.start()
     if done.wait(timeout):
         return True
+    _stuck.append(thread)
     pending = _pending(providers)
     logger.warning(
         "sigtrace: %s did not finish within %.1fs (shutdown_timeout; the collector is down or hangs): "
@@ -242,10 +247,19 @@ def shutdown_calls(providers: Iterable[Any], timeout: float) -> list[Callable[[]
 
 
 def _shutdown_at_exit() -> None:
-    """At interpreter exit: shut down the providers sigtrace configured, within ``shutdown_timeout``."""
+    """At interpreter exit: shut down the providers sigtrace configured, within ``shutdown_timeout``.
+
+    When a flush abandoned earlier (``uninstall()`` just before the exit) is still blocked on the
+    collector, the collector has not come back: the exit waits only a short grace, not the whole
+    budget again.
+    """
     providers = list(_owned.values())
-    if providers:
-        run_bounded("shutdown at exit", shutdown_calls(providers, _shutdown_timeout), _shutdown_timeout, providers)
+    if not providers:
+        return
+    timeout = _shutdown_timeout
+    if any(thread.is_alive() for thread in _stuck):
+        timeout = min(timeout, STUCK_GRACE)
+    run_bounded("shutdown at exit", shutdown_calls(providers, timeout), timeout, providers)
 
 
 # --- what goes where, said once at install ---
