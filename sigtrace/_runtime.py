@@ -24,7 +24,7 @@ from sigtrace.sinks.spans import SpanSink
 from sigtrace.sources import REGISTRY, SourceSpec
 from sigtrace.sources.base import Source
 
-__all__ = ["Installation", "MissingLibraryError", "current", "install", "uninstall"]
+__all__ = ["Installation", "MissingLibraryError", "current", "install", "install_resolved", "uninstall"]
 
 logger = logging.getLogger("sigtrace")
 _lock = threading.RLock()
@@ -238,7 +238,15 @@ def install(**kwargs: Any) -> Installation:
             if kwargs and resolve_options(kwargs) != _installation.options:
                 logger.warning("sigtrace.install() called again with other options; the first installation is kept")
             return _installation
-        options = resolve_options(kwargs)
+        return install_resolved(resolve_options(kwargs))
+
+
+def install_resolved(options: Options) -> Installation:
+    """:func:`install` from options already validated (``sigtrace.testing`` reinstalls an installation it took over)."""
+    global _installation
+    with _lock:
+        if _installation is not None:
+            return _installation
         warn_unknown_variables()
         specs = select_sources(options.sources, options.exclude.sources)
         installation = _build(options)

@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.test import Client
 from opentelemetry import trace
 from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -30,7 +31,10 @@ import sigtrace
 
 assert sigtrace.is_installed()
 exporter = InMemorySpanExporter()
-trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+# The application sets its provider after sigtrace's AppConfig.ready(): sigtrace's spans go to it.
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
 DjangoInstrumentor().instrument()
 call_command("migrate", verbosity=0)
 client = Client()
@@ -72,7 +76,7 @@ def test_example_project(tmp_path: Path) -> None:
         DJANGO_SETTINGS_MODULE="shop.settings",
         SHOP_DB=str(tmp_path / "shop.sqlite3"),
         SHOP_AUDIT_FILE=str(audit_file),
-        PYTHONPATH=str(EXAMPLE),
+        PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(EXAMPLE.parents[1])]),  # this tree, not an installed sigtrace
     )
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120, check=False
