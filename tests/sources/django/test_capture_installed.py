@@ -25,10 +25,10 @@ def test_capture_and_fixture_work_where_the_app_installed_sigtrace(tmp_path: Pat
         PYTHONPATH=str(ROOT),
     )
     tests = ROOT / "tests" / "sources" / "django" / "installed" / "project_tests.py"
+    # --confcutdir: not the suite's own conftest files (they uninstall sigtrace around every test)
+    command = [sys.executable, "-m", "pytest", str(tests), "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path)]
     result = subprocess.run(
-        # --confcutdir: not the suite's own conftest files (they uninstall sigtrace around every test)
-        [sys.executable, "-m", "pytest", str(tests), "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path)]
-        + ["--confcutdir", str(tests.parent)],
+        [*command, "--confcutdir", str(tests.parent)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
