@@ -179,29 +179,28 @@ def set_shutdown_timeout(seconds: float) -> None:
 
 
 def run_bounded(what: str, calls: Iterable[Callable[[], object]], timeout: float, providers: Iterable[Any]) -> bool:
-    """Run ``calls`` one after the other in a daemon thread; wait at most ``timeout`` seconds.
+    """Run ``calls`` at once, each in a daemon thread of its own; wait at most ``timeout`` seconds for all.
 
-    False when they did not finish: the thread is left to itself (a daemon thread, so the process
-    can still exit) and what the providers still hold is counted and logged once, here.
+    In parallel: a tracer provider stuck on a hanging collector must not eat the budget of the
+    meter and logger providers. False when they did not all finish: the threads are left to
+    themselves (daemon threads, so the process can still exit) and what the providers still
+    hold is counted and logged once, here.
     """
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            for call in calls:
-                try:
-                    call()
-                except Exception as exc:  # noqa: BLE001 - a failing exporter must not stop the others
-                    logger.warning("sigtrace: %s: %r", what, exc)
-        finally:
-            done.set()
-
     started = time.monotonic()
-    thread = threading.Thread(target=work, name=f"sigtrace-{what.replace(' ', '-')}", daemon=True)
-    thread.start()
-    if done.wait(timeout):
+    threads = []
+    for index, call in enumerate(calls):
+        thread = threading.Thread(
+            target=_run_logged, args=(what, call), name=f"sigtrace-{what.replace(' ', '-')}-{index}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    deadline = started + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [thread for thread in threads if thread.is_alive()]
+    if not stuck:
         return True
-    _stuck.append(thread)
+    _stuck.extend(stuck)
     pending = _pending(providers)
     logger.warning(
         "sigtrace: %s did not finish within %.1fs (shutdown_timeout; the collector is down or hangs): "
@@ -211,6 +210,13 @@ def run_bounded(what: str, calls: Iterable[Callable[[], object]], timeout: float
         ", ".join(f"{count} {kind}" for kind, count in pending.items()) or "what was not exported yet",
     )
     return False
+
+
+def _run_logged(what: str, call: Callable[[], object]) -> None:
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - a failing exporter must not stop the others
+        logger.warning("sigtrace: %s: %r", what, exc)
 
 
 def _queue_length(processor: Any) -> int:

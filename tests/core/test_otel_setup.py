@@ -32,6 +32,8 @@ SCRIPT = textwrap.dedent(
         "service": tp.resource.attributes.get("service.name") if hasattr(tp, "resource") else None,
         "global_is_ours": trace.get_tracer_provider() is tp,
         "logger_provider": type(handle.logger_provider).__name__,
+        "meter_provider": type(handle.meter_provider).__name__,
+        "owned": sorted(handle.providers.owned),
     }))
     """
 )
@@ -52,6 +54,20 @@ def test_no_otel_variables_claims_no_global_provider() -> None:
     result = run({})
     assert result["tracer_provider"] == "ProxyTracerProvider"
     assert result["configured_here"] is False and result["global_is_ours"] is True
+    assert result["logger_provider"] == "ProxyLoggerProvider"
+
+
+def test_only_the_signals_with_an_exporter_are_configured() -> None:
+    """A traces endpoint alone: sigtrace configures tracing, and leaves metrics and logs to the application."""
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4999/v1/traces",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "SIGTRACE_SHUTDOWN_TIMEOUT": "1",
+    }
+    result = run(env)
+    assert result["tracer_provider"] == "TracerProvider" and result["owned"] == ["traces"]
+    assert result["meter_provider"] == "_ProxyMeterProvider"
     assert result["logger_provider"] == "ProxyLoggerProvider"
 
 
