@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import _logs, metrics, trace
+from opentelemetry._logs._internal import ProxyLoggerProvider
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 __all__ = ["Providers", "describe", "resolve_providers", "run_bounded", "sdk_disabled", "set_shutdown_timeout"]
 
@@ -77,9 +79,20 @@ def _global_tracer_set() -> bool:
     return _is_set(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
+#: The API's stand-ins for a provider nobody set (yet): proxies and no-ops.
+_PLACEHOLDERS: tuple[type, ...] = (
+    trace.ProxyTracerProvider,
+    trace.NoOpTracerProvider,
+    _ProxyMeterProvider,  # the API exports no name for it
+    metrics.NoOpMeterProvider,
+    ProxyLoggerProvider,
+    _logs.NoOpLoggerProvider,
+)
+
+
 def is_proxy(provider: object) -> bool:
     """An API proxy or no-op provider: nobody set a real one (yet)."""
-    return provider is None or type(provider).__name__.startswith(("Proxy", "_Proxy", "NoOp", "_NoOp"))
+    return provider is None or isinstance(provider, _PLACEHOLDERS)
 
 
 def _exporters_wanted(endpoint: str | None) -> dict[str, list[str]]:

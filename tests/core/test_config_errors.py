@@ -136,3 +136,13 @@ def test_install_warns_about_a_misspelled_variable() -> None:
     assert "unknown environment variable SIGTRACE_ORPHAN_TIMOUT is ignored; did you mean SIGTRACE_ORPHAN_TIMEOUT?" in (
         out.stderr
     )
+
+
+def test_a_misspelled_django_variable_is_warned_about_by_the_django_source(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("django")
+    from sigtrace.sources.django.source import django_options
+
+    with caplog.at_level(logging.WARNING, logger="sigtrace"):
+        assert django_options({}, {"SIGTRACE_DJANGO_TRACE_DELTE": "0"}).trace_delete is True
+        assert warn_unknown_variables({"SIGTRACE_DJANGO_TRACE_DELTE": "0"}) == []  # the source's, not install()'s
+    assert "did you mean SIGTRACE_DJANGO_TRACE_DELETE?" in caplog.text
