@@ -67,7 +67,8 @@ class Installation:
         ``timeout_millis`` bounds the whole call, not each provider: with a collector that hangs,
         three providers must not take three times the budget (uninstall() waits for this). The
         SDK's batch processors ignore the timeout of their ``force_flush``, so the flushes run in
-        a daemon thread that is abandoned (and what it still held counted and logged) at the deadline.
+        daemon threads, one per provider, abandoned at the deadline (what they still held is
+        counted and logged once: sigtrace._otel.run_bounded).
         """
         deadline = time.monotonic() + timeout_millis / 1000.0
         self.flush_audit(timeout_millis / 1000.0)
