@@ -186,7 +186,7 @@ def _describe_span(span: ReadableSpan) -> str:
 def capture(**options: Any) -> Iterator[Capture]:
     """Install sigtrace on in-memory providers for the block; uninstall it after.
 
-    Options are those of :func:`sigtrace.install`; ``audit`` defaults to the capture itself.
+    Options are those of ``sigtrace.install``; ``audit`` defaults to the capture itself.
     When sigtrace is already installed (a Django project's ``INSTALLED_APPS``, an ``install()`` at
     import), the capture takes it over for the block: that installation is uninstalled, the
     capture's installed, and afterwards the original installed again with its own options.
