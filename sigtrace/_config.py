@@ -202,7 +202,6 @@ def _parse_exclude(value: object) -> Exclusions:
 
 #: The provider options and the method each kind of provider has.
 _PROVIDER_METHODS = {"tracer_provider": "get_tracer", "meter_provider": "get_meter", "logger_provider": "get_logger"}
-_STANDARD_STREAMS = frozenset({"-", "stdout", "stderr"})
 
 
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
@@ -278,13 +277,6 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         value = merged.get(name)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{name}={value!r}: expected a string")
-    audit_file = merged.get("audit_file")
-    if audit_file is not None and audit_file not in _STANDARD_STREAMS:
-        directory = os.path.dirname(os.path.abspath(audit_file))
-        if os.path.isdir(audit_file):
-            raise ConfigError(f"{given('audit_file')}: is a directory; expected the path of a file")
-        if not os.path.isdir(directory):
-            raise ConfigError(f"{given('audit_file')}: the directory {directory!r} does not exist")
     for name, method in _PROVIDER_METHODS.items():
         value = merged.get(name)
         if value is not None and not callable(getattr(value, method, None)):

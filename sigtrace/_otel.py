@@ -32,6 +32,8 @@ from opentelemetry import _logs, metrics, trace
 from opentelemetry._logs._internal import ProxyLoggerProvider
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 
+from sigtrace.core import safety
+
 __all__ = ["Providers", "describe", "resolve_providers", "run_bounded", "sdk_disabled", "set_shutdown_timeout"]
 
 logger = logging.getLogger("sigtrace")
@@ -201,15 +203,18 @@ def run_bounded(what: str, calls: Iterable[Callable[[], object]], timeout: float
     """
     started = time.monotonic()
     threads = []
+    failures: list[Exception] = []
     for index, call in enumerate(calls):
         thread = threading.Thread(
-            target=_run_logged, args=(what, call), name=f"sigtrace-{what.replace(' ', '-')}-{index}", daemon=True
+            target=_run, args=(call, failures), name=f"sigtrace-{what.replace(' ', '-')}-{index}", daemon=True
         )
         thread.start()
         threads.append(thread)
     deadline = started + timeout
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+    for failure in list(failures):  # in the caller's thread: counted, logged, raised in strict mode
+        safety.report("installation.flush", failure)
     stuck = [thread for thread in threads if thread.is_alive()]
     if not stuck:
         return True
@@ -225,11 +230,11 @@ def run_bounded(what: str, calls: Iterable[Callable[[], object]], timeout: float
     return False
 
 
-def _run_logged(what: str, call: Callable[[], object]) -> None:
+def _run(call: Callable[[], object], failures: list[Exception]) -> None:
     try:
         call()
-    except Exception as exc:  # noqa: BLE001 - a failing exporter must not stop the others
-        logger.warning("sigtrace: %s: %r", what, exc)
+    except Exception as exc:  # noqa: BLE001 - reported by run_bounded, in the thread that waits
+        failures.append(exc)
 
 
 def _queue_length(processor: Any) -> int:

@@ -203,18 +203,40 @@ class _LateOtlpLogOutput:
         output(event)
 
 
+_STANDARD_STREAMS = frozenset({"-", "stdout", "stderr"})
+
+
+def _audit_file_given(options: Options) -> str:
+    """How the user wrote the audit file: ``SIGTRACE_AUDIT_FILE='...'`` when it came from there."""
+    variable = ENV_VARIABLES["audit_file"]
+    if os.environ.get(variable, "").strip() == options.audit_file:
+        return f"{variable}={options.audit_file!r}"
+    return f"audit_file={options.audit_file!r}"
+
+
+def _check_audit_file(options: Options) -> None:
+    """Before anything is configured: a path sigtrace cannot append to is a ConfigError naming it."""
+    path = options.audit_file
+    if path is None or path in _STANDARD_STREAMS or options.audit is False:
+        return
+    if os.path.isdir(path):
+        raise ConfigError(f"{_audit_file_given(options)}: is a directory; expected the path of a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{_audit_file_given(options)}: the directory {directory!r} does not exist")
+
+
 def _json_lines_writer(options: Options) -> JsonLinesWriter:
     try:
         return JsonLinesWriter(options.audit_file)
     except OSError as exc:
-        variable = ENV_VARIABLES["audit_file"]
         raise ConfigError(
-            f"audit_file={options.audit_file!r} (option or {variable}): cannot open it for appending: "
-            f"{exc.strerror or exc}"
+            f"{_audit_file_given(options)}: cannot open it for appending: {exc.strerror or exc}"
         ) from None
 
 
 def _build(options: Options) -> Installation:
+    _check_audit_file(options)
     providers = resolve_providers(
         options.tracer_provider, options.meter_provider, options.logger_provider, options.service_name
     )

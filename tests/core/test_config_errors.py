@@ -86,12 +86,16 @@ def test_a_provider_that_is_none_is_a_config_error(option: str) -> None:
     assert not sigtrace.is_installed()
 
 
-def test_an_audit_file_in_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
+def test_an_audit_file_in_a_missing_directory_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = tmp_path / "no" / "such" / "a.jsonl"
     with pytest.raises(ConfigError, match=r"^audit_file=.*the directory .* does not exist"):
         sigtrace.install(sources=["blinker"], audit_file=str(missing))
+    monkeypatch.setenv("SIGTRACE_AUDIT_FILE", str(missing))
     with pytest.raises(ConfigError, match=r"^SIGTRACE_AUDIT_FILE=.*does not exist"):
-        resolve_options({}, {"SIGTRACE_AUDIT_FILE": str(missing)})
+        sigtrace.install(sources=["blinker"])
+    monkeypatch.delenv("SIGTRACE_AUDIT_FILE")
     with pytest.raises(ConfigError, match=r"is a directory"):
         sigtrace.install(sources=["blinker"], audit_file=str(tmp_path))
     assert not sigtrace.is_installed()
