@@ -135,7 +135,10 @@ def _configure_sdk(service_name: str | None) -> frozenset[str]:
         wanted = [s for s in _SIGNALS if names[s] and (s == "traces" or is_proxy(getters[s]()))]
         if not wanted:
             return frozenset()
-        skipped = {s: getattr(_configuration, _INITIALISERS[s]) for s in _SIGNALS if s not in wanted}
+        skipped = {s: getattr(_configuration, _INITIALISERS[s], None) for s in _SIGNALS if s not in wanted}
+        if None in skipped.values():  # an SDK that renamed its initialisers: it configures every signal
+            logger.warning("sigtrace: this OpenTelemetry SDK configures every signal; some export nothing")
+            wanted, skipped = list(_SIGNALS), {}
         resource: dict[str, Any] = {}
         if service_name and not os.environ.get("OTEL_SERVICE_NAME"):
             resource["service.name"] = service_name
