@@ -6,8 +6,8 @@ take True/False or true/false/1/0/yes/no/on/off, as everywhere)::
 
     SIGTRACE = {
         "service_name": "shop",
-        "exclude": ["model:Session"],
-        "django": {"trace_delete": False},   # keep Django's fast-delete path
+        "exclude": ["model:Heartbeat"],
+        "django": {"trace_delete": False},   # options of the Django source: deletes untraced
     }
 """
 
