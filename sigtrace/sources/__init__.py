@@ -25,6 +25,7 @@ REGISTRY: dict[str, SourceSpec] = {
         SourceSpec("ormar", "sigtrace.sources.ormar:OrmarSource", "ormar", "ormar"),
         SourceSpec("edgy", "sigtrace.sources.edgy:EdgySource", "edgy", "edgy"),
         SourceSpec("signalbus", "sigtrace.sources.signalbus:SignalBusSource", "flask_signalbus", "signalbus"),
+        SourceSpec("sqlalchemy", "sigtrace.sources.sqlalchemy:SQLAlchemySource", "sqlalchemy", "sqlalchemy"),
         SourceSpec("django", "sigtrace.sources.django.source:DjangoSource", "django", "django"),
     )
 }
