@@ -32,11 +32,7 @@ import weakref
 from typing import Any, Final
 
 from sigtrace.core import safety
-try:  # TEMPORARY until the core's transactions land on main
-    from sigtrace.core.transactions import Transaction, TransactionStack
-except ImportError:  # pragma: no cover
-    Transaction = Any  # type: ignore[misc,assignment]
-    TransactionStack = None  # type: ignore[misc,assignment]
+from sigtrace.core.transactions import Transaction
 
 __all__ = ["TRACKER", "SessionTransactions"]
 
@@ -95,7 +91,7 @@ class SessionTransactions:
 
     def current(self, session: Any) -> Transaction | None:
         """The core transaction a write of ``session`` runs in now (innermost savepoint, else the outermost)."""
-        if not self._users or session is None or TransactionStack is None:
+        if not self._users or session is None:
             return None
         try:
             target = _innermost(session)
@@ -110,8 +106,6 @@ class SessionTransactions:
     # --- listeners ---
 
     def _on_create(self, session: Any, transaction: Any) -> None:
-        if TransactionStack is None:
-            return
         try:
             if transaction.nested:
                 parent = self._tracked_parent(transaction)
@@ -119,7 +113,7 @@ class SessionTransactions:
                     return  # its outermost transaction began before install(): not known
                 tx = parent.savepoint()
             elif transaction.parent is None:
-                tx = TransactionStack().begin()
+                tx = Transaction()
             else:
                 return  # a subtransaction (e.g. around a flush): part of its parent
             with self._lock:
@@ -148,7 +142,7 @@ class SessionTransactions:
             with self._lock:
                 tx = self._by_transaction.pop(transaction, None)
             if tx is not None and not tx.closed:
-                tx.rollback()  # closed without a commit: nothing of it was kept
+                tx.rollback()  # closed without a commit: the database discarded its writes
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report(_KIND, exc)
 
