@@ -15,6 +15,9 @@ class SourceSpec:
     target: str  # "module:Class"
     library: str  # importable top-level module of the traced library
     extra: str
+    #: ``"module:function"`` returning whether to attach when the source is found but not named
+    #: (``None``: always). A source named in ``sources=[...]`` attaches whatever it returns.
+    detect: str | None = None
 
 
 REGISTRY: dict[str, SourceSpec] = {
@@ -25,7 +28,14 @@ REGISTRY: dict[str, SourceSpec] = {
         SourceSpec("ormar", "sigtrace.sources.ormar:OrmarSource", "ormar", "ormar"),
         SourceSpec("edgy", "sigtrace.sources.edgy:EdgySource", "edgy", "edgy"),
         SourceSpec("signalbus", "sigtrace.sources.signalbus:SignalBusSource", "flask_signalbus", "signalbus"),
-        SourceSpec("sqlalchemy", "sigtrace.sources.sqlalchemy:SQLAlchemySource", "sqlalchemy", "sqlalchemy"),
+        # On SQLAlchemy 1.4 only when named: there it is mostly Flask-SignalBus's stack, whose users ask for it.
+        SourceSpec(
+            "sqlalchemy",
+            "sigtrace.sources.sqlalchemy:SQLAlchemySource",
+            "sqlalchemy",
+            "sqlalchemy",
+            detect="sigtrace.sources.sqlalchemy:attach_when_detected",
+        ),
         SourceSpec("django", "sigtrace.sources.django.source:DjangoSource", "django", "django"),
     )
 }

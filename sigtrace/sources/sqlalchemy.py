@@ -52,7 +52,7 @@ from sigtrace.core.operation import Operation
 from sigtrace.sources._sa_session import TRACKER
 from sigtrace.sources.base import Source
 
-__all__ = ["SUPPORTED_VERSIONS", "SQLAlchemySource", "supported_version"]
+__all__ = ["SUPPORTED_VERSIONS", "SQLAlchemySource", "attach_when_detected", "supported_version"]
 
 SOURCE: Final = "sqlalchemy"
 #: The SQLAlchemy versions this source is built and tested for (checked at install: a warning outside).
@@ -94,6 +94,16 @@ def _version_tuple(text: str) -> tuple[int, int]:
 def supported_version(version: str | None = None) -> bool:
     """Whether a SQLAlchemy version (default: the installed one) is in :data:`SUPPORTED_VERSIONS`."""
     return _MIN <= _version_tuple(version or _sa.__version__) < _MAX
+
+
+def attach_when_detected() -> bool:
+    """Attach without being named on SQLAlchemy 2 only.
+
+    SQLAlchemy 1.4 is, in this project, the stack of Flask-SignalBus (Flask-SQLAlchemy 2.5): there the
+    source attaches only when named (``sources=["signalbus", "sqlalchemy"]``), so an application that
+    traces its outbox sees no new operations until it asks for its flushes.
+    """
+    return _version_tuple(str(_sa.__version__)) >= (2, 0)
 
 
 class _FlushOperation(Operation):
