@@ -264,12 +264,24 @@ def _filter_text(statement: Any) -> str | None:
         return None
 
 
-def _rows_of(result: Any) -> int | None:
+def _rows_of(result: Any, state: Any) -> int | None:
+    """Rows a statement wrote: the driver's row count, else (an INSERT whose driver gives none) its rows of values."""
     try:
         rows = result.rowcount
-    except Exception:  # noqa: BLE001 - a result without a row count
+    except Exception:  # noqa: BLE001 - a result without a row count (an ORM bulk INSERT's)
+        rows = None
+    if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0:
+        return rows
+    if not state.is_insert:
         return None
-    return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0 else None
+    parameters = state.parameters
+    if isinstance(parameters, list | tuple) and parameters:
+        return len(parameters)  # executemany: one row per parameter set
+    # ``insert(...).values([...])``: one statement, several rows (the statement's own list of them).
+    multi = getattr(state.statement, "_multi_values", None)
+    if isinstance(multi, tuple) and len(multi) == 1 and isinstance(multi[0], list | tuple):
+        return len(multi[0])
+    return None
 
 
 class SQLAlchemySource(Source):
@@ -510,7 +522,7 @@ class SQLAlchemySource(Source):
 
     def _statement_done(self, op: Operation, state: Any, result: Any) -> None:
         if op.write:
-            rows = _rows_of(result)
+            rows = _rows_of(result, state)
             if rows is not None:
                 op.attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
                 op.audit[semconv.AUDIT_ROWS] = rows
