@@ -34,6 +34,7 @@ instance state only (``state.dict``, identity, committed attribute history with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import logging
@@ -182,10 +183,8 @@ def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
         database = getattr(url, "database", None)
         namespace = database if isinstance(database, str) and database else None
     db = (system, namespace)
-    try:
+    with contextlib.suppress(TypeError):  # a bind that takes no weak reference: not cached
         _db_cache[bind] = db
-    except TypeError:
-        pass
     return db
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +29,8 @@ def _ensure_pg_database() -> str | None:
         ) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone()
             if not exists:
-                try:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another run made it meanwhile
                     conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-                except psycopg.errors.DuplicateDatabase:
-                    pass
     except psycopg.OperationalError as exc:
         return f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable ({exc})"
     return None

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from opentelemetry import trace
 from sqlalchemy import orm
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture

@@ -255,12 +255,15 @@ def test_integrity_error_fails_the_flush_at_once_and_the_rollback_is_seen(engine
         with pytest.raises(IntegrityError):
             session.flush()
         failed = [s for s in cap.spans if s.status.status_code == StatusCode.ERROR]
-        assert sorted(s.name for s in failed) == ["flush", "insert sa_customers"] or sorted(
-            s.name for s in failed
-        ) == ["flush test", "insert sa_customers"] or sorted(s.name for s in failed) == [
-            "flush sigtrace_sqlalchemy",
-            "insert sa_customers",
-        ]
+        assert (
+            sorted(s.name for s in failed) == ["flush", "insert sa_customers"]
+            or sorted(s.name for s in failed) == ["flush test", "insert sa_customers"]
+            or sorted(s.name for s in failed)
+            == [
+                "flush sigtrace_sqlalchemy",
+                "insert sa_customers",
+            ]
+        )
         assert all(attrs(s)[semconv.ERROR_TYPE] == "IntegrityError" for s in failed)
         session.rollback()
     by_pk = {e.get("pk"): e["outcome"] for e in cap.audit_events}
@@ -325,16 +328,16 @@ def test_no_extra_sql_and_no_lazy_load(engine: sa.Engine) -> None:
 
         event.listen(engine, "before_cursor_execute", record)
         try:
-            with capture(sources=["sqlalchemy"], capture_values=True) if traced else _nothing():
-                with orm.Session(engine) as session:
-                    order = session.get(Order, 10)
-                    assert order is not None
-                    session.expire(order, ["status"])  # an expired attribute: never loaded by sigtrace
-                    order.total = next(totals)
-                    session.delete(session.get(Line, 100))
-                    session.commit()
-                    session.execute(sa.update(Order).values(total=1))
-                    session.rollback()
+            traced_or_not = capture(sources=["sqlalchemy"], capture_values=True) if traced else _nothing()
+            with traced_or_not, orm.Session(engine) as session:
+                order = session.get(Order, 10)
+                assert order is not None
+                session.expire(order, ["status"])  # an expired attribute: never loaded by sigtrace
+                order.total = next(totals)
+                session.delete(session.get(Line, 100))
+                session.commit()
+                session.execute(sa.update(Order).values(total=1))
+                session.rollback()
         finally:
             event.remove(engine, "before_cursor_execute", record)
         return seen
