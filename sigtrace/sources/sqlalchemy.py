@@ -368,7 +368,14 @@ class SQLAlchemySource(Source):
                 if scope.operation is not None:
                     # In the in-flight table: a flush that never returns is reaped as an orphan.
                     engine.claim(key, obj=record)
-                return wrapped(*args, **kwargs)
+                try:
+                    return wrapped(*args, **kwargs)
+                except BaseException as exc:
+                    # The batches the failure interrupted end first, at once; the scope then ends the flush.
+                    for batch in list(record.batches.values()):
+                        if batch.op is not _NO_OP and not batch.op.done:
+                            engine.end(op=batch.op, error=exc)
+                    raise
         finally:
             _FLUSH.reset(token)
 
