@@ -508,7 +508,7 @@ class SQLAlchemySource(Source):
         mapper = state.bind_mapper
         statement = state.statement
         model = getattr(getattr(mapper, "class_", None), "__name__", None) if mapper is not None else None
-        table = self._facts(mapper).table if mapper is not None and name != "select" else _statement_table(statement)
+        table = self._facts(mapper).table if mapper is not None else _statement_table(statement)
         if not self.engine.enabled(SOURCE, model, name):
             return None
         db = _db_of_session(state.session, mapper)
