@@ -17,12 +17,12 @@ from sigtrace.testing import capture
 from tests.sources.sqlalchemy.models import Customer, Order
 
 
-class Broken(Exception):
+class BrokenError(Exception):
     pass
 
 
 def broken(*_args: Any, **_kwargs: Any) -> Any:
-    raise Broken("sigtrace bug")
+    raise BrokenError("sigtrace bug")
 
 
 def test_a_broken_source_never_breaks_the_application(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +45,7 @@ def test_a_broken_source_never_breaks_the_application(engine: sa.Engine, monkeyp
 def test_strict_mode_raises_sigtraces_own_errors(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(source, "_filter_text", broken)
     with safety.strict(True), capture(sources=["sqlalchemy"]), orm.Session(engine) as session:
-        with pytest.raises(Broken):
+        with pytest.raises(BrokenError):
             session.execute(sa.update(Order).values(total=2))
         session.rollback()
 
