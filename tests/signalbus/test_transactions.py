@@ -93,3 +93,21 @@ def test_sqlalchemy_source_stays_out_on_1_4_unless_named(harness: Harness) -> No
         assert "sqlalchemy" not in installation.sources
     finally:
         sigtrace.uninstall()
+
+
+def test_a_signalbus_flush_holds_its_sends_and_the_orm_flush_deleting_their_rows(harness: Harness) -> None:
+    h = harness
+    for text in ("d1", "d2"):
+        h.db.session.add(h.Deferred(text=text))
+    h.db.session.commit()
+    with capture(sources=["signalbus", "sqlalchemy"]) as cap:
+        assert h.bus.flush(models=[h.Deferred], wait=0) == 2
+        run = cap.span("flush deferred_outbox")
+        under_run = [s for s in cap.spans if parent_of(s) == span_id(run)]
+        assert sorted(s.name for s in under_run if s.name.startswith("send")) == ["send deferred_outbox"] * 2
+        orm_flushes = [s for s in under_run if (s.attributes or {}).get(semconv.SIGTRACE_SOURCE) == "sqlalchemy"]
+        assert orm_flushes, [s.name for s in under_run]
+        deletes = cap.spans_named("delete deferred_outbox")
+        assert deletes and all(parent_of(d) in {span_id(f) for f in orm_flushes} for d in deletes)
+        outcomes = sorted((e["operation"], e["outcome"]) for e in cap.audit_events)
+        assert outcomes == [("delete", "ok")] * 2 + [("send", "ok")] * 2
