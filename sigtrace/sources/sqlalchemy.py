@@ -263,6 +263,29 @@ def _filter_text(statement: Any) -> str | None:
         return None
 
 
+#: Filter text per compiled statement: SQLAlchemy compiles each statement shape once (its compiled cache)
+#: and hands the same compiled object to every execution of that shape; compiling a WHERE clause here
+#: costs more than a small UPDATE itself, so it is done once per compiled object.
+_filters: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+
+def _filter_of(statement: Any, result: Any) -> str | None:
+    compiled = getattr(getattr(result, "context", None), "compiled", None)
+    if compiled is None:
+        return _filter_text(statement)
+    try:
+        return _filters[compiled]
+    except KeyError:
+        pass
+    except TypeError:  # a compiled object that takes no weak reference
+        return _filter_text(statement)
+    compiled_statement = getattr(compiled, "statement", None)
+    text = _filter_text(statement if compiled_statement is None else compiled_statement)
+    with contextlib.suppress(TypeError):
+        _filters[compiled] = text
+    return text
+
+
 def _rows_of(result: Any, state: Any) -> int | None:
     """Rows a statement wrote: the driver's row count, else (an INSERT whose driver gives none) its rows of values."""
     try:
@@ -521,12 +544,12 @@ class SQLAlchemySource(Source):
             namespace=db[1],
             write=name != semconv.OPERATION_SELECT,
         )
-        where = _filter_text(statement)
-        if where is not None:
-            op.audit[semconv.AUDIT_FILTER] = where
         return op
 
     def _statement_done(self, op: Operation, state: Any, result: Any) -> None:
+        where = _filter_of(state.statement, result)
+        if where is not None:
+            op.audit[semconv.AUDIT_FILTER] = where
         if op.write:
             rows = _rows_of(result, state)
             if rows is not None:
