@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -13,7 +14,8 @@ from typing import Any
 from sigtrace._config import ConfigError, Options, resolve_options
 from sigtrace._otel import Providers, resolve_providers
 from sigtrace.core import safety
-from sigtrace.core.engine import Engine
+from sigtrace.core.engine import Engine, EntryScope
+from sigtrace.core.sinks import Sink
 from sigtrace.sinks.audit import AuditOutput, AuditSink, BackgroundOutput, JsonLinesWriter, OtlpLogOutput
 from sigtrace.sinks.metrics import MetricSink
 from sigtrace.sinks.redaction import Redactor
@@ -21,7 +23,7 @@ from sigtrace.sinks.spans import SpanSink
 from sigtrace.sources import REGISTRY, SourceSpec
 from sigtrace.sources.base import Source
 
-__all__ = ["Installation", "MissingLibraryError", "current", "install", "uninstall"]
+__all__ = ["Installation", "MissingLibraryError", "current", "install", "scope", "uninstall"]
 
 logger = logging.getLogger("sigtrace")
 _lock = threading.RLock()
@@ -35,11 +37,25 @@ class MissingLibraryError(ConfigError):
 class Installation:
     """The handle ``install()`` returns: what is attached, with which providers and options."""
 
-    def __init__(self, options: Options, providers: Providers, engine: Engine, writer: JsonLinesWriter | None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        providers: Providers,
+        engine: Engine,
+        writer: JsonLinesWriter | None,
+        *,
+        spans: SpanSink | None = None,
+        audit: AuditSink | None = None,
+        metrics: MetricSink | None = None,
+    ) -> None:
         self.options = options
         self.providers = providers
         self.engine = engine
         self.sources: dict[str, Source] = {}
+        #: The sinks wired into the engine (which knows them only by ``core/sinks.py``'s protocol).
+        self.spans = spans
+        self.audit = audit
+        self.metrics = metrics
         self._writer = writer
 
     @property
@@ -78,7 +94,7 @@ class Installation:
 
     def flush_audit(self, timeout: float = 5.0) -> None:
         """Wait until the audit events of finished operations reached every output."""
-        audit = self.engine.audit
+        audit = self.audit
         if audit is not None:
             with safety.guard("installation.flush"):
                 audit.flush(timeout)
@@ -110,11 +126,18 @@ def _wanted_when_detected(spec: SourceSpec) -> bool:
 def select_sources(requested: tuple[str, ...] | None, excluded: frozenset[str]) -> list[SourceSpec]:
     """The sources to attach: the requested ones (checked), else every one whose library is importable."""
     if requested is None:
-        return [
-            spec
-            for spec in REGISTRY.values()
-            if spec.name not in excluded and _library_available(spec) and _wanted_when_detected(spec)
-        ]
+        detected = []
+        for candidate in REGISTRY.values():
+            if candidate.name in excluded or not _library_available(candidate):
+                continue
+            if not _wanted_when_detected(candidate):
+                continue
+            problem = candidate.unsupported()
+            if problem is None:
+                detected.append(candidate)
+            else:
+                logger.warning("%s: not attached (name it in sources=[...] to attach it anyway)", problem)
+        return detected
     chosen = []
     for name in requested:
         spec = REGISTRY.get(name)
@@ -125,6 +148,9 @@ def select_sources(requested: tuple[str, ...] | None, excluded: frozenset[str]) 
                 f"source {name!r} needs the {spec.library!r} library, which is not installed: "
                 f'pip install "sigtrace[{spec.extra}]"'
             )
+        problem = spec.unsupported()
+        if problem is not None:
+            logger.warning("%s: attached because it was named in sources=[...]; it may not work", problem)
         if name not in excluded:
             chosen.append(spec)
     return chosen
@@ -178,15 +204,20 @@ def _build(options: Options) -> Installation:
         if outputs
         else None
     )
+    # Start order: the span first (the others read it); the engine ends them in reverse, the audit record first.
+    span_sink = SpanSink(providers.tracer_provider, options.max_value_length)
+    sinks: list[tuple[str, Sink]] = [("spans", span_sink)]
+    if metric_sink is not None:
+        sinks.append(("metrics", metric_sink))
+    if audit_sink is not None:
+        sinks.append(("audit", audit_sink))
     engine = Engine(
-        SpanSink(providers.tracer_provider, options.max_value_length),
-        metric_sink,
-        audit_sink,
+        sinks,
         max_in_flight=options.max_in_flight,
         orphan_timeout=options.orphan_timeout,
         exclude=options.exclude,
     )
-    return Installation(options, providers, engine, writer)
+    return Installation(options, providers, engine, writer, spans=span_sink, audit=audit_sink, metrics=metric_sink)
 
 
 def _resource_service_name(tracer_provider: Any) -> str | None:
@@ -214,6 +245,7 @@ def install(**kwargs: Any) -> Installation:
         installation = _build(options)
         for spec in specs:
             source = _load(spec)(installation.engine, options)
+            source.meter = installation.metrics.meter if installation.metrics is not None else None
             try:
                 source.attach()
             except Exception as exc:  # noqa: BLE001 - a broken source must not stop the application
@@ -243,9 +275,9 @@ def uninstall() -> None:
         for source in reversed(list(installation.sources.values())):
             source.detach()
         installation.engine.close()
-        if installation.engine.audit is not None:
+        if installation.audit is not None:
             with safety.guard("installation.flush"):
-                installation.engine.audit.close(5.0)
+                installation.audit.close(5.0)
         installation.force_flush(5_000)
         if installation._writer is not None:
             with safety.guard("audit.close"):  # a full disk must not make uninstall() raise
@@ -255,3 +287,16 @@ def uninstall() -> None:
 
 def current() -> Installation | None:
     return _installation
+
+
+def scope() -> EntryScope | contextlib.nullcontext[None]:
+    """Guard code that sends traced signals: an operation begun inside and not ended when an
+    exception leaves the block ends at once as an error with that exception (libraries send no
+    post signal on failure); one still open on a normal exit ends as ``ok``.
+
+    Works as ``with`` and ``async with``. Outside an installation it does nothing.
+    """
+    installation = current()
+    if installation is None:
+        return contextlib.nullcontext()
+    return installation.engine.entry(None)

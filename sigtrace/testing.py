@@ -141,7 +141,7 @@ class Capture:
 def capture(**options: Any) -> Iterator[Capture]:
     """Install sigtrace on in-memory providers for the block; uninstall it after.
 
-    Options are those of :func:`sigtrace.install`; ``audit`` defaults to the capture itself.
+    Options are those of ``sigtrace.install``; ``audit`` defaults to the capture itself.
     Fails if sigtrace is already installed (a test must own its installation).
     """
     if sigtrace.is_installed():

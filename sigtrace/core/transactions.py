@@ -1,6 +1,6 @@
 """Transactions: the audit outcome of a write waits for the end of the transaction around it.
 
-An audit event says what the database kept (../shared/design.md). A source mirrors the
+An audit event says what the database kept (docs/conventions.md). A source mirrors the
 transactions of each connection it observes as :class:`Transaction` objects (a
 :class:`TransactionStack` per connection does the bookkeeping) and sets ``op.transaction`` on each
 write that runs inside one. The engine then ends the write's span as usual, but holds its audit

@@ -25,7 +25,7 @@ persistent callback on every Edgy ``Registry`` (existing models and models regis
 the entry-point wrappers re-check the model's signals at each call (signals re-wired after install).
 
 Custom signals (``User.meta.signals.on_verify = edgy.Signal()``) are traced on request through the
-generic blinker source: :func:`trace_model_signal` / :func:`trace_model_signals`.
+generic blinker source: ``trace_model_signal`` / ``trace_model_signals``.
 """
 
 from __future__ import annotations
@@ -43,14 +43,13 @@ from edgy.core.connection.registry import Registry
 from edgy.core.db.querysets.base import BaseQuerySet
 from opentelemetry.util.types import AttributeValue
 
-import sigtrace
 from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
 from sigtrace.sources.base import Source
-from sigtrace.sources.blinker import SignalPair, SingleSignal
+from sigtrace.sources.blinker import SignalPair, SingleSignal, trace_signal, trace_signals
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
 
@@ -608,7 +607,7 @@ def trace_model_signals(
     ``asynchronous=False`` for signals the application sends with ``send`` instead of ``send_async``.
     """
     signals = model.meta.signals
-    return sigtrace.trace_signals(
+    return trace_signals(
         getattr(signals, pre),
         getattr(signals, post),
         key=key or _key_by_instance,
@@ -622,7 +621,7 @@ def trace_model_signals(
 
 def trace_model_signal(model: Any, signal: str, *, asynchronous: bool = True) -> SingleSignal:
     """Trace one custom signal of a model's Broadcaster: an event on the current span plus an audit event."""
-    return sigtrace.trace_signal(
+    return trace_signal(
         getattr(model.meta.signals, signal),
         name=signal,
         model=model.__name__,

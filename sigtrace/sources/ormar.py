@@ -10,14 +10,14 @@ How it attaches (see docs/sources/ormar.md for the per-operation table):
   signals) ormar gathers the user's receivers, so it never runs in one of ormar's receiver tasks.
 * **Parenting and failures** — ormar's own entry points (``Model.save/update/delete``, relation
   ``add/remove/clear``, ``QuerySet.update/delete/bulk_create/bulk_update``) are wrapped in the core's
-  :meth:`Engine.entry` scope: the operation span is a child of the caller's span, it is current for
+  ``Engine.entry`` scope: the operation span is a child of the caller's span, it is current for
   the whole call (the SQL spans of opentelemetry-instrumentation-sqlalchemy nest under it), the pre
   signal claims it (signal name, pk, changed fields) and an exception leaving the call — a
   constraint violation, a user receiver raising — ends it as an ERROR at once.
 * **Writes without a signal** — ``QuerySet.update``/``delete`` and ``bulk_create`` send nothing; the
   entry wrappers alone give them a span and an audit event.
 
-Correlation is by instance identity (:func:`identity_key`), never by equality: ormar models
+Correlation is by instance identity (``identity_key``), never by equality: ormar models
 compare by value. Relation signals pass the owner as a ``weakref.proxy``; the wrapper and the
 signal see the same proxy object, so they share a key.
 """
@@ -279,8 +279,7 @@ class OrmarSource(Source):
 
     @property
     def _capture_values(self) -> bool:
-        audit = self.engine.audit
-        return bool(audit is not None and audit.capture_values)
+        return bool(getattr(self.options, "capture_values", False))
 
     def attach(self) -> None:
         import ormar  # noqa: F401 - fails early if the library is missing

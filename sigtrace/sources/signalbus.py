@@ -23,9 +23,9 @@ the error, rolls back and returns (``commit()`` does not raise): the autoflush s
 ERROR too, and the rows it took are counted as left pending. The flush kinds let the exception
 propagate to their caller (the CLI logs it and exits with status 1).
 
-Trace context through the outbox: :class:`TraceContextMixin` adds ``traceparent`` / ``tracestate``
+Trace context through the outbox: ``TraceContextMixin`` adds ``traceparent`` / ``tracestate``
 columns filled when a row is created; the send span links to that context, so a trace viewer leads
-from the request that created the row to the flush that sent it. :func:`inject_headers` puts the
+from the request that created the row to the flush that sent it. ``inject_headers`` puts the
 current context (the send span, inside ``send_signalbus_message``) into the outgoing message's
 headers so that a consumer continues the trace.
 """
@@ -213,7 +213,7 @@ def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMa
     """Put the current trace context into outgoing message headers (the global propagator: W3C by default).
 
     Inside ``send_signalbus_message`` the current span is sigtrace's send span, so a consumer that
-    extracts these headers (:func:`extract_context`) continues the trace of the send::
+    extracts these headers (``extract_context``) continues the trace of the send::
 
         def send_signalbus_message(self):
             channel.basic_publish(..., properties=pika.BasicProperties(headers=inject_headers({})))
@@ -359,9 +359,8 @@ class SignalBusSource(Source):
         TRACKER.acquire()
         self.on_detach(TRACKER.release)
 
-        metrics = self.engine.metrics
-        if metrics is not None:
-            self._left_pending = metrics.meter.create_counter(
+        if self.meter is not None:
+            self._left_pending = self.meter.create_counter(
                 METRIC_LEFT_PENDING,
                 unit="{message}",
                 description="Messages a Flask-SignalBus run took from the outbox and left there because a send failed.",

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
-import logging
 import re
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -70,8 +69,6 @@ _MAPPER_EVENTS: Final = (
     ("before_delete", semconv.OPERATION_DELETE, True),
     ("after_delete", semconv.OPERATION_DELETE, False),
 )
-
-logger = logging.getLogger("sigtrace")
 
 _KIND_FLUSH: Final = "source.sqlalchemy.flush"
 _KIND_BATCH: Final = "source.sqlalchemy.batch"
@@ -318,13 +315,11 @@ class SQLAlchemySource(Source):
 
     @property
     def _capture_values(self) -> bool:
-        audit = self.engine.audit
-        return bool(audit is not None and audit.capture_values)
+        return bool(getattr(self.options, "capture_values", False))
 
     @property
     def _audit_reads(self) -> bool:
-        audit = self.engine.audit
-        return bool(audit is not None and audit.audit_reads)
+        return bool(getattr(self.options, "audit_reads", False))
 
     def attach(self) -> None:
         version = str(_sa.__version__)
@@ -332,13 +327,7 @@ class SQLAlchemySource(Source):
             raise RuntimeError(
                 f"sigtrace's sqlalchemy source needs SQLAlchemy {SUPPORTED_VERSIONS}; SQLAlchemy {version} is installed"
             )
-        if not supported_version(version):
-            logger.warning(
-                "sigtrace's sqlalchemy source is tested with SQLAlchemy %s; SQLAlchemy %s is installed"
-                " (attaching anyway: check its spans and audit events)",
-                SUPPORTED_VERSIONS,
-                version,
-            )
+        # Outside SUPPORTED_VERSIONS, install() warns (and attaches only when named): sigtrace/sources/__init__.py.
         session_module = importlib.import_module("sqlalchemy.orm.session")
         self.patch(session_module, "Session.flush", self._wrap_flush)
         self.patch(session_module, "Session._bulk_save_mappings", self._wrap_bulk)

@@ -6,7 +6,7 @@ Options come from ``settings.SIGTRACE`` (a dict of :func:`sigtrace.install` opti
     SIGTRACE = {
         "service_name": "shop",
         "exclude": ["model:Session"],
-        "django": {"trace_delete": False},   # keep Django's fast-delete path
+        "django": {"trace_delete": False},   # options of the Django source: deletes untraced
     }
 """
 
