@@ -47,7 +47,7 @@ from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
 from sigtrace.core import safety
-from sigtrace.core.engine import Engine
+from sigtrace.core.engine import Engine, instrumentation_suppressed
 from sigtrace.core.operation import Operation
 from sigtrace.sources._sa_session import TRACKER
 from sigtrace.sources.base import Source
@@ -359,7 +359,8 @@ class SQLAlchemySource(Source):
         record: _Flush | None = None
         key: Hashable = None
         try:
-            if engine.enabled(SOURCE, None, semconv.OPERATION_FLUSH):
+            # An excluded flush (``operation:flush``) still runs its batches in an observing scope.
+            if not instrumentation_suppressed():
                 db = _db_of_session(session)
                 record = _Flush(session, db)
                 op = _FlushOperation(

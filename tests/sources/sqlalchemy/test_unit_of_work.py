@@ -389,6 +389,15 @@ def test_excluding_models_and_operations(engine: sa.Engine) -> None:
         assert not [s for s in cap.spans if "sa_lines" in s.name or s.name.startswith("delete")]
 
 
+def test_excluding_the_flush_keeps_its_batches(engine: sa.Engine) -> None:
+    with capture(sources=["sqlalchemy"], exclude=["operation:flush"]) as cap, orm.Session(engine) as session:
+        session.add(Customer(id=32, name="no-flush-span"))
+        session.commit()
+        assert not flush_spans(cap)
+        assert cap.span("insert sa_customers").parent is None
+        assert [e["outcome"] for e in cap.audit_events] == [semconv.OUTCOME_OK]
+
+
 def test_suppress_instrumentation(engine: sa.Engine, cap: Capture) -> None:
     from opentelemetry.instrumentation.utils import suppress_instrumentation
 
