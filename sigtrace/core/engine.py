@@ -38,7 +38,7 @@ from sigtrace.core.context import (
 )
 from sigtrace.core.correlation import InFlightTable, weak_ref
 from sigtrace.core.operation import Operation
-from sigtrace.core.sinks import Sink
+from sigtrace.core.sinks import Sink, labels_of
 
 __all__ = ["Engine", "EntryScope", "error_type_of"]
 
@@ -235,6 +235,19 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - each sink on its own
                 safety.report(f"sink.{kind}", exc)
 
+    def describe(self, op: Operation, **fields: Any) -> None:
+        """Fill in fields of a running ``op`` that name it (``db_system``, ``namespace``, ``collection``...),
+        learnt after it started; every sink moves what it keyed by the old ones (the in-flight count)."""
+        before = labels_of(op)
+        op.update(**fields)
+        if op.done or not op.start_ns or labels_of(op) == before:
+            return  # not running (not started yet, or ended): nothing keyed by the old labels
+        for kind, sink in self._starting:
+            try:
+                sink.described(op, before)
+            except Exception as exc:  # noqa: BLE001
+                safety.report(f"sink.{kind}", exc)
+
     def lookup(self, key: Hashable) -> Operation | None:
         return self.table.get(key)
 
@@ -285,7 +298,7 @@ class Engine:
             if duration < 0.0:
                 duration = 0.0
             txn = op.transaction
-            held = txn is not None and outcome == semconv.OUTCOME_OK and not txn.closed
+            held = txn is not None and outcome == semconv.OUTCOME_OK
             op.held = held
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("engine.finish", exc)
@@ -309,9 +322,12 @@ class Engine:
                 # Bounded like every in-flight operation: max_in_flight, orphan_timeout (then ``unknown``).
                 self.table.add(("sigtrace.held", id(op)), op)
                 return
+            # The transaction ended before the write did: it shares the transaction's fate.
+            outcome = txn.final_outcome if txn is not None else None
+            self._resolve(op, outcome or semconv.OUTCOME_OK)
+            return
         except Exception as exc:  # noqa: BLE001 - the safety net; the write is then reported at once
             safety.report("engine.hold", exc)
-        # The transaction ended meanwhile, or holding failed: what the write saw is all there is.
         self._resolve(op, semconv.OUTCOME_OK)
 
     def _resolve(self, op: Operation, outcome: str, orphan_reason: str | None = None) -> None:

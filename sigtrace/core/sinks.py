@@ -12,7 +12,14 @@ from typing import Protocol
 
 from sigtrace.core.operation import Operation
 
-__all__ = ["Sink"]
+__all__ = ["Labels", "Sink", "labels_of"]
+
+#: What names an operation in the low-cardinality sense (metric attribute sets): source, system, name, collection.
+Labels = tuple[str, str | None, str, str | None]
+
+
+def labels_of(op: Operation) -> Labels:
+    return (op.source, op.db_system, op.name, op.collection)
 
 
 class Sink(Protocol):
@@ -23,6 +30,9 @@ class Sink(Protocol):
 
     def cancelled(self, op: Operation) -> None:
         """``op`` began but turned out to be a duplicate of one already in flight: report nothing."""
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """A running ``op`` learnt what it runs on (e.g. the database Django chose): its labels were ``before``."""
 
     def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
         """``op`` ended with ``op.outcome``. ``held``: it is a write whose transaction is still open; its

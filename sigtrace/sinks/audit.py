@@ -30,6 +30,7 @@ from opentelemetry.util.types import AnyValue
 from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.operation import Operation
+from sigtrace.core.sinks import Labels
 from sigtrace.sinks.redaction import Redactor
 
 __all__ = ["AuditOutput", "AuditSink", "BackgroundOutput", "JsonLinesWriter", "OtlpLogOutput", "add_trace_context"]
@@ -412,6 +413,9 @@ class AuditSink:
 
     def cancelled(self, op: Operation) -> None:
         """A duplicate start: nothing was written for it."""
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """Read at the end: nothing to move."""
 
     def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
         if held:

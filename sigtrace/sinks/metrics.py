@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
 from sigtrace.core.operation import Operation
+from sigtrace.core.sinks import Labels
 
 __all__ = ["MetricSink"]
 
@@ -158,6 +159,12 @@ class MetricSink:
 
     def started(self, op: Operation) -> None:
         with self._tally_lock:
+            self._in_flight._add((op.source, op.db_system, op.name, op.collection, None, None), 1)
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """The in-flight count of ``op`` moves to its new attribute set."""
+        with self._tally_lock:
+            self._in_flight._add((*before, None, None), -1)
             self._in_flight._add((op.source, op.db_system, op.name, op.collection, None, None), 1)
 
     def cancelled(self, op: Operation) -> None:

@@ -19,6 +19,7 @@ from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
 from sigtrace.core.operation import Operation
+from sigtrace.core.sinks import Labels
 
 __all__ = ["SpanSink", "old_names_enabled"]
 
@@ -92,6 +93,9 @@ class SpanSink:
     def cancelled(self, op: Operation) -> None:
         if op.span is not None:
             op.span.end()
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """The span's name and attributes are brought up to date when it ends."""
 
     def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
         self.end(op, end_ns)  # not delayed by a transaction: the span says what the call did

@@ -5,7 +5,7 @@ Options come from ``settings.SIGTRACE`` (a dict of :func:`sigtrace.install` opti
 
     SIGTRACE = {
         "service_name": "shop",
-        "exclude": ["model:Session"],
+        "exclude": ["model:Heartbeat"],
         "django": {"trace_delete": False},   # options of the Django source: deletes untraced
     }
 """

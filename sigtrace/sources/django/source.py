@@ -25,6 +25,11 @@ sigtrace never calls the project's database routers: the database of an operatio
 Django was given, Django's own default where no router is configured, or else the alias Django
 resolved itself (the collector's ``using``, ``_get_add_plan(db)``, the compiler of the write query:
 see :meth:`DjangoSource._resolve`).
+
+Each write gets the transaction open on its connection as it starts (``op.transaction``,
+sigtrace/sources/django/transactions.py), so its audit event waits for the commit or rollback; Django's
+bookkeeping models are skipped (sigtrace/sources/django/framework.py); ``audit_diff`` models report old
+values (sigtrace/sources/django/diff.py).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ from sigtrace.core.correlation import identity_key, weak_ref
 from sigtrace.core.operation import Operation
 from sigtrace.core.text import safe_text
 from sigtrace.sources.base import Source
+from sigtrace.sources.django.diff import LoadedValues
+from sigtrace.sources.django.framework import is_framework_model
+from sigtrace.sources.django.transactions import DjangoTransactions
 
 __all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
 
@@ -115,9 +123,15 @@ class DjangoOptions:
     trace_init: bool = False
     #: ``callable(user) -> str | None`` naming the audit actor in ActorMiddleware (default: ``get_username()``).
     actor: Callable[[Any], str | None] | None = None
+    #: Django's own bookkeeping models (:data:`FRAMEWORK_MODELS`: migrations, content types, permissions,
+    #: sessions, admin log) are untraced unless this is on: no span, no audit event, no metric.
+    audit_framework_models: bool = False
+    #: ``"app_label.Model"`` names whose loaded values sigtrace keeps, so that with ``capture_values`` an
+    #: update's ``values`` are ``{field: [old, new]}`` (sigtrace/sources/django/diff.py; costs memory per row).
+    audit_diff: tuple[str, ...] = ()
 
 
-_BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.name.startswith("trace_"))
+_BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.type == "bool")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -156,6 +170,9 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
             values[name] = False
         elif raw:
             raise ConfigError(f"{variable}={raw!r}: expected one of true/false/1/0/yes/no/on/off")
+    diff_env = env.get("SIGTRACE_DJANGO_AUDIT_DIFF", "").strip()
+    if diff_env:
+        values["audit_diff"] = _model_labels(diff_env.split(","), "SIGTRACE_DJANGO_AUDIT_DIFF")
     given = _settings_section() if section is None else section
     known = {f.name for f in fields(DjangoOptions)}
     unknown = sorted(set(given) - known)
@@ -168,8 +185,26 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
             raise ConfigError(f'settings.SIGTRACE["django"]["{name}"]={value!r}: expected True or False')
         if name == "actor" and value is not None and not callable(value):
             raise ConfigError(f'settings.SIGTRACE["django"]["actor"]={value!r}: expected a callable(user)')
+        if name == "audit_diff":
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise ConfigError(f'settings.SIGTRACE["django"]["audit_diff"]={value!r}: expected a list of names')
+            value = _model_labels(value, 'settings.SIGTRACE["django"]["audit_diff"]')
         values[name] = value
     return DjangoOptions(**values)
+
+
+def _model_labels(names: Iterable[Any], where: str) -> tuple[str, ...]:
+    """``"app_label.Model"`` names, as Django's ``Model._meta.label`` spells them (checked at attach)."""
+    labels: list[str] = []
+    for name in names:
+        label = str(name).strip()
+        if not label:
+            continue
+        app_label, dot, model = label.partition(".")
+        if not (isinstance(name, str) and app_label and dot and model and "." not in model):
+            raise ConfigError(f"{where}: {name!r} is not an 'app_label.Model' name")
+        labels.append(label)
+    return tuple(labels)
 
 
 # --- describing models ---
@@ -242,11 +277,19 @@ class DjangoSource(Source):
         self.capture_values = bool(getattr(options, "capture_values", False))
         self._targets: dict[tuple[type[Any], str | None], _Target] = {}
         self._written: dict[type[Any], tuple[str, ...]] = {}
+        self._untraced: dict[type[Any], bool] = {}
+        #: Which transaction each write runs in (sigtrace/sources/django/transactions.py).
+        self._transactions = DjangoTransactions()
+        #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
+        self._loaded = LoadedValues(self.django.audit_diff) if self.capture_values and self.django.audit_diff else None
+        if self._loaded is not None:
+            self._loaded.check()  # a name that is no model: a ConfigError from install(), like a bad option
 
     # --- attach ---
 
     def attach(self) -> None:
         opts = self.django
+        self._transactions.attach(self.patch)
         if opts.trace_save:
             self._connect(signals.pre_save, self._on_pre_save)
             self._connect(signals.post_save, self._on_post_save)
@@ -269,6 +312,8 @@ class DjangoSource(Source):
                 self.patch("django.db.models.query", f"QuerySet.{method}", self._bulk_wrapper(method))
         if opts.trace_init:
             self._connect(signals.post_init, self._on_post_init)
+        if self._loaded is not None and opts.trace_save:
+            self._loaded.attach(self)
         for query_class in _WRITE_QUERIES:
             self._resolve_from_compiler(query_class)
 
@@ -323,13 +368,10 @@ class DjangoSource(Source):
         """
         if op.db_system is not None or not using:
             return
+        if op.transaction is None:
+            self._transactions.assign(op, using)  # the alias is known only now; the write has not run yet
         db_system, namespace = _db_of(using)
-        metrics = self.engine.metrics if op.span is not None and not op.done else None
-        if metrics is not None:
-            metrics.cancelled(op)
-        op.db_system, op.namespace = db_system, namespace
-        if metrics is not None:
-            metrics.started(op)
+        self.engine.describe(op, db_system=db_system, namespace=namespace)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         """Strong reference, one connection per signal (dispatch_uid), every sender."""
@@ -338,6 +380,14 @@ class DjangoSource(Source):
         self.on_detach(lambda: signal.disconnect(dispatch_uid=uid))
 
     # --- describing ---
+
+    def _skips(self, cls: type[Any]) -> bool:
+        """Untraced model classes (Django's bookkeeping, sigtrace/sources/django/framework.py), decided once each."""
+        skip = self._untraced.get(cls)
+        if skip is None:
+            skip = not self.django.audit_framework_models and is_framework_model(cls)
+            self._untraced[cls] = skip
+        return skip
 
     def _target(self, cls: type[Any], using: str | None) -> _Target:
         key = (cls, using)
@@ -351,7 +401,7 @@ class DjangoSource(Source):
 
     def _operation(self, name: str, cls: type[Any], using: str | None, signal: str | None, pk: str | None) -> Operation:
         target = self._target(cls, using)
-        return Operation(
+        op = Operation(
             source=SOURCE,
             name=name,
             model=target.model,
@@ -361,6 +411,8 @@ class DjangoSource(Source):
             pk=pk,
             signal=signal,
         )
+        self._transactions.assign(op, using)  # the transaction open on its connection as it starts
+        return op
 
     def _written_fields(self, cls: type[Any], update_fields: Iterable[str] | None) -> tuple[str, ...]:
         """What a save writes: ``update_fields``, else every concrete field but the primary key."""
@@ -380,7 +432,12 @@ class DjangoSource(Source):
         op.changed_fields = written
         if self.capture_values:
             attnames = {f.name: f.attname for f in cls._meta.concrete_fields}
-            op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+            loaded = self._loaded
+            changes = loaded.changes(instance, written, attnames, _plain) if loaded and loaded.listed(cls) else None
+            if changes is None:
+                op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+            else:
+                op.values, op.audit["diff"] = changes  # the names whose value is [old, new]
         return op
 
     # --- save ---
@@ -390,15 +447,20 @@ class DjangoSource(Source):
         op: Operation | None = None
         try:
             cls = type(instance)
-            # save() passes the alias it resolved; a direct save_base(using=None) resolves it at pre_save.
-            using = _arg(args, kwargs, 3, "using") or _known_db({"instance": instance})
-            op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
-            op.ref = weak_ref(instance)
-            if _arg(args, kwargs, 0, "raw"):
-                op.audit["raw"] = True
-            scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
+            if self._skips(cls):
+                scope = None
+            else:
+                # save() passes the alias it resolved; a direct save_base(using=None) resolves it at pre_save.
+                using = _arg(args, kwargs, 3, "using") or _known_db({"instance": instance})
+                op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
+                op.ref = weak_ref(instance)
+                if _arg(args, kwargs, 0, "raw"):
+                    op.audit["raw"] = True
+                scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("source.django.save_base", exc)
+            return wrapped(*args, **kwargs)
+        if scope is None:
             return wrapped(*args, **kwargs)
         with scope:
             return wrapped(*args, **kwargs)
@@ -413,6 +475,8 @@ class DjangoSource(Source):
         **_: Any,
     ) -> None:
         try:
+            if self._skips(sender):
+                return
             key = identity_key(instance, "save")
             claimed = self.engine.claim(key, obj=instance, signal="pre_save")
             if claimed is not None:
@@ -426,8 +490,12 @@ class DjangoSource(Source):
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("source.django.pre_save", exc)
 
-    def _on_post_save(self, sender: Any, instance: Any = None, created: bool = False, **_: Any) -> None:
+    def _on_post_save(
+        self, sender: Any, instance: Any = None, created: bool = False, update_fields: Any = None, **_: Any
+    ) -> None:
         try:
+            if self._loaded is not None:
+                self._loaded.saved(instance, update_fields)
             self.engine.end(
                 identity_key(instance, "save"),
                 obj=instance,
@@ -444,9 +512,10 @@ class DjangoSource(Source):
         op: Operation | None = None
         with safety.guard("source.django.delete"):
             cls = type(instance)
-            using = _arg(args, kwargs, 0, "using") or _known_db({"instance": instance})
-            op = self._operation("delete", cls, using, None, _pk(instance))
-            op.ref = weak_ref(instance)
+            if not self._skips(cls):
+                using = _arg(args, kwargs, 0, "using") or _known_db({"instance": instance})
+                op = self._operation("delete", cls, using, None, _pk(instance))
+                op.ref = weak_ref(instance)
         if op is None:
             return wrapped(*args, **kwargs)
         # What was deleted (the instance, its cascade) comes from the collector: _wrap_collector_delete.
@@ -468,6 +537,8 @@ class DjangoSource(Source):
         if not self.django.trace_delete:
             return None
         model = queryset.model
+        if self._skips(model):
+            return None
         return self._operation("delete", model, queryset._db or _known_db(queryset._hints), None, None)
 
     def _wrap_collector_delete(self, wrapped: Callable[..., Any], collector: Any, args: Any, kwargs: Any) -> Any:
@@ -526,6 +597,8 @@ class DjangoSource(Source):
             model = collector.fast_deletes[0].model
         else:
             return None, False
+        if self._skips(model):
+            return None, False  # Django's bookkeeping (a session's delete); rows it cascades to go with it
         return self._operation("delete", model, collector.using, None, pk), True
 
     # --- many-to-many ---
@@ -613,6 +686,8 @@ class DjangoSource(Source):
     def _on_post_init(self, sender: Any, instance: Any = None, **_: Any) -> None:
         # pre_init carries no instance (only the constructor's arguments): post_init alone marks each build.
         with safety.guard("source.django.post_init"):
+            if self._skips(sender):
+                return
             using = getattr(getattr(instance, "_state", None), "db", None)
             op = self._operation("init", sender, using, "post_init", _pk(instance))
             op.write = False
@@ -645,6 +720,8 @@ class DjangoSource(Source):
         ):
             return args, None  # part of the enclosing operation (bulk_update's updates, an m2m add's rows)
         model = queryset.model
+        if self._skips(model):
+            return args, None
         # Not router.db_for_write: Django asks the routers itself; _resolve takes the alias it chose.
         using = queryset._db or _known_db(queryset._hints)
         op = self._operation(method, model, using, None, None)
