@@ -119,12 +119,24 @@ def _library_available(spec: SourceSpec) -> bool:
         return False
 
 
+def _wanted_when_detected(spec: SourceSpec) -> bool:
+    """A found source's own say on attaching when not named (``SourceSpec.detect``)."""
+    if spec.detect is None:
+        return True
+    module_name, _, function = spec.detect.partition(":")
+    with safety.guard(f"source.{spec.name}.detect"):
+        return bool(getattr(importlib.import_module(module_name), function)())
+    return False
+
+
 def select_sources(requested: tuple[str, ...] | None, excluded: frozenset[str]) -> list[SourceSpec]:
     """The sources to attach: the requested ones (checked), else every one whose library is importable."""
     if requested is None:
         detected = []
         for candidate in REGISTRY.values():
             if candidate.name in excluded or not _library_available(candidate):
+                continue
+            if not _wanted_when_detected(candidate):
                 continue
             problem = candidate.unsupported()
             if problem is None:
