@@ -87,26 +87,6 @@ class TestSQLAlchemyContract(SourceContract):
         threading.Timer(1.0, release.set).start()
         self._orphan_thread = worker
 
-    def run_concurrently(self, threads: int, per_thread: int) -> int:
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(threads)
-
-        def work() -> None:
-            barrier.wait()
-            try:
-                for _ in range(per_thread):
-                    self.succeed()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        assert not errors, errors
-        return threads * per_thread
-
     def assert_detached(self) -> None:
         from sigtrace.sources._sa_session import TRACKER
         from sigtrace.sources.sqlalchemy import _MAPPER_EVENTS
