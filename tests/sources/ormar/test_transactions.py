@@ -17,8 +17,8 @@ import ormar
 import pytest
 import sqlalchemy
 
-from sigtrace import semconv
 from sigtrace.testing import Capture, capture
+from tests.outcomes import counted, events_of, outcomes_of
 
 TABLE = "tx_ormar_accounts"
 SAVE = f"save {TABLE}"
@@ -69,18 +69,11 @@ def cap() -> Iterator[Capture]:
 
 
 def events(cap: Capture) -> list[dict[str, Any]]:
-    return [e for e in cap.audit_events if e.get("collection") == TABLE]
+    return events_of(cap, TABLE)
 
 
 def outcomes(cap: Capture) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for event in events(cap):
-        found.setdefault(str(event["pk"]), []).append(event["outcome"])
-    return found
-
-
-def counted(cap: Capture, outcome: str) -> float:
-    return cap.metric_total(semconv.METRIC_OPERATIONS, sigtrace__outcome=outcome)
+    return outcomes_of(cap, TABLE)
 
 
 async def stored(bank: Bank) -> set[str]:
