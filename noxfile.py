@@ -7,11 +7,11 @@ Sessions (each in its own uv-made environment):
              which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
 - django6:   the Django source on Django 6 (it needs Python 3.12; skipped where there is none)
 - docs:      the documentation site, built in strict mode
-Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks),
-``nox -s peer`` (the libraries' own test suites from their source releases, plain and with sigtrace installed:
-peer-django, peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md),
-``nox -s peer-django6`` (the same Django modules on Django 6, Python 3.12) and ``nox -s peer-django-full``
-(Django's whole test suite, plain and with sigtrace).
+Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks), ``nox -s sqlalchemy21``
+(the SQLAlchemy source on SQLAlchemy 2.1), ``nox -s peer`` (the libraries' own test suites from their source
+releases, plain and with sigtrace installed: peer-django, peer-ormar, peer-signalbus, peer-pynamodb;
+tests/peer/run.py, docs/peer-suites.md), ``nox -s peer-django6`` (the same Django modules on Django 6, Python 3.12)
+and ``nox -s peer-django-full`` (Django's whole test suite, plain and with sigtrace).
 """
 
 from __future__ import annotations
@@ -164,6 +164,25 @@ def bench(session: nox.Session) -> None:
     session.run("uv", "venv", "-q", "-p", PYTHON, signalbus, external=True)
     session.run("uv", "pip", "install", "-q", "-p", signalbus + "/bin/python", "-e", *SIGNALBUS, external=True)
     session.run("python", "benchmarks/run.py", "--signalbus-python", signalbus + "/bin/python", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def sqlalchemy21(session: nox.Session) -> None:
+    """The SQLAlchemy source on SQLAlchemy 2.1 (the modern env pins <2.1 for opentelemetry-instrumentation-sqlalchemy).
+
+    Not run by default: ``nox -s sqlalchemy21``.
+    """
+    session.install(
+        "-e", ".[sqlalchemy,test]", "sqlalchemy[asyncio]>=2.1,<2.2", "aiosqlite", "asyncpg", "psycopg[binary]"
+    )
+    session.run(
+        "pytest",
+        "tests/sources/sqlalchemy",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"SIGTRACE_STRICT": "1"},
+    )
 
 
 # --- the libraries' own test suites (tests/peer/run.py, docs/peer-suites.md) ---

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import pkgutil
+import re
 import shutil
 import sys
 import tempfile
@@ -394,6 +395,31 @@ def run_demo(otlp_endpoint: str | None, only: Sequence[str] | None, out: TextIO)
     return 1 if failures else 0
 
 
+_REST_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")
+_REST_LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
+
+
+def plain(text: str | None) -> str | None:
+    """A docstring as a terminal shows it: no reST markup (``literal``, :class:`role`, `title`)."""
+    if text is None:
+        return None
+    text = _REST_ROLE.sub(lambda m: m.group(1), text)
+    return _REST_LITERAL.sub(lambda m: m.group(1) or m.group(2), text)
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Strip reST from the parser's, its arguments' and every subcommand's texts (docstrings serve as help)."""
+    parser.description = plain(parser.description)
+    parser.epilog = plain(parser.epilog)
+    for action in parser._actions:
+        action.help = plain(action.help) if isinstance(action.help, str) else action.help
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help) if isinstance(choice.help, str) else choice.help
+            for sub in dict.fromkeys(action.choices.values()):
+                _plain_help(sub)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sigtrace", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -407,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also export to this OTLP endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
     )
     demo.add_argument("--source", action="append", dest="sources", help="run only this source's scenario (repeatable)")
+    _plain_help(parser)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args.otlp, args.sources, sys.stdout)

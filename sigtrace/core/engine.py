@@ -412,12 +412,12 @@ class EntryScope(Scope):
     ) -> None:
         try:
             engine = self._engine
-            pending = [op for op in self.ops if not op.done] if self.ops else []
             own = self.op
-            if own is not None and not own.done:
-                pending.append(own)
-            # Newest first, and before the scope's own context: tokens are reset in the reverse
-            # order of their attach, so no inner operation's span outlives the call as current.
+            pending = [own] if own is not None and not own.done else []
+            if self.ops:
+                pending.extend(op for op in self.ops if not op.done)
+            # Newest first and the scope's own operation last: tokens are reset in the reverse order
+            # of their attach, and no child span ends after its parent.
             for op in reversed(pending):
                 if exc is not None:
                     engine.finish(op, semconv.OUTCOME_ERROR, exc, untrack=True)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
+from sigtrace._config import ConfigError, parse_bool
+
 __all__ = ["error_counts", "guard", "is_strict", "report", "set_error_listener", "strict"]
 
 logger = logging.getLogger("sigtrace")
@@ -36,7 +38,13 @@ _listener: Callable[[str, BaseException], None] | None = None
 def is_strict() -> bool:
     if _strict is not None:
         return _strict
-    return os.environ.get("SIGTRACE_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+    raw = os.environ.get("SIGTRACE_STRICT", "")
+    if not raw.strip():
+        return False
+    try:
+        return parse_bool(raw, "SIGTRACE_STRICT")
+    except ConfigError:  # install() rejects such a value; here, inside the safety net, it must not raise
+        return False
 
 
 @contextmanager

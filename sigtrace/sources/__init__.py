@@ -28,6 +28,9 @@ class SourceSpec:
     extra: str
     distribution: str  # the library's distribution name (for its installed version)
     supported: str  # the tested versions, a PEP 440 specifier set
+    #: ``"module:function"`` returning whether to attach when the source is found but not named
+    #: (``None``: always). A source named in ``sources=[...]`` attaches whatever it returns.
+    detect: str | None = None
 
     def installed_version(self) -> str | None:
         try:
@@ -68,6 +71,16 @@ REGISTRY: dict[str, SourceSpec] = {
             "signalbus",
             "flask-signalbus",
             ">=0.5.20,<0.6",
+        ),
+        # On SQLAlchemy 1.4 only when named: there it is mostly Flask-SignalBus's stack, whose users ask for it.
+        SourceSpec(
+            "sqlalchemy",
+            "sigtrace.sources.sqlalchemy:SQLAlchemySource",
+            "sqlalchemy",
+            "sqlalchemy",
+            "sqlalchemy",
+            ">=1.4,<2.2",
+            detect="sigtrace.sources.sqlalchemy:attach_when_detected",
         ),
         SourceSpec("django", "sigtrace.sources.django.source:DjangoSource", "django", "django", "django", ">=5.2,<7"),
     )

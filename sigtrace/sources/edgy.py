@@ -49,6 +49,7 @@ from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
+from sigtrace.core.transactions import Transaction
 from sigtrace.sources._transactions import ConnectionTransactions
 from sigtrace.sources.base import Source
 from sigtrace.sources.blinker import SignalPair, SingleSignal, trace_signal, trace_signals
@@ -231,6 +232,8 @@ class EdgySource(Source):
         self._receivers: dict[str, Callable[..., Any]] = {}
         self._capture_values = bool(getattr(options, "capture_values", False))
         self._transactions = ConnectionTransactions(SOURCE)
+        #: The transactions of ``_fresh`` savepoints (weakly: they end with their connection's stack).
+        self._fresh_transactions: weakref.WeakSet[Transaction] = weakref.WeakSet()
         #: id(Connection) -> commits/rollbacks under way on it; ids released during one of them.
         self._finishing: dict[int, int] = {}
         self._released: set[int] = set()
@@ -578,9 +581,17 @@ class EdgySource(Source):
             if fresh:
                 # The write that opened it (Edgy wraps each save/update in a transaction) is kept or
                 # lost with it, not with the transaction the application opened around it.
+                # The first such transaction is the write's own: later ones inside the same call (a
+                # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
+                self._fresh_transactions.add(txn)
                 scope = current_scope()
                 op = scope.op if scope is not None else None
-                if op is not None and not op.done and op.source == SOURCE:
+                if (
+                    op is not None
+                    and not op.done
+                    and op.source == SOURCE
+                    and (op.transaction is None or op.transaction not in self._fresh_transactions)
+                ):
                     op.transaction = txn
 
     async def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -593,6 +604,15 @@ class EdgySource(Source):
             with _GUARD_TRANSACTION:
                 self._fresh.add(instance)
         return result
+
+    def _forget_rolled_back_fresh(self) -> None:
+        """A call that goes on after its own transaction rolled back (Edgy inserts that ignore a
+        conflict roll theirs back, then write otherwise): what it writes next decides its fate."""
+        scope = current_scope()
+        op = scope.op if scope is not None else None
+        txn = op.transaction if op is not None and not op.done else None
+        if txn is not None and txn in self._fresh_transactions and txn.outcome == semconv.OUTCOME_ROLLED_BACK:
+            op.transaction = None  # type: ignore[union-attr]
 
     def _bound_end(self, *, committing: bool) -> Callable[..., Any]:
         transactions = self._transactions
@@ -618,6 +638,8 @@ class EdgySource(Source):
             else:
                 with _GUARD_TRANSACTION:
                     transactions.end(instance, committed=committing)
+                    if not committing:
+                        self._forget_rolled_back_fresh()
             finally:
                 count = finishing.pop(key, 1) - 1
                 if count:

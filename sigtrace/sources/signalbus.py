@@ -52,6 +52,7 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import error_type_of
 from sigtrace.core.operation import Operation
+from sigtrace.sources._sa_session import TRACKER
 from sigtrace.sources.base import Source
 
 __all__ = [
@@ -355,6 +356,9 @@ class SignalBusSource(Source):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
 
+        TRACKER.acquire()
+        self.on_detach(TRACKER.release)
+
         if self.meter is not None:
             self._left_pending = self.meter.create_counter(
                 METRIC_LEFT_PENDING,
@@ -619,7 +623,7 @@ class SignalBusSource(Source):
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(rows, "send_batch", next(self._seq))
-        return self._traced_send(wrapped, args, kwargs, op, key, None, origins)
+        return self._traced_send(wrapped, args, kwargs, op, key, None, origins, rows[0] if rows else None)
 
     def _traced_send(
         self,
@@ -630,6 +634,7 @@ class SignalBusSource(Source):
         key: Any,
         row: Any,
         origins: Sequence[SpanContext],
+        subject: Any = None,
     ) -> Any:
         engine = self.engine
         sending = _SENDING.set(True)
@@ -646,14 +651,33 @@ class SignalBusSource(Source):
                 except Exception as exc:  # noqa: BLE001 - the safety net
                     safety.report(_KIND_SEND, exc)
                 try:
-                    return wrapped(*args, **kwargs)
+                    result = wrapped(*args, **kwargs)
                 except BaseException as exc:
                     run = _RUN.get()
                     if run is not None and run.error is None:
                         run.error = exc
                     raise
+                try:
+                    traced = scope.operation
+                    if traced is not None:
+                        _hold_on_session(traced, row if row is not None else subject)
+                except Exception as exc:  # noqa: BLE001 - the safety net
+                    safety.report(_KIND_SEND, exc)
+                return result
         finally:
             _SENDING.reset(sending)
+
+
+def _hold_on_session(op: Operation, row: Any) -> None:
+    """A sent message is done when the session that deletes its row commits: hold its audit event on that
+    session's transaction (``sigtrace/sources/_sa_session.py``), so a rollback (a later send of the same
+    autoflush failing, a failed commit) reports it ``rolled_back``: the row stays and it will be sent again."""
+    if row is None:
+        return
+    session = _orm.object_session(row)
+    txn = TRACKER.current(session)
+    if txn is not None:
+        op.transaction = txn
 
 
 def _restorer(owner: type, name: str, original: Any, proxy: Any) -> Callable[[], None]:

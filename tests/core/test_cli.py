@@ -59,6 +59,31 @@ def test_demo_of_an_unknown_source_is_a_clear_error() -> None:
         main(["demo", "--source", "nothing-by-that-name"])
 
 
+def help_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """Docstrings serve as help texts: their reST markup must not reach the terminal."""
+    top = help_text(["--help"], capsys)
+    assert "sigtrace demo runs a short scenario" in top
+    listed = re.search(r"\{([\w,-]+)\}", top)
+    assert listed is not None
+    subcommands = listed.group(1).split(",")
+    assert "demo" in subcommands
+    for text in [top, *(help_text([name, "--help"], capsys) for name in subcommands)]:
+        assert "`" not in text, text
+        assert not re.search(r":[a-z]+:", text), text
+    from sigtrace.cli import plain
+
+    assert plain("``sigtrace demo`` and :class:`~sigtrace.Installation`, :func:`install`") == (
+        "sigtrace demo and sigtrace.Installation, install"
+    )
+
+
 def _spans(*names: str, failed: str | None = None) -> list[ReadableSpan]:
     """Real SDK spans, each nested in the one before; the one named ``failed`` ends with an error."""
     exporter = InMemorySpanExporter()

@@ -97,6 +97,26 @@ def test_default_sources_are_the_importable_ones(monkeypatch: pytest.MonkeyPatch
     assert "blinker" not in [spec.name for spec in select_sources(None, frozenset({"blinker"}))]
 
 
+def never() -> bool:
+    """A ``SourceSpec.detect`` that declines (referenced as ``tests.core.test_install:never``)."""
+    return False
+
+
+def test_a_detected_source_may_decline_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    shy = SourceSpec(
+        "shy",
+        "sigtrace.sources.blinker:BlinkerSource",
+        "blinker",
+        "blinker",
+        "blinker",
+        ">=1",
+        detect=f"{__name__}:never",
+    )
+    monkeypatch.setitem(REGISTRY, "shy", shy)
+    assert "shy" not in [spec.name for spec in select_sources(None, frozenset())]
+    assert [spec.name for spec in select_sources(("shy",), frozenset())] == ["shy"]
+
+
 def test_application_provider_is_never_replaced() -> None:
     from opentelemetry.sdk.trace import TracerProvider
 

@@ -47,7 +47,7 @@ from django.db.models.fields import related_descriptors
 from django.db.models.sql import subqueries
 
 from sigtrace import semconv
-from sigtrace._config import ConfigError
+from sigtrace._config import ConfigError, parse_bool, warn_unknown_variables
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key, weak_ref
@@ -132,8 +132,6 @@ class DjangoOptions:
 
 
 _BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.type == "bool")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _settings_section() -> Mapping[str, Any]:
@@ -161,15 +159,14 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
     """Settings win over ``SIGTRACE_DJANGO_<OPTION>`` variables, which win over the defaults."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    warn_unknown_variables(
+        env, {f"SIGTRACE_DJANGO_{f.name.upper()}" for f in fields(DjangoOptions)}, "SIGTRACE_DJANGO_"
+    )
     for name in _BOOL_OPTIONS:
         variable = f"SIGTRACE_DJANGO_{name.upper()}"
-        raw = env.get(variable, "").strip().lower()
-        if raw in _TRUE:
-            values[name] = True
-        elif raw in _FALSE:
-            values[name] = False
-        elif raw:
-            raise ConfigError(f"{variable}={raw!r}: expected one of true/false/1/0/yes/no/on/off")
+        raw = env.get(variable, "")
+        if raw.strip():
+            values[name] = parse_bool(raw, variable)
     diff_env = env.get("SIGTRACE_DJANGO_AUDIT_DIFF", "").strip()
     if diff_env:
         values["audit_diff"] = _model_labels(diff_env.split(","), "SIGTRACE_DJANGO_AUDIT_DIFF")
@@ -181,8 +178,8 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
             f'unknown option(s) {", ".join(unknown)} in settings.SIGTRACE["django"]; known: {", ".join(sorted(known))}'
         )
     for name, value in given.items():
-        if name in _BOOL_OPTIONS and not isinstance(value, bool):
-            raise ConfigError(f'settings.SIGTRACE["django"]["{name}"]={value!r}: expected True or False')
+        if name in _BOOL_OPTIONS:
+            value = parse_bool(value, f'settings.SIGTRACE["django"]["{name}"]')
         if name == "actor" and value is not None and not callable(value):
             raise ConfigError(f'settings.SIGTRACE["django"]["actor"]={value!r}: expected a callable(user)')
         if name == "audit_diff":

@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.test import Client
 from opentelemetry import trace
 from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -31,7 +32,10 @@ import sigtrace
 
 assert sigtrace.is_installed()
 exporter = InMemorySpanExporter()
-trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+# The application sets its provider after sigtrace's AppConfig.ready(): sigtrace's spans go to it.
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
 DjangoInstrumentor().instrument()
 call_command("migrate", verbosity=0)
 client = Client()

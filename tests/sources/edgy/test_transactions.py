@@ -23,9 +23,9 @@ import edgy
 import pytest
 from edgy.core import signals as edgy_signals
 
-from sigtrace import semconv
 from sigtrace.sinks.redaction import MASK
 from sigtrace.testing import Capture, capture
+from tests.outcomes import counted, events_of, outcomes_of
 from tests.sources.edgy.conftest import backend_url
 from tests.sources.edgy.helpers import pg_lock
 
@@ -81,18 +81,11 @@ def cap() -> Iterator[Capture]:
 
 
 def events(cap: Capture) -> list[dict[str, Any]]:
-    return [e for e in cap.audit_events if e.get("collection") == TABLE]
+    return events_of(cap, TABLE)
 
 
 def outcomes(cap: Capture) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for event in events(cap):
-        found.setdefault(str(event.get("pk")), []).append(event["outcome"])
-    return found
-
-
-def counted(cap: Capture, outcome: str) -> float:
-    return cap.metric_total(semconv.METRIC_OPERATIONS, sigtrace__outcome=outcome)
+    return outcomes_of(cap, TABLE)
 
 
 async def stored(bank: Bank) -> set[str]:
