@@ -6,6 +6,8 @@ Sessions (each in its own uv-made environment):
 - signalbus: Flask-SignalBus on its old stack (Flask<3, Flask-SQLAlchemy 2.5, SQLAlchemy 1.4),
              which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
 - django6:   the Django source on Django 6 (it needs Python 3.12; skipped where there is none)
+- peer-django-sqlite: Django's own tests of the modules sigtrace touches, plain and with sigtrace installed,
+             on SQLite (tests/peer/run.py): a test failing only with sigtrace fails the run
 - docs:      the documentation site, built in strict mode
 Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks), ``nox -s sqlalchemy21``
 (the SQLAlchemy source on SQLAlchemy 2.1), ``nox -s peer`` (the libraries' own test suites from their source
@@ -24,7 +26,7 @@ import subprocess
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests", "signalbus", "django6", "docs"]
+nox.options.sessions = ["lint", "tests", "signalbus", "django6", "peer-django-sqlite", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
@@ -234,6 +236,13 @@ def peer_django(session: nox.Session) -> None:
     """Django's own tests of the modules sigtrace touches, on SQLite and PostgreSQL (where it is up)."""
     session.install("-e", *PEER_DJANGO)
     _peer(session, "django", "--db", "sqlite", "--db", "postgresql")
+
+
+@nox.session(name="peer-django-sqlite", python=PYTHON)
+def peer_django_sqlite(session: nox.Session) -> None:
+    """The default run's judge of transparency: Django's own tests of the modules sigtrace touches, on SQLite."""
+    session.install("-e", *PEER_DJANGO)
+    _peer(session, "django", "--db", "sqlite")
 
 
 @nox.session(name="peer-django-full", python=PYTHON)
