@@ -117,7 +117,7 @@ def select_sources(requested: tuple[str, ...] | None, excluded: frozenset[str]) 
 
 
 def _audit_outputs(
-    options: Options, providers: Providers
+    options: Options, providers: Providers, service_name: str | None
 ) -> tuple[list[tuple[str, AuditOutput]], JsonLinesWriter | None]:
     outputs: list[tuple[str, AuditOutput]] = []
     writer: JsonLinesWriter | None = None
@@ -125,7 +125,14 @@ def _audit_outputs(
     if audit is False:
         return outputs, None
     if audit is True or options.audit_file is not None:
-        writer = JsonLinesWriter(options.audit_file)
+        writer = JsonLinesWriter(
+            options.audit_file,
+            service_name=service_name,
+            key=options.audit_key,
+            checkpoint_lines=options.audit_checkpoint_lines,
+            checkpoint_seconds=options.audit_checkpoint_seconds,
+            durability=options.audit_durability,
+        )
         outputs.append(("jsonl", writer))
     if audit is not True:
         if hasattr(audit, "info") and hasattr(audit, "bind"):
@@ -151,11 +158,12 @@ def _build(options: Options) -> Installation:
     metric_sink = MetricSink(providers.meter_provider) if options.metrics else None
     if metric_sink is not None:
         safety.set_error_listener(lambda kind, _exc: metric_sink.internal_error(kind))
-    outputs, writer = _audit_outputs(options, providers)
+    service_name = options.service_name or _resource_service_name(providers.tracer_provider)
+    outputs, writer = _audit_outputs(options, providers, service_name)
     audit_sink = (
         AuditSink(
             outputs,
-            service_name=options.service_name or _resource_service_name(providers.tracer_provider),
+            service_name=service_name,
             redactor=Redactor(options.redact, options.max_value_length),
             capture_values=options.capture_values,
             audit_reads=options.audit_reads,
