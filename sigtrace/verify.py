@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hmac
 import json
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ BAD_CHECKPOINT = "bad checkpoint"
 LOOKAHEAD = 10_000
 #: Lines a stream may have after its last checkpoint, when no header of the stream says how many.
 DEFAULT_CHECKPOINT_LINES = 1000
+#: The stream a line (or what is left of it) belongs to.
+_STREAM_OF = re.compile(rb'\{(?:"seq": \d+, )?"stream": "([0-9A-Za-z_-]+)"')
 
 
 @dataclass
@@ -166,13 +169,13 @@ class _Verifier:
             else:
                 self.control(name, number, raw)
         if tail:
-            match = EVENT_PREFIX.match(tail) or CONTROL_PREFIX.match(tail)
+            match = _STREAM_OF.match(tail)
             number = len(lines) + 1
             detail = f"the file ends inside a line ({len(tail)} bytes, no newline)"
             if match is None:
                 self.report.errors.append(Break(name, number, TRUNCATED, detail))
             else:
-                result = self.stream((match[2] if match.re is EVENT_PREFIX else match[1]).decode(), name)
+                result = self.stream(match[1].decode(), name)
                 result.lines += 1
                 self.fail(result, name, number, TRUNCATED, detail)
 
