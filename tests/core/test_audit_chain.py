@@ -149,9 +149,9 @@ def test_verify_an_intact_file_with_and_without_the_key(tmp_path: Path, capsys: 
     ("tamper", "kind", "line"),
     [
         (lambda ls: ls[:5] + ls[6:], "gap", 6),  # seq 5 (line 6) deleted: line 6 now holds seq 6
-        (lambda ls: ls[:5] + [ls[5].replace(b'"pk": "4"', b'"pk": "X"')] + ls[6:], "changed", 6),
-        (lambda ls: ls[:4] + [ls[5], ls[4]] + ls[6:], "reordered", 5),  # seq 4 and 5 swapped
-        (lambda ls: ls[:9] + [ls[9][:40]], "truncated", 10),  # cut in the middle of line 10
+        (lambda ls: [*ls[:5], ls[5].replace(b'"pk": "4"', b'"pk": "X"'), *ls[6:]], "changed", 6),
+        (lambda ls: [*ls[:4], ls[5], ls[4], *ls[6:]], "reordered", 5),  # seq 4 and 5 swapped
+        (lambda ls: [*ls[:9], ls[9][:40]], "truncated", 10),  # cut in the middle of line 10
     ],
     ids=["line deleted", "line edited", "lines swapped", "truncated mid-line"],
 )
@@ -174,7 +174,7 @@ def test_a_checkpoint_forged_without_the_key_is_detected_with_it(
 ) -> None:
     lines = write_log(tmp_path / "audit.jsonl", 12, every=5)
     assert json.loads(lines[6])["event"] == CHECKPOINT_EVENT and json.loads(lines[12])["event"] == CHECKPOINT_EVENT
-    edited = lines[:3] + [lines[3].replace(b'"pk": "2"', b'"pk": "X"')] + lines[4:]
+    edited = [*lines[:3], lines[3].replace(b'"pk": "2"', b'"pk": "X"'), *lines[4:]]
     forged = tmp_path / "forged.jsonl"
     forged.write_bytes(b"".join(rechain(edited, 4, forge_key=b"a guess")))
     # Without the key the recomputed chain looks intact: that is what the key is for (docs/audit.md).
