@@ -221,10 +221,10 @@ def _verify_key(key: str | None, key_file: str | None) -> bytes | None:
     return text.encode("utf-8") if text else None
 
 
-def run_verify(files: Sequence[str], key: bytes | None, out: TextIO) -> int:
+def run_verify(files: Sequence[str], key: bytes | None, out: TextIO, *, sort: bool = False) -> int:
     from sigtrace.verify import print_report, verify
 
-    report = verify(files, key)
+    report = verify(files, key, sort=sort)
     print_report(report, key is not None, out)
     if key is None and any(result.checkpoints for result in report.streams.values()):
         out.write("checkpoints not checked: no key given (--key, --key-file or SIGTRACE_AUDIT_KEY)\n")
@@ -263,11 +263,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "or --key-file keep it off the command line other users can see)",
     )
     verify.add_argument("--key-file", metavar="PATH", help="read the key from this file (one line, newline stripped)")
+    verify.add_argument(
+        "--sort",
+        action="store_true",
+        help="order each stream's lines by seq first: for an export from a log store that orders lines by time "
+        "(a reordering is then not reported; a missing, changed or forged line still is)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args.otlp, args.sources, sys.stdout)
     if args.command == "audit":
-        return run_verify(args.files, _verify_key(args.key, args.key_file), sys.stdout)
+        return run_verify(args.files, _verify_key(args.key, args.key_file), sys.stdout, sort=args.sort)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -116,6 +116,7 @@ class _Verifier:
     def __init__(self, key: bytes | None) -> None:
         self.key = key
         self.report = Report()
+        self.origin: list[tuple[str, int]] | None = None
 
     def stream(self, stream_id: str, file: str) -> StreamResult:
         result = self.report.streams.get(stream_id)
@@ -125,9 +126,15 @@ class _Verifier:
             result.files.append(file)
         return result
 
+    def where(self, file: str, line: int) -> tuple[str, int]:
+        """A line's file and number as given (with ``sort``, the lines were checked in another order)."""
+        if self.origin is not None and file == _SORTED and 0 < line <= len(self.origin):
+            return self.origin[line - 1]
+        return file, line
+
     def fail(self, result: StreamResult, file: str, line: int, kind: str, detail: str) -> None:
         if result.broken is None:
-            result.broken = Break(file, line, kind, detail)
+            result.broken = Break(*self.where(file, line), kind, detail)
 
     def file(self, name: str, data: bytes) -> None:
         lines = data.split(b"\n")
@@ -169,15 +176,17 @@ class _Verifier:
             else:
                 self.control(name, number, raw)
         if tail:
-            match = _STREAM_OF.match(tail)
-            number = len(lines) + 1
-            detail = f"the file ends inside a line ({len(tail)} bytes, no newline)"
-            if match is None:
-                self.report.errors.append(Break(name, number, TRUNCATED, detail))
-            else:
-                result = self.stream(match[1].decode(), name)
-                result.lines += 1
-                self.fail(result, name, number, TRUNCATED, detail)
+            self.truncated(name, len(lines) + 1, tail)
+
+    def truncated(self, name: str, number: int, tail: bytes) -> None:
+        match = _STREAM_OF.match(tail)
+        detail = f"the file ends inside a line ({len(tail)} bytes, no newline)"
+        if match is None:
+            self.report.errors.append(Break(name, number, TRUNCATED, detail))
+            return
+        result = self.stream(match[1].decode(), name)
+        result.lines += 1
+        self.fail(result, name, number, TRUNCATED, detail)
 
     def out_of_order(self, result: StreamResult, name: str, number: int, seq: int, lines: Sequence[bytes]) -> None:
         expected = result.expected
@@ -206,7 +215,8 @@ class _Verifier:
                 at_file,
                 at_line,
                 CHANGED,
-                f"its hash is not the prev of the stream's next line, {name}:{number} (this line was changed, "
+                f"its hash is not the prev of the stream's next line, {':'.join(map(str, self.where(name, number)))} "
+                "(this line was changed, "
                 "or a line between them removed)",
             )
         else:
@@ -314,17 +324,65 @@ class _Verifier:
         return self.report
 
 
-def verify(paths: Iterable[str], key: bytes | None = None) -> Report:
-    """Check the files as one record, in the order given (oldest first)."""
+def verify(paths: Iterable[str], key: bytes | None = None, *, sort: bool = False) -> Report:
+    """Check the files as one record, in the order given (oldest first).
+
+    ``sort``: order each stream's lines by ``seq`` first, for an export from a log store that
+    orders lines by time (threads' timestamps and seq order can differ by microseconds). A line
+    that is missing, edited or forged is found all the same; only a reordering is not.
+    """
     verifier = _Verifier(key)
+    loaded: list[tuple[str, bytes]] = []
     for path in paths:
         try:
             data = _read(path)
         except OSError as exc:
             verifier.report.errors.append(Break(path, 0, "unreadable", str(exc)))
             continue
-        verifier.file(path, data)
+        if sort:
+            loaded.append((path, data))
+        else:
+            verifier.file(path, data)
+    if sort:
+        _verify_sorted(verifier, loaded)
     return verifier.finish()
+
+
+_SORTED = "(sorted)"
+
+
+def _verify_sorted(verifier: _Verifier, loaded: list[tuple[str, bytes]]) -> None:
+    entries: list[tuple[tuple[str, int, int, int], str, int, bytes]] = []
+    files: dict[str, list[str]] = {}
+    tails: list[tuple[str, int, bytes]] = []
+    for path, data in loaded:
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            tails.append((path, len(lines) + 1, tail))
+        for number, raw in enumerate(lines, 1):
+            order: tuple[str, int, int, int] = ("", -1, 0, 0)  # lines of no stream first: reported as such
+            match = EVENT_PREFIX.match(raw)
+            if match is not None:
+                order = (match[2].decode(), int(match[1]), 0, 0)
+            elif CONTROL_PREFIX.match(raw) is not None:
+                try:
+                    fields = json.loads(raw)
+                    # after the event of its last_seq; a file's last checkpoint before the next file's header
+                    order = (str(fields["stream"]), int(fields["last_seq"]), 1, fields["event"] == STREAM_EVENT)
+                except (ValueError, KeyError, TypeError):
+                    pass
+            if order[0] and path not in files.setdefault(order[0], []):
+                files[order[0]].append(path)
+            entries.append((order, path, number, raw))
+    entries.sort(key=lambda entry: entry[0])
+    verifier.origin = [(path, number) for _, path, number, _ in entries]
+    verifier.file(_SORTED, b"".join(raw + b"\n" for *_, raw in entries))
+    for path, number, tail in tails:
+        verifier.truncated(path, number, tail)
+    for stream_id, names in files.items():
+        if stream_id in verifier.report.streams:
+            verifier.report.streams[stream_id].files = names
 
 
 def print_report(report: Report, key_given: bool, out: TextIO) -> None:

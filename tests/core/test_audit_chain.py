@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -417,3 +418,34 @@ def test_audit_options_from_keywords_and_environment() -> None:
     with pytest.raises(ConfigError, match="audit_key: expected a non-empty") as caught:
         resolve_options({"audit_key": 1234}, {})
     assert "1234" not in str(caught.value)
+
+
+def test_sort_verifies_an_export_whose_lines_came_back_in_another_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    first = JsonLinesWriter(str(path), key=KEY, checkpoint_lines=4)
+    second = JsonLinesWriter(str(path), key=KEY, checkpoint_lines=4)  # a second process on the same file
+    for i in range(10):
+        for writer in (first, second):
+            writer({"pk": str(i), "event": "sigtrace.audit"})
+    first.close()
+    second.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    shuffled = [lines[i] for i in random.Random(7).sample(range(len(lines)), len(lines))]
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"".join(shuffled))
+    status, out = verify_cli(capsys, "--key", KEY.decode(), str(export))
+    assert status == 1 and "reordered" in out
+    status, out = verify_cli(capsys, "--sort", "--key", KEY.decode(), str(export))
+    assert status == 0 and out.count(": ok: 14 lines, 10 events, seq 1..10, 3 checkpoints verified") == 2, out
+    seq5 = next(
+        n for n, raw in enumerate(shuffled) if raw.startswith(f'{{"seq": 5, "stream": "{first.stream}"'.encode())
+    )
+    seq6 = next(
+        n for n, raw in enumerate(shuffled) if raw.startswith(f'{{"seq": 6, "stream": "{first.stream}"'.encode())
+    )
+    export.write_bytes(b"".join(shuffled[:seq5] + shuffled[seq5 + 1 :]))
+    status, out = verify_cli(capsys, "--sort", str(export))
+    line_of_seq6 = seq6 + 1 - (seq6 > seq5)
+    assert status == 1 and f"{export}:{line_of_seq6}: gap: seq 6 where seq 5 was due" in out, out
