@@ -90,8 +90,10 @@ AUDIT_SINGLE_EVENT: Final = "sigtrace.signal"
 OUTCOME_OK: Final = "ok"
 OUTCOME_ERROR: Final = "error"
 OUTCOME_SKIPPED: Final = "skipped"
+#: A write whose transaction (or the savepoint around it) rolled back: the database did not keep it.
+OUTCOME_ROLLED_BACK: Final = "rolled_back"
 OUTCOME_UNKNOWN: Final = "unknown"
-OUTCOMES: Final = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_SKIPPED, OUTCOME_UNKNOWN)
+OUTCOMES: Final = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, OUTCOME_UNKNOWN)
 
 #: Instrumentation scope name of every tracer, meter and logger sigtrace creates.
 SCOPE_NAME: Final = "sigtrace"

@@ -95,6 +95,8 @@ class Engine:
         #: next begin() that finds that span current in its context, or at close().
         self._stale: dict[int, Attachment] = {}
         self._stale_lock = threading.Lock()
+        #: Serialises the resolution of held writes (a commit and the reaper may meet).
+        self._held_lock = threading.Lock()
 
     # --- life cycle ---
 
@@ -303,15 +305,17 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("engine.finish", exc)
             return
+        # A write inside an open transaction: its audit event and count wait for the transaction.
+        held = op.transaction is not None and outcome == semconv.OUTCOME_OK and self._hold(op, end_ns, duration)
         # Each sink on its own: one that fails never keeps the others from reporting.
-        if self.audit is not None:
+        if self.audit is not None and not held:
             try:
                 self.audit.emit(op, end_ns, duration)
             except Exception as exc:  # noqa: BLE001
                 safety.report("sink.audit", exc)
         if self.metrics is not None:
             try:
-                self.metrics.finished(op, duration)
+                self.metrics.finished(op, duration, count=not held)
             except Exception as exc:  # noqa: BLE001
                 safety.report("sink.metrics", exc)
         try:
@@ -319,7 +323,59 @@ class Engine:
         except Exception as exc:  # noqa: BLE001
             safety.report("sink.spans", exc)
 
+    def _hold(self, op: Operation, end_ns: int, duration: float) -> bool:
+        """Keep ``op``'s audit events and count on its transaction; False where it cannot be held (report now)."""
+        txn = op.transaction
+        try:
+            if txn is None or txn.closed:
+                return False
+            op.held = self.audit.build(op, end_ns, duration) if self.audit is not None else []
+            if not txn.hold(lambda outcome: self._resolve(op, outcome)):
+                op.held = None
+                return False
+            # Bounded like every in-flight operation: max_in_flight, orphan_timeout (then ``unknown``).
+            self.table.add(("sigtrace.held", id(op)), op)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the safety net; the write is then reported at once
+            op.held = None
+            safety.report("engine.hold", exc)
+            return False
+
+    def _resolve(self, op: Operation, outcome: str, orphan_reason: str | None = None) -> None:
+        """The transaction of a held write ended (or never will): deliver its events with ``outcome``, count it."""
+        with self._held_lock:
+            events = op.held
+            if events is None:
+                return  # resolved already (the reaper and a late commit race)
+            op.held = None
+        self.table.discard(op)
+        op.outcome = outcome
+        if orphan_reason is not None:
+            op.orphaned = True
+            op.audit["orphan_reason"] = orphan_reason
+        if self.audit is not None:
+            for event in events:
+                try:
+                    event["outcome"] = outcome
+                    if orphan_reason is not None:
+                        name = event.pop("event")
+                        event["orphaned"] = True
+                        event["orphan_reason"] = orphan_reason
+                        event["event"] = name
+                    self.audit.deliver(event)
+                except Exception as exc:  # noqa: BLE001
+                    safety.report("sink.audit", exc)
+        if self.metrics is not None:
+            try:
+                self.metrics.resolved(op)
+            except Exception as exc:  # noqa: BLE001
+                safety.report("sink.metrics", exc)
+
     def _orphaned(self, op: Operation, reason: str) -> None:
+        if op.held is not None:
+            # Ended, but its transaction never did within orphan_timeout (or uninstall/overflow came first).
+            self._resolve(op, semconv.OUTCOME_UNKNOWN, "transaction_timeout" if reason == "timeout" else reason)
+            return
         op.orphaned = True
         op.audit["orphan_reason"] = reason
         if op.token is not None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:
+    from sigtrace.core.transactions import Transaction
 
 __all__ = ["Operation"]
 
@@ -44,6 +47,10 @@ class Operation:
     #: instead of one for the operation; an empty sequence audits nothing (e.g. a run whose items
     #: are operations audited on their own). ``None``: one event, as usual.
     audit_items: Sequence[Mapping[str, Any]] | None = None
+    #: The transaction (or savepoint) open on the connection the write runs on, set by the source
+    #: (``core/transactions.py``): its audit event and count wait for that transaction's end.
+    #: ``None``: autocommit, or a write that commits before it returns.
+    transaction: Transaction | None = None
 
     # --- run time, owned by the engine ---
     key: Hashable | None = None
@@ -58,6 +65,9 @@ class Operation:
     actor: str | None = None
     ref: weakref.ReferenceType[Any] | None = None
     done: bool = False
+    #: Ended, its audit events (built at the end) waiting for its transaction's outcome; ``None``:
+    #: not held. The operation stays in the in-flight table until then.
+    held: list[dict[str, Any]] | None = None
     #: The attributes the span was started with (the span sink sets only what changed at the end),
     #: and the cached part of them (the same object at the end: name, model and collection unchanged).
     span_attributes: Mapping[str, AttributeValue] | None = None

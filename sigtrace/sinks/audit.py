@@ -44,6 +44,7 @@ _SEVERITY = {
     semconv.OUTCOME_SKIPPED: (SeverityNumber.INFO, "INFO"),
     semconv.OUTCOME_ERROR: (SeverityNumber.WARN, "WARN"),
     semconv.OUTCOME_UNKNOWN: (SeverityNumber.WARN, "WARN"),
+    semconv.OUTCOME_ROLLED_BACK: (SeverityNumber.INFO, "INFO"),
 }
 
 
@@ -513,6 +514,13 @@ class OtlpLogOutput:
         )
 
 
+def _clean(event: Mapping[str, Any]) -> dict[str, Any]:
+    """``event`` without ``None`` fields, ``event`` last (where the JSON line has it)."""
+    clean = {key: value for key, value in event.items() if value is not None and key != "event"}
+    clean["event"] = event.get("event", semconv.AUDIT_EVENT)
+    return clean
+
+
 class AuditSink:
     """Builds the audit event of an operation and hands it to every output."""
 
@@ -616,18 +624,38 @@ class AuditSink:
         return event
 
     def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:
+        """Build the events of ``op`` and deliver them now."""
         if not self.outputs or not (op.write or self.audit_reads):
             return  # reads reach the audit log only with audit_reads
+        if op.audit_items is None:
+            self._deliver(self.event(op, end_ns, duration_s))  # the common case: one event, no list
+            return
+        for event in self.build(op, end_ns, duration_s):
+            self._deliver(event)
+
+    def build(self, op: Operation, end_ns: int, duration_s: float) -> list[dict[str, Any]]:
+        """The events of ``op`` in delivery form (one, one per batch item, or none), for :meth:`deliver` later.
+
+        The engine builds the events of a write held by its transaction when the write ends (so they
+        say what the operation saw then) and delivers them when the transaction ends.
+        """
+        if not self.outputs or not (op.write or self.audit_reads):
+            return []
         if op.audit_items is not None and not op.audit_items:
-            return  # a run whose items are operations audited on their own: nothing to build
+            return []  # a run whose items are operations audited on their own: nothing to build
         event = self.event(op, end_ns, duration_s)
         if op.audit_items is None:
-            self._deliver(event)
-            return
+            return [event]
         del event["event"]
         value_of = self.redactor.value
-        for item in op.audit_items:  # a batch: one event per item, whose fields override the operation's
-            self.publish({**event, **{str(key): value_of(value) for key, value in item.items()}})
+        # A batch: one event per item, whose fields override the operation's.
+        return [
+            _clean({**event, **{str(key): value_of(value) for key, value in item.items()}}) for item in op.audit_items
+        ]
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Hand an event made by :meth:`build` to every output."""
+        self._deliver(event)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait for the background outputs to deliver what they hold."""
@@ -641,10 +669,8 @@ class AuditSink:
                 output.close(timeout)
 
     def publish(self, event: Mapping[str, Any]) -> None:
-        """Deliver an event built elsewhere (a batch item, a single signal): ``None`` fields dropped, ``event`` last."""
-        clean = {key: value for key, value in event.items() if value is not None and key != "event"}
-        clean["event"] = event.get("event", semconv.AUDIT_EVENT)
-        self._deliver(clean)
+        """Deliver an event built elsewhere (a single signal): ``None`` fields dropped, ``event`` last."""
+        self._deliver(_clean(event))
 
     def _deliver(self, event: dict[str, Any]) -> None:
         """Hand an event to every output, each guarded on its own."""

@@ -162,17 +162,30 @@ class MetricSink:
         """A started operation turned out to be a duplicate: it leaves the in-flight count unreported."""
         self._in_flight.add((op.source, op.db_system, op.name, op.collection, None, None), -1)
 
-    def finished(self, op: Operation, duration_s: float) -> None:
+    def finished(self, op: Operation, duration_s: float, *, count: bool = True) -> None:
+        """The operation ended: the duration, and its count by outcome unless ``count`` is False (a write
+        held by its transaction is counted by :meth:`resolved` when the transaction's outcome is known)."""
         source, db_system, name, collection, error_type = op.source, op.db_system, op.name, op.collection, op.error_type
         with self._tally_lock:  # both tallies under one acquisition
             self._in_flight._add((source, db_system, name, collection, None, None), -1)
-            self._operations._add((source, db_system, name, collection, op.outcome, error_type), 1)
+            if count:
+                self._operations._add((source, db_system, name, collection, op.outcome, error_type), 1)
         # error.type on the duration metric if and only if the operation failed.
         self.duration.record(duration_s, _attributes(source, db_system, name, collection, None, error_type))
         if op.orphaned:
             base = _attributes(source, db_system, name, collection, None, None)
             reason = op.audit.get("orphan_reason")
             attrs = dict(base)
+            if isinstance(reason, str):
+                attrs[semconv.SIGTRACE_ORPHAN_REASON] = reason
+            self.orphans.add(1, attrs)
+
+    def resolved(self, op: Operation) -> None:
+        """A held write's transaction ended: count it under its final outcome (``ok``, ``rolled_back``...)."""
+        self._operations.add((op.source, op.db_system, op.name, op.collection, op.outcome, op.error_type), 1)
+        if op.orphaned:
+            attrs = dict(_attributes(op.source, op.db_system, op.name, op.collection, None, None))
+            reason = op.audit.get("orphan_reason")
             if isinstance(reason, str):
                 attrs[semconv.SIGTRACE_ORPHAN_REASON] = reason
             self.orphans.add(1, attrs)
