@@ -12,6 +12,8 @@ As a pytest plugin (registered through the ``pytest11`` entry point) it provides
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,9 +27,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import sigtrace
 import sigtrace._runtime
+from sigtrace import semconv
 from sigtrace._runtime import Installation
 
-__all__ = ["Capture", "MetricPoint", "capture"]
+__all__ = ["Capture", "MetricPoint", "audit_file_events", "capture"]
 
 
 class MetricPoint:
@@ -135,6 +138,14 @@ class Capture:
         self.exporter.clear()
         with self._lock:
             self._audit.clear()
+
+
+def audit_file_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The audit events of a JSON-lines audit file, in order, without the record's own lines
+    (stream headers and checkpoints, docs/audit.md)."""
+    with open(path, encoding="utf-8") as file:
+        lines = [json.loads(line) for line in file if line.strip()]
+    return [line for line in lines if line.get("event") == semconv.AUDIT_EVENT]
 
 
 @contextmanager

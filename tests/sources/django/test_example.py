@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sigtrace.testing import audit_file_events
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "django"
 
 SCRIPT = r"""
@@ -113,7 +115,7 @@ def test_example_project(tmp_path: Path) -> None:
     assert cascaded == ["delete orders_orderline", "delete orders_orderline"]
     assert all(parent_name(s).startswith(("POST", "DELETE")) for s in ours)
 
-    events = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    events = audit_file_events(audit_file)
     mine = [e for e in events if e.get("actor") == "alice"]
     assert {e["operation"] for e in mine} >= {"save", "bulk_create", "m2m_add", "delete"}
     traces = {s["trace"] for s in requests.values()}
