@@ -104,22 +104,64 @@ def rechain(lines: list[bytes], start: int, forge_key: bytes | None = None) -> l
 # --- the line format ---------------------------------------------------------------------------
 
 
+class Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
 def test_an_event_line_is_what_structlogs_json_renderer_writes_with_seq_stream_prev_first() -> None:
     buffer = io.StringIO()
-    writer = JsonLinesWriter(buffer, service_name="orders")
-    event = {"timestamp": "t", "operation": "save", "pk": "é", "values": {"n": object()}, "event": "sigtrace.audit"}
+    writer = JsonLinesWriter(buffer, service_name="orders", key=KEY, checkpoint_lines=1)
+    event = {"timestamp": "t", "operation": "save", "pk": "é\n", "values": {"n": Opaque()}, "event": "sigtrace.audit"}
     writer(dict(event))
-    header, line = buffer.getvalue().splitlines()
-    parsed = json.loads(line)
-    expected = structlog.processors.JSONRenderer()(
-        None, "info", {"seq": 1, "stream": writer.stream, "prev": hashlib.sha256(header.encode()).hexdigest(), **event}
-    )
-    # object() renders as its repr, which differs between two objects: compare the rest byte for byte
-    assert line.split('"values"')[0] == str(expected).split('"values"')[0]
-    assert list(parsed)[:3] == ["seq", "stream", "prev"] and list(parsed)[-1] == "event"
+    header, line, checkpoint = buffer.getvalue().splitlines()
+    render = structlog.processors.JSONRenderer()
+    prev = hashlib.sha256(header.encode()).hexdigest()
+    assert line == render(None, "info", {"seq": 1, "stream": writer.stream, "prev": prev, **event})
+    assert list(json.loads(line))[:3] == ["seq", "stream", "prev"]
+    for control in (header, checkpoint):  # the record's own lines are rendered the same way
+        assert control == render(None, "info", json.loads(control))
     head = json.loads(header)
     assert head["event"] == STREAM_EVENT and head["prev"] is None and head["last_seq"] == 0
     assert head["stream"] == writer.stream and head["service_name"] == "orders" and head["pid"] == os.getpid()
+    mark = json.loads(checkpoint)
+    assert mark["event"] == CHECKPOINT_EVENT and mark["prev"] == hashlib.sha256(line.encode()).hexdigest()
+    assert mark["mac"] == checkpoint_mac(KEY, writer.stream, 1, mark["prev"])
+
+
+def test_a_failed_write_shows_as_a_gap(tmp_path: Path) -> None:
+    """A full disk (the real ENOSPC of /dev/full) loses the line: its seq is not reused, so verify sees it."""
+    path = tmp_path / "audit.jsonl"
+    writer = JsonLinesWriter(str(path))
+    writer({"pk": "1", "event": "sigtrace.audit"})
+    owned = writer._owned
+    assert owned is not None
+    kept, owned._file = owned._file, open("/dev/full", "ab", buffering=0)  # noqa: SIM115
+    with pytest.raises(OSError):
+        writer({"pk": "2", "event": "sigtrace.audit"})
+    owned._file.close()
+    owned._file = kept
+    writer({"pk": "3", "event": "sigtrace.audit"})
+    writer.close()
+    (result,) = verify([str(path)]).streams.values()
+    assert result.broken is not None and (result.broken.kind, result.broken.line) == ("gap", 3)
+    assert "seq 3 where seq 2 was due (1 line missing)" in result.broken.detail
+
+
+def test_otlp_log_records_carry_seq_and_stream(tmp_path: Path, signals: Any) -> None:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    path = tmp_path / "audit.jsonl"
+    with capture(sources=["blinker"], audit=True, audit_file=str(path), logger_provider=provider):
+        save(signals, 1)
+        save(signals, 2)
+    records = [data.log_record.attributes or {} for data in exporter.get_finished_logs()]
+    assert [(r["seq"], r["stream"]) for r in records] == [(e["seq"], e["stream"]) for e in events_of(path)]
+    assert "prev" not in records[0]
 
 
 def test_seq_and_stream_reach_the_other_outputs_with_the_values_of_the_file(tmp_path: Path, signals: Any) -> None:
