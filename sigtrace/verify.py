@@ -21,7 +21,18 @@ from typing import Any, TextIO
 
 from sigtrace.sinks.chain import CHECKPOINT_EVENT, CONTROL_PREFIX, EVENT_PREFIX, STREAM_EVENT, checkpoint_mac, line_hash
 
-__all__ = ["GAP", "BAD_CHECKPOINT", "CHANGED", "REORDERED", "TRUNCATED", "Break", "StreamResult", "verify"]
+__all__ = [
+    "BAD_CHECKPOINT",
+    "CHANGED",
+    "GAP",
+    "REORDERED",
+    "TRUNCATED",
+    "Break",
+    "Report",
+    "StreamResult",
+    "print_report",
+    "verify",
+]
 
 GAP = "gap"
 CHANGED = "changed"

@@ -491,3 +491,18 @@ def test_sort_verifies_an_export_whose_lines_came_back_in_another_order(
     status, out = verify_cli(capsys, "--sort", str(export))
     line_of_seq6 = seq6 + 1 - (seq6 > seq5)
     assert status == 1 and f"{export}:{line_of_seq6}: gap: seq 6 where seq 5 was due" in out, out
+
+
+def test_verify_cli_key_file_and_an_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 6)
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    status, out = verify_cli(capsys, "--key-file", str(key_file), str(path))
+    assert status == 0 and "2 checkpoints verified" in out, out
+    status, out = verify_cli(capsys, str(path), str(tmp_path / "nothing.jsonl"))
+    assert status == 1 and "nothing.jsonl:0: unreadable: " in out
+    with pytest.raises(SystemExit):
+        main(["audit", "verify", "--help"])
+    help_text = capsys.readouterr().out
+    assert "oldest first" in help_text and "``" not in help_text and ":func:" not in help_text
