@@ -7,7 +7,8 @@ Sessions (each in its own uv-made environment):
              which cannot share an environment with ormar and Edgy (SQLAlchemy 2)
 - django6:   the Django source on Django 6 (it needs Python 3.12; skipped where there is none)
 - docs:      the documentation site, built in strict mode
-Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks).
+Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks), ``nox -s sqlalchemy21``
+(the SQLAlchemy source on SQLAlchemy 2.1).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def django6(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    session.install("mkdocs==1.6.1", "mkdocs-material==9.8.2")
+    # mkdocstrings reads the docstrings statically (griffe): the API reference needs no install of sigtrace.
+    session.install("mkdocs==1.6.1", "mkdocs-material==9.8.2", "mkdocstrings==1.0.8", "mkdocstrings-python==2.0.11")
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", session.create_tmp() + "/site", env={"NO_MKDOCS_2_WARNING": "1"}
     )
@@ -159,3 +161,22 @@ def bench(session: nox.Session) -> None:
     session.run("uv", "venv", "-q", "-p", PYTHON, signalbus, external=True)
     session.run("uv", "pip", "install", "-q", "-p", signalbus + "/bin/python", "-e", *SIGNALBUS, external=True)
     session.run("python", "benchmarks/run.py", "--signalbus-python", signalbus + "/bin/python", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def sqlalchemy21(session: nox.Session) -> None:
+    """The SQLAlchemy source on SQLAlchemy 2.1 (the modern env pins <2.1 for opentelemetry-instrumentation-sqlalchemy).
+
+    Not run by default: ``nox -s sqlalchemy21``.
+    """
+    session.install(
+        "-e", ".[sqlalchemy,test]", "sqlalchemy[asyncio]>=2.1,<2.2", "aiosqlite", "asyncpg", "psycopg[binary]"
+    )
+    session.run(
+        "pytest",
+        "tests/sources/sqlalchemy",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"SIGTRACE_STRICT": "1"},
+    )

@@ -43,6 +43,7 @@ SOURCES: dict[str, tuple[str, int, bool]] = {
     "edgy": ("edgy", 150, True),
     "pynamodb": ("pynamodb", 200, False),
     "signalbus": ("flask_signalbus", 300, False),
+    "sqlalchemy": ("sqlalchemy", 300, False),
 }
 TARGET_FLOOR_MULTIPLE = 1.5
 TARGET_IN_FLIGHT = 1.10

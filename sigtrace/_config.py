@@ -7,22 +7,44 @@ comma-separated lists, and a bad value is a ``ConfigError`` naming the variable.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["ConfigError", "Exclusions", "Options", "resolve_options"]
+__all__ = ["ConfigError", "Exclusions", "Options", "parse_bool", "resolve_options", "warn_unknown_variables"]
+
+logger = logging.getLogger("sigtrace")
 
 ENV_PREFIX = "SIGTRACE_"
 EXCLUDE_KINDS = ("source", "model", "operation", "signal")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+BOOL_SPELLINGS = "true/false/1/0/yes/no/on/off"
 
 
 class ConfigError(ValueError):
     """A sigtrace option (keyword or ``SIGTRACE_*`` variable) has a value sigtrace cannot use."""
+
+
+def parse_bool(value: object, name: str) -> bool:
+    """The one reading of a boolean setting or variable: ``True``/``False``, ``0``/``1``, or one of
+    true/false/1/0/yes/no/on/off in any case; anything else is a ``ConfigError`` naming ``name``
+    (``SIGTRACE_STRICT``, ``settings.SIGTRACE["enabled"]``, ``metrics``...)."""
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ConfigError(f"{name}={value!r}: expected one of {BOOL_SPELLINGS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +92,7 @@ class Options:
     orphan_timeout: float = 300.0
     max_in_flight: int = 10_000
     max_value_length: int = 1024
+    shutdown_timeout: float = 5.0
 
 
 #: Options that can be set from the environment, and how each is parsed.
@@ -90,8 +113,42 @@ _ENV_PARSERS: dict[str, str] = {
     "orphan_timeout": "float",
     "max_in_flight": "int",
     "max_value_length": "int",
+    "shutdown_timeout": "float",
 }
 ENV_VARIABLES: Mapping[str, str] = {name: ENV_PREFIX + name.upper() for name in _ENV_PARSERS}
+#: Variables that are no option of ``install()``: strict mode (sigtrace.core.safety).
+OTHER_VARIABLES = frozenset({"SIGTRACE_STRICT"})
+#: Prefixes of variables a source reads and checks itself (sigtrace.sources.django.source.django_options).
+SOURCE_PREFIXES = ("SIGTRACE_DJANGO_",)
+_warned_variables: set[str] = set()
+
+
+def warn_unknown_variables(
+    environ: Mapping[str, str] | None = None, known: Iterable[str] = (), prefix: str = ENV_PREFIX
+) -> list[str]:
+    """Log once per variable a ``SIGTRACE_*`` variable sigtrace does not know, naming the closest known one.
+
+    A misspelled variable (``SIGTRACE_ORPHAN_TIMOUT``) is otherwise silently ignored. Returns the
+    variables warned about now. ``known`` and ``prefix`` serve a source checking its own variables.
+    """
+    env = os.environ if environ is None else environ
+    if prefix == ENV_PREFIX:
+        candidates = {*ENV_VARIABLES.values(), *OTHER_VARIABLES, *known}
+        skip: tuple[str, ...] = SOURCE_PREFIXES
+    else:
+        candidates, skip = set(known), ()
+    warned = []
+    for variable in sorted(env):
+        if not variable.startswith(prefix) or variable in candidates or variable.startswith(skip):
+            continue
+        if variable in _warned_variables:
+            continue
+        _warned_variables.add(variable)
+        close = difflib.get_close_matches(variable, sorted(candidates), n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(candidates))}"
+        logger.warning("sigtrace: unknown environment variable %s is ignored; %s", variable, hint)
+        warned.append(variable)
+    return warned
 
 
 def _parse_env(name: str, raw: str) -> object:
@@ -99,13 +156,12 @@ def _parse_env(name: str, raw: str) -> object:
     kind = _ENV_PARSERS[name]
     text = raw.strip()
     if kind == "bool":
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(f"{variable}={raw!r}: expected one of true/false/1/0/yes/no/on/off")
+        return parse_bool(raw, variable)
     if kind == "list":
-        return tuple(part.strip() for part in text.split(",") if part.strip())
+        items = tuple(part.strip() for part in text.split(",") if part.strip())
+        if not items:
+            raise ConfigError(f"{variable}={raw!r}: names nothing; expected comma-separated names (or unset it)")
+        return items
     if kind == "int":
         try:
             return int(text)
@@ -152,10 +208,8 @@ def _parse_exclude(value: object) -> Exclusions:
     )
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r}: expected True or False")
-    return value
+#: The provider options and the method each kind of provider has.
+_PROVIDER_METHODS = {"tracer_provider": "get_tracer", "meter_provider": "get_meter", "logger_provider": "get_logger"}
 
 
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
@@ -166,11 +220,23 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(known))}")
     merged: dict[str, Any] = {}
+    #: Where a value came from the environment: its variable and the text as given, for error messages.
+    from_env: dict[str, str] = {}
     for name in _ENV_PARSERS:
         raw = env.get(ENV_VARIABLES[name])
         if raw is not None and raw.strip() != "":
             merged[name] = _parse_env(name, raw)
+            from_env[name] = f"{ENV_VARIABLES[name]}={raw!r}"
     merged.update({k: v for k, v in kwargs.items()})
+    for name in kwargs:
+        from_env.pop(name, None)
+
+    def given(name: str) -> str:
+        """How the user wrote the value: ``SIGTRACE_ORPHAN_TIMEOUT='-3'`` or ``orphan_timeout=-3``."""
+        return from_env.get(name) or f"{name}={merged[name]!r}"
+
+    if "SIGTRACE_STRICT" in env and env["SIGTRACE_STRICT"].strip():
+        parse_bool(env["SIGTRACE_STRICT"], "SIGTRACE_STRICT")  # read when an error happens: checked now
 
     if "sources" in merged and merged["sources"] is not None:
         sources = merged["sources"]
@@ -193,25 +259,27 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         merged["exclude"] = _parse_exclude(merged["exclude"])
     for name in ("audit_reads", "metrics", "capture_values"):
         if name in merged:
-            _check_bool(name, merged[name])
+            merged[name] = parse_bool(merged[name], given(name))
+    if isinstance(merged.get("audit"), str | int):
+        merged["audit"] = parse_bool(merged["audit"], given("audit"))
     audit = merged.get("audit", True)
     # A structlog logger as _runtime uses it: ``info`` and ``bind`` (stdlib-wrapped loggers have no ``msg``).
     is_logger = hasattr(audit, "info") and hasattr(audit, "bind")
     if audit is None or (not isinstance(audit, bool) and not callable(audit) and not is_logger):
         raise ConfigError(f"audit={audit!r}: expected True/False, a structlog logger, or a callable(event_dict)")
-    if "orphan_timeout" in merged:
-        timeout = merged["orphan_timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-            raise ConfigError(f"orphan_timeout={timeout!r}: expected a positive number of seconds")
-        merged["orphan_timeout"] = float(timeout)
+    for name in ("orphan_timeout", "shutdown_timeout"):
+        if name in merged:
+            timeout = merged[name]
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+                raise ConfigError(f"{given(name)}: expected a positive number of seconds")
+            merged[name] = float(timeout)
     if "audit_checkpoint_seconds" in merged:
         seconds = merged["audit_checkpoint_seconds"]
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-            raise ConfigError(f"audit_checkpoint_seconds={seconds!r}: expected a positive number of seconds")
+            raise ConfigError(f"{given('audit_checkpoint_seconds')}: expected a positive number of seconds")
         merged["audit_checkpoint_seconds"] = float(seconds)
-    durability = merged.get("audit_durability", "write")
-    if durability not in ("write", "fsync"):
-        raise ConfigError(f"audit_durability={durability!r}: expected 'write' or 'fsync'")
+    if merged.get("audit_durability", "write") not in ("write", "fsync"):
+        raise ConfigError(f"{given('audit_durability')}: expected 'write' or 'fsync'")
     if merged.get("audit_key") is not None:
         key = merged["audit_key"]
         if isinstance(key, str):
@@ -223,7 +291,7 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         if name in merged:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r}: expected a positive integer")
+                raise ConfigError(f"{given(name)}: expected a positive integer")
     actor = merged.get("actor")
     if actor is not None and not callable(actor):
         raise ConfigError(f"actor={actor!r}: expected a callable returning the acting user's name")
@@ -231,4 +299,10 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         value = merged.get(name)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{name}={value!r}: expected a string")
+    for name, method in _PROVIDER_METHODS.items():
+        value = merged.get(name)
+        if value is not None and not callable(getattr(value, method, None)):
+            raise ConfigError(
+                f"{name}={value!r}: expected an OpenTelemetry {name.replace('_', ' ')} (an object with {method}())"
+            )
     return Options(**merged)

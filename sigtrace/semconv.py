@@ -73,6 +73,15 @@ SIGTRACE_ORPHANED: Final = "sigtrace.orphaned"
 SIGTRACE_OUTCOME: Final = "sigtrace.outcome"
 SIGTRACE_ERROR_KIND: Final = "sigtrace.error.kind"
 SIGTRACE_ORPHAN_REASON: Final = "sigtrace.orphan.reason"
+#: Rows an operation wrote (a flush batch, an ORM bulk statement), where the driver or the unit of work says.
+SIGTRACE_ROWS_AFFECTED: Final = "sigtrace.rows_affected"
+
+# --- Operation names shared by the SQL sources (``db.operation.name``) ---
+OPERATION_INSERT: Final = "insert"
+OPERATION_UPDATE: Final = "update"
+OPERATION_DELETE: Final = "delete"
+OPERATION_SELECT: Final = "select"
+OPERATION_FLUSH: Final = "flush"
 
 # --- Metrics ---
 METRIC_DURATION: Final = "db.client.operation.duration"
@@ -94,6 +103,13 @@ OUTCOME_SKIPPED: Final = "skipped"
 OUTCOME_ROLLED_BACK: Final = "rolled_back"
 OUTCOME_UNKNOWN: Final = "unknown"
 OUTCOMES: Final = (OUTCOME_OK, OUTCOME_ERROR, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, OUTCOME_UNKNOWN)
+#: Audit fields of bulk writes: the rows written, the pks (at most :data:`MAX_AUDIT_PKS`, ``pks_truncated``
+#: when cut) and a statement's filter as SQL text with placeholders (never the bound values).
+AUDIT_ROWS: Final = "rows"
+AUDIT_PKS: Final = "pks"
+AUDIT_PKS_TRUNCATED: Final = "pks_truncated"
+AUDIT_FILTER: Final = "filter"
+MAX_AUDIT_PKS: Final = 100
 
 #: Instrumentation scope name of every tracer, meter and logger sigtrace creates.
 SCOPE_NAME: Final = "sigtrace"

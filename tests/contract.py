@@ -3,7 +3,7 @@
 Subclass :class:`SourceContract` in a test module (its name must start with ``Test``) and
 implement the harness methods: how to perform one successful operation, one that fails, a pre
 signal without a post, and many operations at once. The tests here then check spans, audit
-events and metric points against the core contract of ../shared/design.md.
+events and metric points against the conventions of docs/conventions.md.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 One place for the translation, so that the static dashboard test (``tests/test_dashboards.py``) and any test
 that looks at what a real OTLP receiver got apply the same rules. The rules are those of the Collector's
-Prometheus translator with its defaults (``add_metric_suffixes: true``, no ``namespace``), as the
-OpenTelemetry "Prometheus and OpenMetrics compatibility" specification describes them:
+Prometheus translator with its defaults (``translation_strategy: UnderscoreEscapingWithSuffixes``, no
+``namespace``), as the OpenTelemetry "Prometheus and OpenMetrics compatibility" specification describes them:
 
 * the name is split into tokens on every character that is not a letter or a digit, and the tokens are
   joined with ``_`` (so ``db.client.operation.duration`` -> ``db_client_operation_duration``);
@@ -248,8 +248,8 @@ def sigtrace_metric_catalog() -> list[MetricSpec]:
         still_running = Operation(source="blinker", name="save", collection="orders")
         for op in (failed, orphan, still_running):
             sink.started(op)
-        sink.finished(failed, 0.002)
-        sink.finished(orphan, 300.0)
+        sink.finished(failed, 0, 0.002, False)
+        sink.finished(orphan, 0, 300.0, False)
         sink.internal_error("source.receiver")
         data = reader.get_metrics_data()
     finally:

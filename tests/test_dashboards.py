@@ -5,12 +5,16 @@ Each check is a function that returns the problems it finds; the tests assert th
 
 What is checked: every YAML/JSON file parses; compose publishes ports on 127.0.0.1 only, pins its images and
 mounts files that exist; every config path a container is started with is mounted; the Collector's pipelines
-use only defined components and use all of them, and their exporters point at the compose services; Prometheus
+use only defined components and use all of them, and their exporters point at the compose services (under the
+component names of the Collector release the stack runs); Jaeger is v2 (jaegertracing/jaeger) with a config of its
+own whose storage, receiver and UI port fit the Collector, Grafana and compose; Prometheus
 scrapes the Collector's exporter; Grafana's data source uids are those the dashboard and the cross links use;
 the Loki derived field (a real audit line's trace_id) links to the Jaeger data source; every metric name and
 label in the dashboard's PromQL is one sigtrace really exports (its metric sink's instruments, translated to
 Prometheus naming by ``tests/dashboards_naming.py``); the shippers parse the audit fields and label streams
-with service_name/source/outcome/level only.
+with service_name/source/outcome/level only (Vector's unconfined label templates only over values its remap
+reduced to a safe alphabet); the READMEs give the one-container Jaeger command with the stack's Jaeger tag and list
+every image the stack runs, with where its tag was checked.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from tests.dashboards_naming import (
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 COMPOSE_FILE = DASHBOARDS / "docker-compose.yaml"
 COLLECTOR_FILE = DASHBOARDS / "otel-collector" / "config.yaml"
+JAEGER_FILE = DASHBOARDS / "jaeger" / "config.yaml"
 PROMETHEUS_FILE = DASHBOARDS / "prometheus" / "prometheus.yml"
 LOKI_FILE = DASHBOARDS / "loki" / "loki.yaml"
 DATASOURCES_FILE = DASHBOARDS / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
@@ -54,6 +59,7 @@ VECTOR_FILE = DASHBOARDS / "vector" / "vector.yaml"
 FLUENT_BIT_FILE = DASHBOARDS / "fluent-bit" / "fluent-bit.yaml"
 FLUENT_BIT_PARSERS_FILE = DASHBOARDS / "fluent-bit" / "parsers.conf"
 README_FILE = DASHBOARDS / "README.md"
+ROOT_README_FILE = DASHBOARDS.parent / "README.md"
 
 #: The fields of an audit line (design.md, "Audit event").
 AUDIT_FIELDS = frozenset(
@@ -119,6 +125,11 @@ def collector() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def jaeger() -> dict[str, Any]:
+    return load_yaml(JAEGER_FILE)
+
+
+@pytest.fixture(scope="module")
 def datasources() -> dict[str, Any]:
     return load_yaml(DATASOURCES_FILE)
 
@@ -168,7 +179,7 @@ def real_audit_event() -> dict[str, Any]:
     sink = AuditSink(
         [], service_name="orders", redactor=Redactor(), capture_values=False, audit_reads=False, actor=None
     )
-    event = sink.event(op, time.time_ns(), 0.0123)
+    event = sink.make_event(op, time.time_ns(), 0.0123)
     span.end()
     return event
 
@@ -304,6 +315,7 @@ def test_every_yaml_and_json_file_parses() -> None:
     expected = {
         COMPOSE_FILE,
         COLLECTOR_FILE,
+        JAEGER_FILE,
         PROMETHEUS_FILE,
         LOKI_FILE,
         DATASOURCES_FILE,
@@ -374,7 +386,8 @@ def _endpoint(url: str) -> tuple[str, int | None, str]:
     return match.group(2), int(match.group(3)) if match.group(3) else None, match.group(4) or ""
 
 
-def check_collector(config: dict[str, Any]) -> list[str]:
+def check_collector(config: dict[str, Any], signals: tuple[str, ...] = ("traces", "metrics", "logs")) -> list[str]:
+    """Pipelines use only defined components and every defined one; a pipeline for each of ``signals``."""
     problems: list[str] = []
     service = config.get("service") or {}
     pipelines: dict[str, Any] = service.get("pipelines") or {}
@@ -407,8 +420,8 @@ def check_collector(config: dict[str, Any]) -> list[str]:
     enabled = set(service.get("extensions") or [])
     problems += [f"extension {e!r} is enabled but not defined" for e in sorted(enabled - extensions)]
     problems += [f"extension {e!r} is defined but not enabled" for e in sorted(extensions - enabled)]
-    signals = {name.split("/", 1)[0] for name in pipelines}
-    problems += [f"no {s} pipeline" for s in sorted({"traces", "metrics", "logs"} - signals)]
+    present = {name.split("/", 1)[0] for name in pipelines}
+    problems += [f"no {s} pipeline" for s in sorted(set(signals) - present)]
     return problems
 
 
@@ -440,15 +453,16 @@ def test_collector_receives_otlp_on_4317_and_4318(collector: dict[str, Any]) -> 
 def test_collector_exports_traces_to_jaeger_logs_to_loki_metrics_to_prometheus(
     collector: dict[str, Any], compose: dict[str, Any]
 ) -> None:
+    # Collector 0.144.0 renamed otlp -> otlp_grpc and otlphttp -> otlp_http (the old names are deprecated aliases).
     traces = exporters_of(collector, "traces")
     assert any(
-        name.split("/")[0] == "otlp" and "jaegertracing/" in image_of(compose, _endpoint(cfg["endpoint"])[0])
+        name.split("/")[0] == "otlp_grpc" and "jaegertracing/" in image_of(compose, _endpoint(cfg["endpoint"])[0])
         for name, cfg in traces.items()
     ), traces
     logs = exporters_of(collector, "logs")
     loki_port = load_yaml(LOKI_FILE)["server"]["http_listen_port"]
     assert any(
-        name.split("/")[0] == "otlphttp"
+        name.split("/")[0] == "otlp_http"
         and "grafana/loki" in image_of(compose, _endpoint(cfg["endpoint"])[0])
         and _endpoint(cfg["endpoint"])[1:] == (loki_port, "/otlp")
         for name, cfg in logs.items()
@@ -457,8 +471,10 @@ def test_collector_exports_traces_to_jaeger_logs_to_loki_metrics_to_prometheus(
     prometheus = [cfg for name, cfg in metrics.items() if name.split("/")[0] == "prometheus"]
     assert len(prometheus) == 1, metrics
     exporter = prometheus[0]
-    # tests/dashboards_naming.py assumes the exporter's default naming: suffixes on, no namespace.
-    assert exporter.get("add_metric_suffixes", True) is True and not exporter.get("namespace")
+    # tests/dashboards_naming.py assumes the exporter's default naming: underscores, suffixes on, no namespace
+    # (translation_strategy replaced the deprecated add_metric_suffixes).
+    assert exporter.get("translation_strategy", "UnderscoreEscapingWithSuffixes") == "UnderscoreEscapingWithSuffixes"
+    assert "add_metric_suffixes" not in exporter and not exporter.get("namespace")
     assert exporter.get("resource_to_telemetry_conversion", {}).get("enabled") is True  # service_name label
     port = _endpoint(exporter["endpoint"])[1]
     scrape = load_yaml(PROMETHEUS_FILE)["scrape_configs"]
@@ -475,14 +491,107 @@ def test_loki_accepts_otlp(compose: dict[str, Any]) -> None:
 
 def test_checker_collector_finds_undefined_and_unused_components(collector: dict[str, Any]) -> None:
     broken = copy.deepcopy(collector)
-    broken["service"]["pipelines"]["traces"]["exporters"] = ["otlp/jeager"]
+    broken["service"]["pipelines"]["traces"]["exporters"] = ["otlp_grpc/jeager"]
     broken["processors"]["attributes/unused"] = {"actions": []}
     problems = check_collector(broken)
-    assert "pipeline 'traces' uses exporter 'otlp/jeager', which is not defined" in problems
-    assert "exporter 'otlp/jaeger' is defined but no pipeline uses it" in problems
+    assert "pipeline 'traces' uses exporter 'otlp_grpc/jeager', which is not defined" in problems
+    assert "exporter 'otlp_grpc/jaeger' is defined but no pipeline uses it" in problems
     assert "processor 'attributes/unused' is defined but no pipeline uses it" in problems
     del broken["service"]["pipelines"]["logs"]
     assert "no logs pipeline" in check_collector(broken)
+
+
+# --------------------------------------------------------------------------------------------------
+# Jaeger v2
+
+
+#: Jaeger v1 (jaegertracing/all-in-one and the v1 binaries) reached its end of life; v2 is jaegertracing/jaeger.
+JAEGER_V2_IMAGE = re.compile(r"(?:[\w.-]+/)?jaegertracing/jaeger:(2\.\d+\.\d+)")
+
+
+def check_jaeger(config: dict[str, Any], compose: dict[str, Any], collector: dict[str, Any]) -> list[str]:
+    """Jaeger v2's own Collector-style config: connected, its storage named where it is used, OTLP where the
+    Collector sends it, the UI on the port compose publishes, started with this file."""
+    problems = check_collector(config, signals=("traces",))
+    service = compose["services"].get("jaeger") or {}
+    if not JAEGER_V2_IMAGE.fullmatch(str(service.get("image", ""))):
+        problems.append(f"jaeger: image {service.get('image')!r} is not Jaeger v2 (jaegertracing/jaeger:2.x.y)")
+    command = service.get("command") or []
+    config_paths = [w.split("=", 1)[1] for w in command if str(w).startswith("--config=")]
+    if not config_paths or host_path(service, config_paths[0]) != JAEGER_FILE.resolve():
+        problems.append("jaeger: not started with --config=<dashboards/jaeger/config.yaml, mounted>")
+    extensions = config.get("extensions") or {}
+    backends = set((extensions.get("jaeger_storage") or {}).get("backends") or {})
+    if not backends:
+        problems.append("jaeger_storage defines no backend")
+    query = extensions.get("jaeger_query") or {}
+    if (query.get("storage") or {}).get("traces") not in backends:
+        problems.append(f"jaeger_query reads traces from {query.get('storage')!r}, no jaeger_storage backend")
+    for name, exporter in (config.get("exporters") or {}).items():
+        if name.split("/")[0] == "jaeger_storage_exporter" and (exporter or {}).get("trace_storage") not in backends:
+            problems.append(f"exporter {name!r} writes to {exporter.get('trace_storage')!r}, no jaeger_storage backend")
+    for name, backend in ((extensions.get("jaeger_storage") or {}).get("backends") or {}).items():
+        memory = (backend or {}).get("memory")
+        if memory is not None and not (isinstance(memory.get("max_traces"), int) and memory["max_traces"] > 0):
+            problems.append(f"backend {name!r}: memory storage without a positive max_traces (unbounded memory)")
+    ui_port = _endpoint(str((query.get("http") or {}).get("endpoint", ":16686")))[1]
+    published = {str(p).rsplit(":", 1)[-1] for p in service.get("ports", [])}
+    if str(ui_port) not in published:
+        problems.append(f"jaeger_query serves on {ui_port}, which compose does not publish ({sorted(published)})")
+    grpc = (((config.get("receivers") or {}).get("otlp") or {}).get("protocols") or {}).get("grpc") or {}
+    grpc_host, grpc_port, _ = _endpoint(str(grpc.get("endpoint", "localhost:4317")))
+    if grpc_host in ("localhost", "127.0.0.1"):
+        problems.append("jaeger's OTLP gRPC receiver listens on localhost only: the Collector cannot reach it")
+    senders = [
+        _endpoint(cfg["endpoint"])
+        for cfg in exporters_of(collector, "traces").values()
+        if _endpoint(cfg["endpoint"])[0] == "jaeger"
+    ]
+    if not senders:
+        problems.append("the Collector sends no traces to the jaeger service")
+    problems += [
+        f"the Collector sends traces to jaeger:{p}, jaeger receives on {grpc_port}"
+        for _, p, _ in senders
+        if p != grpc_port
+    ]
+    return problems
+
+
+def test_jaeger_is_v2_with_a_config_that_fits_the_stack(
+    jaeger: dict[str, Any], compose: dict[str, Any], collector: dict[str, Any], datasources: dict[str, Any]
+) -> None:
+    assert check_jaeger(jaeger, compose, collector) == []
+    # Grafana's Jaeger data source reads the query API on the port jaeger_query serves.
+    ui = _endpoint(jaeger["extensions"]["jaeger_query"]["http"]["endpoint"])[1]
+    assert _endpoint(datasource_by_type(datasources, "jaeger")["url"])[1:] == (ui, "")
+
+
+def test_checker_jaeger_finds_v1_images_and_unknown_storage(
+    jaeger: dict[str, Any], compose: dict[str, Any], collector: dict[str, Any]
+) -> None:
+    broken_compose = copy.deepcopy(compose)
+    broken_compose["services"]["jaeger"]["image"] = "jaegertracing/all-in-one:1.62.0"
+    broken_compose["services"]["jaeger"]["command"] = []
+    broken = copy.deepcopy(jaeger)
+    broken["exporters"]["jaeger_storage_exporter"]["trace_storage"] = "some_store"
+    broken["extensions"]["jaeger_query"]["storage"]["traces"] = "nowhere"
+    broken["extensions"]["jaeger_storage"]["backends"]["sigtrace_memory"]["memory"] = {}
+    broken["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] = "localhost:4317"
+    problems = "\n".join(check_jaeger(broken, broken_compose, collector))
+    for needle in (
+        "'jaegertracing/all-in-one:1.62.0' is not Jaeger v2",
+        "not started with --config",
+        "writes to 'some_store'",
+        "reads traces from {'traces': 'nowhere'}",
+        "without a positive max_traces",
+        "listens on localhost only",
+    ):
+        assert needle in problems
+    broken_collector = copy.deepcopy(collector)
+    broken_collector["exporters"]["otlp_grpc/jaeger"]["endpoint"] = "jaeger:14250"
+    assert "the Collector sends traces to jaeger:14250, jaeger receives on 4317" in check_jaeger(
+        jaeger, compose, broken_collector
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -926,7 +1035,20 @@ def check_vector(config: dict[str, Any], compose: dict[str, Any]) -> list[str]:
             problems.append(f"VRL reads {field!r}, which is no audit field")
         if not re.search(r"^\s*\.timestamp\s*=", vrl, re.M) or "audit.timestamp" not in vrl:
             problems.append("VRL does not take the event time from the audit timestamp")
+        unconfined = sink.get("dangerously_allow_unconfined_template_resolution") is True
         for label, template in (sink.get("labels") or {}).items():
+            # Vector 0.57 rejects, at start-up, a template with no literal prefix (its confinement), unless the
+            # sink opts out; the opt-out is acceptable only over values the remap cut to a safe alphabet.
+            if re.match(r"\s*\{\{", str(template)):
+                field = re.findall(r"\{\{\s*\.?(\w+)\s*\}\}", str(template))[:1]
+                if not unconfined:
+                    problems.append(f"sink {name}: label {label!r} has no literal prefix: Vector 0.57 refuses to start")
+                elif (
+                    field
+                    and field[0] != "level"
+                    and not re.search(rf"^\s*\.{field[0]}\s*=\s*replace\(.*'\[\^[^']*\]'", vrl, re.M)
+                ):
+                    problems.append(f"sink {name}: label {label!r} is unconfined over a value the remap does not clean")
             if label not in ALLOWED_LOG_LABELS:
                 problems.append(f"sink {name}: label {label!r} is not a low-cardinality label")
             fields = re.findall(r"\{\{\s*\.?(\w+)\s*\}\}", str(template))
@@ -966,6 +1088,19 @@ def test_checker_vector_finds_high_cardinality_labels_and_unknown_fields(
     problems = check_vector(broken, compose)
     assert "input 'sigtrace_audit_prase' is not defined" in problems
     assert any("not in the mounted audit directory" in p for p in problems)
+    broken = copy.deepcopy(vector)
+    del broken["sinks"]["loki"]["dangerously_allow_unconfined_template_resolution"]
+    assert "sink loki: label 'source' has no literal prefix: Vector 0.57 refuses to start" in check_vector(
+        broken, compose
+    )
+    broken = copy.deepcopy(vector)
+    vrl = broken["transforms"]["sigtrace_audit_parse"]["source"]
+    broken["transforms"]["sigtrace_audit_parse"]["source"] = re.sub(
+        r"^(\s*)\.outcome = .*$", r'\1.outcome = string(audit.outcome) ?? "unknown"', vrl, flags=re.M
+    )
+    assert check_vector(broken, compose) == [
+        "sink loki: label 'outcome' is unconfined over a value the remap does not clean"
+    ]
 
 
 def parse_fluent_bit_parsers(text: str) -> dict[str, dict[str, str]]:
@@ -1059,3 +1194,15 @@ def test_readme_gives_the_commands(compose: dict[str, Any]) -> None:
     assert "sigtrace demo --otlp http://127.0.0.1:4317" in readme
     for port in ("3000", "16686", "9090"):
         assert f"127.0.0.1:{port}" in readme
+
+
+def test_readmes_give_the_one_container_jaeger_command_and_every_image(compose: dict[str, Any]) -> None:
+    jaeger_image = image_of(compose, "jaeger")
+    command = f"docker run --rm -p 16686:16686 -p 4317:4317 -p 4318:4318 {jaeger_image}"
+    readme = README_FILE.read_text(encoding="utf-8")
+    assert command in readme and command in ROOT_README_FILE.read_text(encoding="utf-8")
+    # The version table: every image the stack runs, by its exact tag, in a row with its release and source.
+    rows = {line.split("|")[1].strip(" `") for line in readme.splitlines() if line.startswith("| `")}
+    images = {str(service["image"]) for service in compose["services"].values()}
+    assert images <= rows, sorted(images - rows)
+    assert "Checked on 2026-12-01" in readme

@@ -12,13 +12,28 @@ mechanism every source uses; none sets a context variable in one receiver and re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from contextvars import ContextVar, Token
 from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from sigtrace.core.operation import Operation
 
-__all__ = ["ActorScope", "Scope", "current_actor", "current_scope", "set_actor"]
+__all__ = [
+    "ActorScope",
+    "Attachment",
+    "Scope",
+    "StaleAttachments",
+    "attach",
+    "current_actor",
+    "current_scope",
+    "detach",
+    "set_actor",
+]
 
 _SCOPE: ContextVar[Scope | None] = ContextVar("sigtrace_scope", default=None)
 _ACTOR: ContextVar[str | None] = ContextVar("sigtrace_actor", default=None)
@@ -93,3 +108,92 @@ class ActorScope:
 
 def set_actor(name: str | None) -> ActorScope:
     return ActorScope(None if name is None else str(name))
+
+
+# --- making an operation's span current ---
+
+#: A context made current by sigtrace: the token to reset and the context it attached.
+Attachment = tuple[Token[Any], otel_context.Context]
+
+
+def attach(span: trace.Span) -> Attachment:
+    """Make ``span`` current in this context (undo with :func:`detach`)."""
+    ctx = trace.set_span_in_context(span)
+    return otel_context.attach(ctx), ctx
+
+
+def detach(attachment: Attachment, *, force: bool = False) -> bool:
+    """Undo an attach, only in its own context and only while it is on top.
+
+    ``ContextVar.reset`` accepts tokens in any order and then restores a stale context (the
+    older operation's span comes back as current); so an attachment that something else
+    covers is left for later (the newer one's detach uncovers it). ``force`` is for a
+    with-block restoring its caller's context.
+    """
+    token, ctx = attachment
+    if not force and otel_context.get_current() is not ctx:
+        return False
+    try:
+        token.var.reset(token)
+    except (ValueError, RuntimeError):
+        return False
+    return True
+
+
+class StaleAttachments:
+    """Spans made current by operations that ended where their context could not detach them.
+
+    An operation whose post signal came from another thread, or that the reaper ended, leaves its
+    span attached in the context of its pre signal. Kept here by span id (bounded, oldest kept:
+    see :meth:`close`) and detached by the next operation that begins in that context and finds
+    the span current, or at uninstall.
+    """
+
+    __slots__ = ("_by_span", "_lock", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max(max_size, 2)
+        self._by_span: dict[int, Attachment] = {}
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._by_span)
+
+    def remember(self, span: trace.Span, attachment: Attachment) -> None:
+        with self._lock:
+            if len(self._by_span) >= self.max_size:
+                # Keep the oldest: close() restores a context to before it.
+                keys = iter(self._by_span)
+                next(keys)
+                self._by_span.pop(next(keys))
+            self._by_span[span.get_span_context().span_id] = attachment
+
+    def detach_current(self) -> None:
+        """Detach the spans left current in this context by operations that ended elsewhere."""
+        while True:
+            span_id = trace.get_current_span().get_span_context().span_id
+            with self._lock:
+                attachment = self._by_span.pop(span_id, None)
+            if attachment is None:
+                return
+            if not detach(attachment):
+                with self._lock:
+                    self._by_span[span_id] = attachment
+                return
+
+    def close(self) -> None:
+        """Detach what this context can, newest first; then restore it to before its oldest remaining one."""
+        with self._lock:
+            stale = list(self._by_span.values())
+            self._by_span.clear()
+        while stale:
+            detached = [attachment for attachment in reversed(stale) if detach(attachment)]
+            if not detached:
+                break
+            stale = [attachment for attachment in stale if attachment not in detached]
+        # What is left was covered by attachments the bounded table let go: restoring this
+        # context to before its oldest remaining one restores it to before them all (tokens of
+        # other threads' contexts cannot be reset here and are skipped).
+        for attachment in stale:
+            if detach(attachment, force=True):
+                break

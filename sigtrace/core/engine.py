@@ -4,14 +4,15 @@ A source calls :meth:`Engine.begin` at a pre signal and :meth:`Engine.end` at th
 signal (or at the failure it observed), with a correlation key; or wraps a library entry point in
 :meth:`Engine.entry` where receivers cannot make a span current (see ``core/context.py``). The
 engine keeps the in-flight table bounded, reaps orphans from one thread, and reports every
-operation exactly once: audit event first (the durable record), then metrics, then the span end.
+operation exactly once to its sinks (``core/sinks.py``): the audit record first, the span last. A
+write inside an open transaction is held until the transaction ends (``core/transactions.py``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from contextvars import Token
 from functools import lru_cache
 from types import TracebackType
@@ -24,12 +25,20 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from sigtrace import semconv
 from sigtrace._config import Exclusions
 from sigtrace.core import safety
-from sigtrace.core.context import Scope, current_actor, current_scope, enter_scope, exit_scope
+from sigtrace.core.context import (
+    Attachment,
+    Scope,
+    StaleAttachments,
+    attach,
+    current_actor,
+    current_scope,
+    detach,
+    enter_scope,
+    exit_scope,
+)
 from sigtrace.core.correlation import InFlightTable, weak_ref
 from sigtrace.core.operation import Operation
-from sigtrace.sinks.audit import AuditSink
-from sigtrace.sinks.metrics import MetricSink
-from sigtrace.sinks.spans import SpanSink
+from sigtrace.core.sinks import Sink, labels_of
 
 __all__ = ["Engine", "EntryScope", "error_type_of"]
 
@@ -45,11 +54,6 @@ _DESCRIPTIVE = (
     "changed_fields",
     "values",
 )
-
-
-# Guards are stateless (a kind): one instance each, entered several times per operation.
-_GUARD_AUDIT = safety.guard("sink.audit")
-_GUARD_SPANS = safety.guard("sink.spans")
 
 
 #: The key ``suppress_instrumentation()`` sets, and the plain one older instrumentations set (as
@@ -69,32 +73,26 @@ def error_type_of(error: BaseException) -> str:
 
 
 class Engine:
-    """Pairs starts with ends and reports each operation once to the span, metric and audit sinks."""
+    """Pairs starts with ends and reports each operation once to every sink."""
 
     def __init__(
         self,
-        spans: SpanSink,
-        metrics: MetricSink | None,
-        audit: AuditSink | None,
+        sinks: Sequence[tuple[str, Sink]],
         *,
         max_in_flight: int,
         orphan_timeout: float,
         exclude: Exclusions | None = None,
     ) -> None:
-        self.spans = spans
-        self.metrics = metrics
-        self.audit = audit
+        #: (name, sink) in start order; ends go to them in the reverse order (the audit record first).
+        self._starting = tuple(sinks)
+        self._finishing = tuple(reversed(self._starting))
         self.exclude = exclude or Exclusions()
         self._excluding = bool(self.exclude)
         self.table = InFlightTable(max_in_flight, orphan_timeout, self._orphaned)
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self._excluded = lru_cache(maxsize=4096)(self._compute_excluded)
-        #: Context tokens of operations made current in a context that could not detach them (the
-        #: reaper ended them, or their post came from another thread), by span id: detached at the
-        #: next begin() that finds that span current in its context, or at close().
-        self._stale: dict[int, Attachment] = {}
-        self._stale_lock = threading.Lock()
+        self._stale = StaleAttachments(max_in_flight)
         #: Serialises the resolution of held writes (a commit and the reaper may meet).
         self._held_lock = threading.Lock()
 
@@ -122,21 +120,7 @@ class Engine:
             self._reaper = None
         for op in self.table.drain():
             self._orphaned(op, "uninstall")
-        with self._stale_lock:
-            stale = list(self._stale.values())
-            self._stale.clear()
-        # Detach what this context can, newest first, until nothing more comes off the top.
-        while stale:
-            detached = [attachment for attachment in reversed(stale) if _detach(attachment)]
-            if not detached:
-                break
-            stale = [attachment for attachment in stale if attachment not in detached]
-        # What is left was covered by attachments the bounded table let go: restoring this
-        # context to before its oldest remaining one restores it to before them all (tokens of
-        # other threads' contexts cannot be reset here and are skipped).
-        for attachment in stale:
-            if _detach(attachment, force=True):
-                break
+        self._stale.close()
 
     # --- what sources call ---
 
@@ -162,7 +146,7 @@ class Engine:
         if not self.enabled(op.source, op.model, op.name, op.signal):
             return None
         if self._stale:
-            self._detach_stale_current()
+            self._stale.detach_current()
         if key is not None:
             existing = self.table.get(key)
             if existing is not None and (existing.ref is None or existing.ref() is obj):
@@ -176,7 +160,7 @@ class Engine:
             target = op
             if obj is not None:
                 op.ref = weak_ref(obj)
-            self._start(op, activate=activate)
+            self.start(op, activate=activate)
         if key is not None:
             existing = self.table.add(key, target)
             if existing is not None:
@@ -233,7 +217,7 @@ class Engine:
             return None
         if updates:
             op.update(**updates)
-        self._finish(op, semconv.OUTCOME_ERROR if error is not None else outcome, error)
+        self.finish(op, semconv.OUTCOME_ERROR if error is not None else outcome, error)
         return op
 
     def record_event(self, op: Operation) -> None:
@@ -243,13 +227,26 @@ class Engine:
         op.actor = current_actor()
         op.outcome = semconv.OUTCOME_OK
         op.done = True
-        span = trace.get_current_span()
-        op.span = span
-        with _GUARD_SPANS:
-            span.add_event(op.name, self.spans.attributes(op))
-        if self.audit is not None:
-            with _GUARD_AUDIT:
-                self.audit.emit(op, time.time_ns(), 0.0)
+        op.span = trace.get_current_span()
+        now = time.time_ns()
+        for kind, sink in self._finishing:
+            try:
+                sink.event(op, now)
+            except Exception as exc:  # noqa: BLE001 - each sink on its own
+                safety.report(f"sink.{kind}", exc)
+
+    def describe(self, op: Operation, **fields: Any) -> None:
+        """Fill in fields of a running ``op`` that name it (``db_system``, ``namespace``, ``collection``...),
+        learnt after it started; every sink moves what it keyed by the old ones (the in-flight count)."""
+        before = labels_of(op)
+        op.update(**fields)
+        if op.done or not op.start_ns or labels_of(op) == before:
+            return  # not running (not started yet, or ended): nothing keyed by the old labels
+        for kind, sink in self._starting:
+            try:
+                sink.described(op, before)
+            except Exception as exc:  # noqa: BLE001
+                safety.report(f"sink.{kind}", exc)
 
     def lookup(self, key: Hashable) -> Operation | None:
         return self.table.get(key)
@@ -258,34 +255,32 @@ class Engine:
         """Scope a library entry point: ``op``'s span is current during the call, failures end it at once."""
         return EntryScope(self, op, expect)
 
-    # --- internals ---
-
-    def _start(self, op: Operation, *, activate: bool) -> None:
+    def start(self, op: Operation, *, activate: bool = False) -> Attachment | None:
+        """Start ``op`` (clock, actor, every sink's ``started``). ``activate``: its span becomes current in
+        this context until it ends here. Returns that attachment, if any (also kept as ``op.token``)."""
         op.start_ns = time.time_ns()
         op.start_monotonic = time.monotonic()
         op.actor = current_actor()
-        op.span = self.spans.start(op)
-        if self.metrics is not None:
-            self.metrics.started(op)
-        if activate:
-            op.token = _attach(op.span)
+        for _kind, sink in self._starting:
+            sink.started(op)
+        if activate and op.span is not None:
+            attachment = op.token = attach(op.span)
+            return attachment
+        return None
 
-    def _discard_started(self, op: Operation) -> None:
-        """Undo :meth:`_start` of a duplicate without reporting it."""
-        op.done = True
-        if op.token is not None:
-            _detach(op.token)
-            op.token = None
-        if self.metrics is not None:
-            self.metrics.cancelled(op)
-        if op.span is not None:
-            op.span.end()
+    def finish(self, op: Operation, outcome: str, error: BaseException | None = None, *, untrack: bool = False) -> None:
+        """End ``op`` once with ``outcome``: every sink's ``finished``, the audit record first.
 
-    def _finish(self, op: Operation, outcome: str, error: BaseException | None) -> None:
+        ``untrack``: also remove it from the in-flight table (a caller that did not pop it, such as
+        an entry scope). A write inside an open transaction is held: its span and duration now, its
+        audit event and count when the transaction ends (:meth:`_resolve`).
+        """
         # try/except rather than ``with safety.guard``: the same net, without two calls per block.
         try:
             if op.done:
                 return
+            if untrack:
+                self.table.discard(op)
             op.done = True
             op.outcome = outcome
             if error is not None:
@@ -293,87 +288,80 @@ class Engine:
                 # A source may have named the failure more precisely (a service's error code).
                 op.error_type = op.error_type or error_type_of(error)
             if op.token is not None:
-                if not _detach(op.token):
+                if not detach(op.token):
                     self._remember_stale(op)  # covered by a newer one, or in another context
                 elif self._stale:
-                    self._detach_stale_current()  # an older one that ended first is now on top
+                    self._stale.detach_current()  # an older one that ended first is now on top
                 op.token = None
             end_ns = time.time_ns()
             duration = time.monotonic() - op.start_monotonic
             if duration < 0.0:
                 duration = 0.0
+            txn = op.transaction
+            held = txn is not None and outcome == semconv.OUTCOME_OK
+            op.held = held
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("engine.finish", exc)
             return
-        # A write inside an open transaction: its audit event and count wait for the transaction.
-        held = op.transaction is not None and outcome == semconv.OUTCOME_OK and self._hold(op, end_ns, duration)
         # Each sink on its own: one that fails never keeps the others from reporting.
-        if self.audit is not None and not held:
+        for kind, sink in self._finishing:
             try:
-                self.audit.emit(op, end_ns, duration)
+                sink.finished(op, end_ns, duration, held)
             except Exception as exc:  # noqa: BLE001
-                safety.report("sink.audit", exc)
-        if self.metrics is not None:
-            try:
-                self.metrics.finished(op, duration, count=not held)
-            except Exception as exc:  # noqa: BLE001
-                safety.report("sink.metrics", exc)
-        try:
-            self.spans.end(op, end_ns)
-        except Exception as exc:  # noqa: BLE001
-            safety.report("sink.spans", exc)
+                safety.report(f"sink.{kind}", exc)
+        if held:
+            self._hold(op)
 
-    def _hold(self, op: Operation, end_ns: int, duration: float) -> bool:
-        """Keep ``op``'s audit events and count on its transaction; False where it cannot be held (report now)."""
-        txn = op.transaction
+    # --- internals ---
+
+    def _hold(self, op: Operation) -> None:
+        """Leave a held write's outcome to its transaction (reported now where that is no longer possible)."""
         try:
-            if txn is None or txn.closed:
-                return False
-            op.held = self.audit.build(op, end_ns, duration) if self.audit is not None else []
-            if not txn.hold(lambda outcome: self._resolve(op, outcome)):
-                op.held = None
-                return False
-            # Bounded like every in-flight operation: max_in_flight, orphan_timeout (then ``unknown``).
-            self.table.add(("sigtrace.held", id(op)), op)
-            return True
+            txn = op.transaction
+            if txn is not None and txn.hold(lambda outcome: self._resolve(op, outcome)):
+                # Bounded like every in-flight operation: max_in_flight, orphan_timeout (then ``unknown``).
+                self.table.add(("sigtrace.held", id(op)), op)
+                return
+            # The transaction ended before the write did: it shares the transaction's fate.
+            outcome = txn.final_outcome if txn is not None else None
+            self._resolve(op, outcome or semconv.OUTCOME_OK)
+            return
         except Exception as exc:  # noqa: BLE001 - the safety net; the write is then reported at once
-            op.held = None
             safety.report("engine.hold", exc)
-            return False
+        self._resolve(op, semconv.OUTCOME_OK)
 
     def _resolve(self, op: Operation, outcome: str, orphan_reason: str | None = None) -> None:
-        """The transaction of a held write ended (or never will): deliver its events with ``outcome``, count it."""
+        """A held write's transaction ended (or never will): its final outcome to every sink, once."""
         with self._held_lock:
-            events = op.held
-            if events is None:
-                return  # resolved already (the reaper and a late commit race)
-            op.held = None
+            if not op.held:
+                return  # resolved already (the reaper and a late commit may race)
+            op.held = False
         self.table.discard(op)
         op.outcome = outcome
         if orphan_reason is not None:
             op.orphaned = True
             op.audit["orphan_reason"] = orphan_reason
-        if self.audit is not None:
-            for event in events:
-                try:
-                    event["outcome"] = outcome
-                    if orphan_reason is not None:
-                        name = event.pop("event")
-                        event["orphaned"] = True
-                        event["orphan_reason"] = orphan_reason
-                        event["event"] = name
-                    self.audit.deliver(event)
-                except Exception as exc:  # noqa: BLE001
-                    safety.report("sink.audit", exc)
-        if self.metrics is not None:
+        for kind, sink in self._finishing:
             try:
-                self.metrics.resolved(op)
+                sink.resolved(op)
             except Exception as exc:  # noqa: BLE001
-                safety.report("sink.metrics", exc)
+                safety.report(f"sink.{kind}", exc)
+
+    def _discard_started(self, op: Operation) -> None:
+        """Undo :meth:`start` of a duplicate without reporting it."""
+        op.done = True
+        if op.token is not None:
+            detach(op.token)
+            op.token = None
+        for kind, sink in self._finishing:
+            try:
+                sink.cancelled(op)
+            except Exception as exc:  # noqa: BLE001
+                safety.report(f"sink.{kind}", exc)
 
     def _orphaned(self, op: Operation, reason: str) -> None:
-        if op.held is not None:
-            # Ended, but its transaction never did within orphan_timeout (or uninstall/overflow came first).
+        if op.held:
+            # Ended, but its transaction did not within orphan_timeout (or uninstall/overflow came first).
             self._resolve(op, semconv.OUTCOME_UNKNOWN, "transaction_timeout" if reason == "timeout" else reason)
             return
         op.orphaned = True
@@ -383,31 +371,11 @@ class Engine:
             # possible: that context detaches it at its next begin(), or close() does.
             self._remember_stale(op)
             op.token = None
-        self._finish(op, semconv.OUTCOME_UNKNOWN, None)
+        self.finish(op, semconv.OUTCOME_UNKNOWN, None)
 
     def _remember_stale(self, op: Operation) -> None:
-        if op.span is None or op.token is None:
-            return
-        with self._stale_lock:
-            if len(self._stale) >= max(self.table.max_size, 2):
-                # Keep the oldest: close() restores a context to before it (see there).
-                keys = iter(self._stale)
-                next(keys)
-                self._stale.pop(next(keys))
-            self._stale[op.span.get_span_context().span_id] = op.token
-
-    def _detach_stale_current(self) -> None:
-        """Detach the spans left current in this context by operations that ended elsewhere."""
-        while True:
-            span_id = trace.get_current_span().get_span_context().span_id
-            with self._stale_lock:
-                attachment = self._stale.pop(span_id, None)
-            if attachment is None:
-                return
-            if not _detach(attachment):
-                with self._stale_lock:
-                    self._stale[span_id] = attachment
-                return
+        if op.span is not None and op.token is not None:
+            self._stale.remember(op.span, op.token)
 
 
 class EntryScope(Scope):
@@ -431,8 +399,9 @@ class EntryScope(Scope):
         try:
             op = self.op
             if op is not None:
-                self._engine._start(op, activate=False)
-                self._span_token = _attach(op.span)  # type: ignore[arg-type]
+                self._engine.start(op)
+                if op.span is not None:
+                    self._span_token = attach(op.span)
             self._scope_token = enter_scope(self)
         except Exception as exc:  # noqa: BLE001 - the safety net, as ``with safety.guard`` without its calls
             safety.report("engine.entry", exc)
@@ -443,22 +412,21 @@ class EntryScope(Scope):
     ) -> None:
         try:
             engine = self._engine
-            pending = [op for op in self.ops if not op.done] if self.ops else []
             own = self.op
-            if own is not None and not own.done:
-                pending.append(own)
-            # Newest first, and before the scope's own context: tokens are reset in the reverse
-            # order of their attach, so no inner operation's span outlives the call as current.
+            pending = [own] if own is not None and not own.done else []
+            if self.ops:
+                pending.extend(op for op in self.ops if not op.done)
+            # Newest first and the scope's own operation last: tokens are reset in the reverse order
+            # of their attach, and no child span ends after its parent.
             for op in reversed(pending):
-                engine.table.discard(op)
                 if exc is not None:
-                    engine._finish(op, semconv.OUTCOME_ERROR, exc)
+                    engine.finish(op, semconv.OUTCOME_ERROR, exc, untrack=True)
                 else:
                     # The call returned: it happened, even where no post signal said so.
-                    engine._finish(op, semconv.OUTCOME_OK, None)
+                    engine.finish(op, semconv.OUTCOME_OK, untrack=True)
             if self._span_token is not None:
                 # A with-block restores its caller's context whatever was attached inside it.
-                _detach(self._span_token, force=True)
+                detach(self._span_token, force=True)
             if self._scope_token is not None:
                 exit_scope(self._scope_token)
         except Exception as failure:  # noqa: BLE001 - the safety net
@@ -482,30 +450,3 @@ def _absorb(target: Operation, op: Operation) -> None:
     target.write = op.write
     target.attributes.update(op.attributes)
     target.audit.update(op.audit)
-
-
-#: A context made current by sigtrace: the token to reset and the context it attached.
-Attachment = tuple[Token[Any], otel_context.Context]
-
-
-def _attach(span: trace.Span) -> Attachment:
-    ctx = trace.set_span_in_context(span)
-    return otel_context.attach(ctx), ctx
-
-
-def _detach(attachment: Attachment, *, force: bool = False) -> bool:
-    """Undo an attach, only in its own context and only while it is on top.
-
-    ``ContextVar.reset`` accepts tokens in any order and then restores a stale context (the
-    older operation's span comes back as current); so an attachment that something else
-    covers is left for later (the newer one's detach uncovers it). ``force`` is for a
-    with-block restoring its caller's context.
-    """
-    token, ctx = attachment
-    if not force and otel_context.get_current() is not ctx:
-        return False
-    try:
-        token.var.reset(token)
-    except (ValueError, RuntimeError):
-        return False
-    return True

@@ -65,9 +65,11 @@ class Operation:
     actor: str | None = None
     ref: weakref.ReferenceType[Any] | None = None
     done: bool = False
-    #: Ended, its audit events (built at the end) waiting for its transaction's outcome; ``None``:
-    #: not held. The operation stays in the in-flight table until then.
-    held: list[dict[str, Any]] | None = None
+    #: Ended inside an open transaction: its final outcome waits for the transaction (the operation
+    #: stays in the in-flight table until then; see ``core/transactions.py``).
+    held: bool = False
+    #: The audit events of a held write, built when it ended and delivered when it is resolved.
+    audit_pending: list[dict[str, Any]] | None = None
     #: The attributes the span was started with (the span sink sets only what changed at the end),
     #: and the cached part of them (the same object at the end: name, model and collection unchanged).
     span_attributes: Mapping[str, AttributeValue] | None = None

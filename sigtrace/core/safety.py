@@ -12,7 +12,6 @@ two Python calls each time it is entered, and inside an ORM operation every call
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
@@ -20,15 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import ParamSpec, TypeVar
 
-__all__ = ["error_counts", "guard", "guarded", "is_strict", "report", "set_error_listener", "strict"]
+from sigtrace._config import ConfigError, parse_bool
+
+__all__ = ["error_counts", "guard", "is_strict", "report", "set_error_listener", "strict"]
 
 logger = logging.getLogger("sigtrace")
 LOG_INTERVAL = 60.0
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _strict: bool | None = None
 _lock = threading.Lock()
@@ -40,7 +38,13 @@ _listener: Callable[[str, BaseException], None] | None = None
 def is_strict() -> bool:
     if _strict is not None:
         return _strict
-    return os.environ.get("SIGTRACE_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+    raw = os.environ.get("SIGTRACE_STRICT", "")
+    if not raw.strip():
+        return False
+    try:
+        return parse_bool(raw, "SIGTRACE_STRICT")
+    except ConfigError:  # install() rejects such a value; here, inside the safety net, it must not raise
+        return False
 
 
 @contextmanager
@@ -114,20 +118,3 @@ class guard:  # noqa: N801 - used as a function: ``with guard("kind"):``
             return False
         report(self.kind, exc)  # re-raises in strict mode
         return True
-
-
-def guarded(kind: str) -> Callable[[Callable[P, R]], Callable[P, R | None]]:
-    """Decorator form of :func:`guard` for receivers: returns ``None`` where the body failed."""
-
-    def decorate(func: Callable[P, R]) -> Callable[P, R | None]:
-        @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-            try:
-                return func(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001
-                report(kind, exc)
-                return None
-
-        return wrapper
-
-    return decorate

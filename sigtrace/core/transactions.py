@@ -1,6 +1,6 @@
 """Transactions: the audit outcome of a write waits for the end of the transaction around it.
 
-An audit event says what the database kept (../shared/design.md). A source mirrors the
+An audit event says what the database kept (docs/conventions.md). A source mirrors the
 transactions of each connection it observes as :class:`Transaction` objects (a
 :class:`TransactionStack` per connection does the bookkeeping) and sets ``op.transaction`` on each
 write that runs inside one. The engine then ends the write's span as usual, but holds its audit
@@ -30,12 +30,15 @@ Resolver = Callable[[str], None]
 class Transaction:
     """One open transaction (``parent is None``) or savepoint of one connection, and the writes it holds."""
 
-    __slots__ = ("__weakref__", "_held", "_lock", "closed", "parent")
+    __slots__ = ("__weakref__", "_held", "_lock", "closed", "outcome", "parent")
 
     def __init__(self, parent: Transaction | None = None) -> None:
         self.parent = parent
         #: True once committed, rolled back or abandoned: a closed transaction holds nothing more.
         self.closed = False
+        #: How it ended: ``ok``, ``rolled_back``, ``unknown``; ``None`` while open and for a released
+        #: savepoint (its writes share its parent's fate).
+        self.outcome: str | None = None
         self._held: list[Resolver] = []
         self._lock = threading.Lock()
 
@@ -56,19 +59,34 @@ class Transaction:
         return Transaction(self)
 
     def hold(self, resolve: Resolver) -> bool:
-        """Keep ``resolve`` until this transaction ends; False (nothing kept) if it already ended."""
+        """Keep ``resolve`` until this transaction ends; False (nothing kept) if it already ended.
+
+        A released savepoint passes it on to its parent, whose fate its writes share. Where this
+        returns False, :attr:`outcome` says how the transaction ended.
+        """
         with self._lock:
-            if self.closed:
-                return False
-            self._held.append(resolve)
-            return True
+            if not self.closed:
+                self._held.append(resolve)
+                return True
+            released = self.outcome is None
+        if released and self.parent is not None:
+            return self.parent.hold(resolve)
+        return False
+
+    @property
+    def final_outcome(self) -> str | None:
+        """The outcome of a closed transaction, following released savepoints to their parent."""
+        txn: Transaction | None = self
+        while txn is not None and txn.closed and txn.outcome is None:
+            txn = txn.parent
+        return txn.outcome if txn is not None else None
 
     def commit(self) -> None:
         """Committed (a savepoint: released). A savepoint's writes now share its parent's fate."""
-        held = self._close()
+        parent = self.parent
+        held = self._close(semconv.OUTCOME_OK if parent is None else None)
         if not held:
             return
-        parent = self.parent
         if parent is None:
             _resolve_all(held, semconv.OUTCOME_OK)
             return
@@ -81,15 +99,18 @@ class Transaction:
 
     def rollback(self) -> None:
         """Rolled back: every write it holds (released savepoints' included) did not happen."""
-        _resolve_all(self._close(), semconv.OUTCOME_ROLLED_BACK)
+        _resolve_all(self._close(semconv.OUTCOME_ROLLED_BACK), semconv.OUTCOME_ROLLED_BACK)
 
     def abandon(self) -> None:
         """The connection went away (closed, broken) before the transaction ended: outcome ``unknown``."""
-        _resolve_all(self._close(), semconv.OUTCOME_UNKNOWN)
+        _resolve_all(self._close(semconv.OUTCOME_UNKNOWN), semconv.OUTCOME_UNKNOWN)
 
-    def _close(self) -> list[Resolver]:
+    def _close(self, outcome: str | None) -> list[Resolver]:
         with self._lock:
+            if self.closed:
+                return []  # ended once: a second commit or rollback changes nothing
             self.closed = True
+            self.outcome = outcome
             held, self._held = self._held, []
         return held
 

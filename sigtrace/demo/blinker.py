@@ -11,6 +11,8 @@ import sigtrace
 
 TITLE = "blinker: an application's own pre/post signals"
 LIBRARY = "blinker"
+#: Failures the scenario causes on purpose, by error type: the demo shows why beside them.
+EXPECTED_ERRORS = {"PermissionError": "deliberate: publishing a draft the editor has not approved"}
 
 signals = blinker.Namespace()
 pre_publish = signals.signal("pre_publish")

@@ -18,6 +18,8 @@ import sigtrace
 
 TITLE = "Django: model signals (save, delete, m2m) and bulk operations as spans and audit events"
 LIBRARY = "django"
+#: Failures the scenario causes on purpose, by error type: the demo shows why beside them.
+EXPECTED_ERRORS = {"IntegrityError": "deliberate: a second customer with the same e-mail"}
 
 _APP_LABEL = "sigtrace_demo"
 _models: dict[str, Any] = {}

@@ -13,6 +13,8 @@ import sigtrace
 
 TITLE = "edgy: lifecycle, query-set, bulk and relation signals (SQLite)"
 LIBRARY = "edgy"
+#: Failures the scenario causes on purpose, by error type: the demo shows why beside them.
+EXPECTED_ERRORS = {"IntegrityError": "deliberate: a second player of the same unique name"}
 
 
 def run() -> None:

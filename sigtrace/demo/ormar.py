@@ -14,6 +14,8 @@ import sigtrace
 
 TITLE = "ormar: saves, updates, relations, bulk and query-set writes, one constraint violation"
 LIBRARY = "ormar"
+#: Failures the scenario causes on purpose, by error type: the demo shows why beside them.
+EXPECTED_ERRORS = {"IntegrityError": "deliberate: a second tag of the same unique name"}
 
 
 async def _scenario(url: str) -> None:

@@ -11,6 +11,11 @@ import sigtrace
 
 TITLE = "PynamoDB: one span per DynamoDB call, correlated by req_uuid"
 LIBRARY = "pynamodb"
+#: Failures the scenario meets on purpose, by error type: the demo shows why beside them.
+EXPECTED_ERRORS = {
+    "ResourceNotFoundException": "expected: create_table() first asks whether the table exists",
+    "ConditionalCheckFailedException": "deliberate: paying the same order twice",
+}
 
 
 def _models() -> tuple[Any, Any]:

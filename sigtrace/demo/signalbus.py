@@ -18,10 +18,12 @@ from opentelemetry.trace import SpanKind
 
 import sigtrace
 
-TITLE = "Flask-SignalBus: an outbox sent by autoflush, flush, a batch, and one refused message"
+TITLE = "Flask-SignalBus: an outbox sent by autoflush, an explicit flush and a batch, with actors; one refused message"
 LIBRARY = "flask_signalbus"
 #: Shown by ``sigtrace demo`` where the old stack is missing: a separate environment, made on the fly.
 INSTALL_HINT = 'uv run --python 3.11 --isolated --no-project --with ".[signalbus]" sigtrace demo --source signalbus'
+#: Failures the scenario causes on purpose, by error type: the demo shows why beside them.
+EXPECTED_ERRORS = {"BrokerRefusedError": "deliberate: the broker refuses one message; commit() still returns"}
 
 
 class BrokerRefusedError(Exception):
@@ -55,8 +57,18 @@ def _scenario(url: str) -> None:
                 raise BrokerRefusedError(f"order {self.id}: the broker refused the message")
             broker.append({"item": self.item, "headers": dict(inject_headers({}))})
 
+    class InvoiceRequested(TraceContextMixin, db.Model):  # type: ignore[misc]
+        """Sent later, one message at a time, by an explicit ``flush()``."""
+
+        id = db.Column(db.Integer, primary_key=True)
+        order = db.Column(db.String(80), nullable=False)
+        signalbus_autoflush = False
+
+        def send_signalbus_message(self) -> None:
+            broker.append({"invoice": self.order, "headers": dict(inject_headers({}))})
+
     class StockChanged(TraceContextMixin, db.Model):  # type: ignore[misc]
-        """Sent later by a flush, ten at a time."""
+        """Sent later by ``flushmany()``, ten at a time: one batch."""
 
         id = db.Column(db.Integer, primary_key=True)
         sku = db.Column(db.String(40), nullable=False)
@@ -76,12 +88,16 @@ def _scenario(url: str) -> None:
         db.create_all()
         with sigtrace.actor("alice"), tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER):
             db.session.add(OrderPlaced(item="teapot"))
+            db.session.add(InvoiceRequested(order="teapot"))
             db.session.add_all([StockChanged(sku="TEA-1"), StockChanged(sku="TEA-2"), StockChanged(sku="TEA-3")])
-            db.session.commit()  # autoflush sends OrderPlaced at once; StockChanged waits for the relay
+            db.session.commit()  # autoflush sends OrderPlaced at once; the other two wait for the relay
         with sigtrace.actor("alice"), tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER):
             db.session.add(OrderPlaced(item="contraband"))
             db.session.commit()  # the send fails: Flask-SignalBus logs it and rolls back, commit() returns
-        db.signalbus.flushmany(models=[StockChanged])  # the relay, later, in its own trace (links to the request)
+        # The relay, later: each run in its own trace, each send linked to the request that wrote its rows.
+        with sigtrace.actor("outbox-relay"):
+            db.signalbus.flush(models=[InvoiceRequested], wait=0)  # one send per message
+            db.signalbus.flushmany(models=[StockChanged])  # one batch send for the three rows
         db.session.remove()
         db.signalbus.signal_session.remove()
         db.engine.dispose()

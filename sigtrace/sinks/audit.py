@@ -33,6 +33,7 @@ from opentelemetry.util.types import AnyValue
 from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.operation import Operation
+from sigtrace.core.sinks import Labels
 from sigtrace.sinks.chain import CHECKPOINT_EVENT, STREAM_EVENT, checkpoint_mac, event_prefix, line_hash
 from sigtrace.sinks.redaction import Redactor
 
@@ -584,7 +585,7 @@ class AuditSink:
                 return None if value is None else str(value)
         return None
 
-    def event(self, op: Operation, end_ns: int, duration_s: float) -> dict[str, Any]:
+    def make_event(self, op: Operation, end_ns: int, duration_s: float) -> dict[str, Any]:
         """The event of ``op``: only the fields it has (no ``None``), in the line's order, ``event`` last."""
         event: dict[str, Any] = {"timestamp": _iso_timestamp(end_ns)}
         event.update(self._what(op.source, op.name, op.model, op.collection))
@@ -623,27 +624,60 @@ class AuditSink:
         event["event"] = semconv.AUDIT_EVENT
         return event
 
+    # --- the sink life cycle (core/sinks.py) ---
+
+    def started(self, op: Operation) -> None:
+        """An event is written when the operation ends."""
+
+    def cancelled(self, op: Operation) -> None:
+        """A duplicate start: nothing was written for it."""
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """Read at the end: nothing to move."""
+
+    def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
+        if held:
+            # Built now (what the operation saw), delivered with the transaction's outcome in resolved().
+            op.audit_pending = self.build(op, end_ns, duration_s)
+        else:
+            self.emit(op, end_ns, duration_s)
+
+    def resolved(self, op: Operation) -> None:
+        events, op.audit_pending = op.audit_pending, None
+        if not events:
+            return
+        orphan_reason = op.audit.get("orphan_reason") if op.orphaned else None
+        for event in events:
+            event["outcome"] = op.outcome
+            if orphan_reason is not None:
+                name = event.pop("event")
+                event["orphaned"] = True
+                event["orphan_reason"] = orphan_reason
+                event["event"] = name  # last, where the line has it
+            self._deliver(event)
+
+    def event(self, op: Operation, time_ns: int) -> None:
+        self.emit(op, time_ns, 0.0)
+
+    # --- events ---
+
     def emit(self, op: Operation, end_ns: int, duration_s: float) -> None:
         """Build the events of ``op`` and deliver them now."""
         if not self.outputs or not (op.write or self.audit_reads):
             return  # reads reach the audit log only with audit_reads
         if op.audit_items is None:
-            self._deliver(self.event(op, end_ns, duration_s))  # the common case: one event, no list
+            self._deliver(self.make_event(op, end_ns, duration_s))  # the common case: one event, no list
             return
         for event in self.build(op, end_ns, duration_s):
             self._deliver(event)
 
     def build(self, op: Operation, end_ns: int, duration_s: float) -> list[dict[str, Any]]:
-        """The events of ``op`` in delivery form (one, one per batch item, or none), for :meth:`deliver` later.
-
-        The engine builds the events of a write held by its transaction when the write ends (so they
-        say what the operation saw then) and delivers them when the transaction ends.
-        """
+        """The events of ``op`` in delivery form: one, one per batch item, or none."""
         if not self.outputs or not (op.write or self.audit_reads):
             return []
         if op.audit_items is not None and not op.audit_items:
             return []  # a run whose items are operations audited on their own: nothing to build
-        event = self.event(op, end_ns, duration_s)
+        event = self.make_event(op, end_ns, duration_s)
         if op.audit_items is None:
             return [event]
         del event["event"]
@@ -652,10 +686,6 @@ class AuditSink:
         return [
             _clean({**event, **{str(key): value_of(value) for key, value in item.items()}}) for item in op.audit_items
         ]
-
-    def deliver(self, event: dict[str, Any]) -> None:
-        """Hand an event made by :meth:`build` to every output."""
-        self._deliver(event)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait for the background outputs to deliver what they hold."""

@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
 from sigtrace.core.operation import Operation
+from sigtrace.core.sinks import Labels
 
 __all__ = ["MetricSink"]
 
@@ -129,7 +130,7 @@ class MetricSink:
 
     def __init__(self, meter_provider: MeterProvider | None) -> None:
         meter = metrics.get_meter(semconv.SCOPE_NAME, meter_provider=meter_provider)
-        #: The installation's meter: a source creates its own instruments on it (``engine.metrics.meter``).
+        #: The installation's meter: a source creates its own instruments on it (``Source.meter``).
         self.meter = meter
         self.duration = meter.create_histogram(
             semconv.METRIC_DURATION,
@@ -154,21 +155,29 @@ class MetricSink:
         )
         self.in_flight = tallies.in_flight_instrument
 
+    # --- the sink life cycle (core/sinks.py) ---
+
     def started(self, op: Operation) -> None:
         with self._tally_lock:
+            self._in_flight._add((op.source, op.db_system, op.name, op.collection, None, None), 1)
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """The in-flight count of ``op`` moves to its new attribute set."""
+        with self._tally_lock:
+            self._in_flight._add((*before, None, None), -1)
             self._in_flight._add((op.source, op.db_system, op.name, op.collection, None, None), 1)
 
     def cancelled(self, op: Operation) -> None:
         """A started operation turned out to be a duplicate: it leaves the in-flight count unreported."""
         self._in_flight.add((op.source, op.db_system, op.name, op.collection, None, None), -1)
 
-    def finished(self, op: Operation, duration_s: float, *, count: bool = True) -> None:
-        """The operation ended: the duration, and its count by outcome unless ``count`` is False (a write
-        held by its transaction is counted by :meth:`resolved` when the transaction's outcome is known)."""
+    def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
+        """The operation ended: its duration now, its count by outcome now or, for a write ``held`` by its
+        transaction, in :meth:`resolved` when the transaction's outcome is known."""
         source, db_system, name, collection, error_type = op.source, op.db_system, op.name, op.collection, op.error_type
         with self._tally_lock:  # both tallies under one acquisition
             self._in_flight._add((source, db_system, name, collection, None, None), -1)
-            if count:
+            if not held:
                 self._operations._add((source, db_system, name, collection, op.outcome, error_type), 1)
         # error.type on the duration metric if and only if the operation failed.
         self.duration.record(duration_s, _attributes(source, db_system, name, collection, None, error_type))
@@ -179,6 +188,9 @@ class MetricSink:
             if isinstance(reason, str):
                 attrs[semconv.SIGTRACE_ORPHAN_REASON] = reason
             self.orphans.add(1, attrs)
+
+    def event(self, op: Operation, time_ns: int) -> None:
+        """Single signals are span events and audit events; they have no duration to record."""
 
     def resolved(self, op: Operation) -> None:
         """A held write's transaction ended: count it under its final outcome (``ok``, ``rolled_back``...)."""

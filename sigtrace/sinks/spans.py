@@ -19,6 +19,7 @@ from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
 from sigtrace.core.operation import Operation
+from sigtrace.core.sinks import Labels
 
 __all__ = ["SpanSink", "old_names_enabled"]
 
@@ -83,6 +84,30 @@ class SpanSink:
             limit = self.max_value_length
             for key, value in op.attributes.items():
                 attrs[key] = value[:limit] if isinstance(value, str) else value
+
+    # --- the sink life cycle (core/sinks.py) ---
+
+    def started(self, op: Operation) -> None:
+        op.span = self.start(op)
+
+    def cancelled(self, op: Operation) -> None:
+        if op.span is not None:
+            op.span.end()
+
+    def described(self, op: Operation, before: Labels) -> None:
+        """The span's name and attributes are brought up to date when it ends."""
+
+    def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
+        self.end(op, end_ns)  # not delayed by a transaction: the span says what the call did
+
+    def resolved(self, op: Operation) -> None:
+        """The span ended with the call; a transaction's later outcome is the audit event's and the count's."""
+
+    def event(self, op: Operation, time_ns: int) -> None:
+        if op.span is not None:
+            op.span.add_event(op.name, self.attributes(op), timestamp=time_ns)
+
+    # --- spans ---
 
     def start(self, op: Operation, context: Context | None = None) -> Span:
         base = self._base(op)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.metrics import Meter
 
 from sigtrace.core import safety
 from sigtrace.core.engine import Engine
@@ -29,6 +30,8 @@ class Source:
     def __init__(self, engine: Engine, options: Any = None) -> None:
         self.engine = engine
         self.options = options
+        #: The installation's meter, for a source's own instruments (``None`` with metrics off).
+        self.meter: Meter | None = None
         self._undo: list[Callable[[], None]] = []
 
     def attach(self) -> None:

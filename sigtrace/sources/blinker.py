@@ -22,7 +22,15 @@ from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
 from sigtrace.sources.base import Source
 
-__all__ = ["BlinkerSource", "SignalPair", "SingleSignal", "declare", "undeclare"]
+__all__ = [
+    "BlinkerSource",
+    "SignalPair",
+    "SingleSignal",
+    "declare",
+    "trace_signal",
+    "trace_signals",
+    "undeclare",
+]
 
 KeyFunc = Callable[..., Hashable]
 NameSpec = str | Callable[..., str] | None
@@ -251,3 +259,63 @@ def _correlation_id(key: Hashable) -> str | None:
     if isinstance(key, str | int | uuid.UUID) and not isinstance(key, bool):
         return str(key)
     return None
+
+
+# --- declaring signals (re-exported as sigtrace.trace_signals / sigtrace.trace_signal) ---
+
+
+def trace_signals(
+    pre: Any,
+    post: Any,
+    *,
+    key: Callable[..., Hashable] | None = None,
+    name: str | Callable[..., str] | None = None,
+    attributes: Mapping[str, AttributeValue] | Callable[..., Mapping[str, AttributeValue]] | None = None,
+    model: str | None = None,
+    collection: str | None = None,
+    source: str = "blinker",
+    asynchronous: bool = False,
+    write: bool = True,
+    activate: bool = True,
+) -> SignalPair:
+    """Trace a pair of blinker signals: an operation starts at ``pre`` and ends at ``post``.
+
+    ``key(sender, **kwargs)`` correlates the two (default: the sender's identity). ``name`` and
+    ``attributes`` may be values or callables of the same arguments. ``asynchronous=True`` for
+    signals sent with ``send_async``. Works before or after ``install()``; returns a handle whose
+    ``untrace()`` disconnects the pair.
+    """
+    pair = SignalPair(
+        pre,
+        post,
+        name=name,
+        attributes=attributes,
+        model=model,
+        collection=collection,
+        source=source,
+        asynchronous=asynchronous,
+        write=write,
+        activate=activate,
+    )
+    if key is not None:
+        pair.key = key
+    declare(pair)
+    return pair
+
+
+def trace_signal(
+    signal: Any,
+    *,
+    name: str | Callable[..., str] | None = None,
+    attributes: Mapping[str, AttributeValue] | Callable[..., Mapping[str, AttributeValue]] | None = None,
+    model: str | None = None,
+    source: str = "blinker",
+    asynchronous: bool = False,
+    write: bool = True,
+) -> SingleSignal:
+    """Trace a single signal (no pre/post pair): an event on the current span plus an audit event."""
+    single = SingleSignal(
+        signal, name=name, attributes=attributes, model=model, source=source, asynchronous=asynchronous, write=write
+    )
+    declare(single)
+    return single

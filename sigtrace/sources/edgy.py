@@ -25,11 +25,12 @@ persistent callback on every Edgy ``Registry`` (existing models and models regis
 the entry-point wrappers re-check the model's signals at each call (signals re-wired after install).
 
 Custom signals (``User.meta.signals.on_verify = edgy.Signal()``) are traced on request through the
-generic blinker source: :func:`trace_model_signal` / :func:`trace_model_signals`.
+generic blinker source: ``trace_model_signal`` / ``trace_model_signals``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import weakref
@@ -43,14 +44,15 @@ from edgy.core.connection.registry import Registry
 from edgy.core.db.querysets.base import BaseQuerySet
 from opentelemetry.util.types import AttributeValue
 
-import sigtrace
 from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
+from sigtrace.core.transactions import Transaction
+from sigtrace.sources._transactions import ConnectionTransactions
 from sigtrace.sources.base import Source
-from sigtrace.sources.blinker import SignalPair, SingleSignal
+from sigtrace.sources.blinker import SignalPair, SingleSignal, trace_signal, trace_signals
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
 
@@ -78,6 +80,7 @@ _MAX_FILTER: Final = 1024
 _FAMILY_SIGNALS: Final = {family: (f"pre_{family}", f"post_{family}") for family in FAMILIES}
 # Guards are stateless: one instance per kind, not one per call.
 _GUARD_ENTRY: Final = safety.guard("source.edgy.entry")
+_GUARD_TRANSACTION: Final = safety.guard("source.edgy.transaction")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -162,6 +165,34 @@ def _pk_of(instance: Any) -> str | None:
     return str(pk)
 
 
+def _connection_of(database: Any) -> Any:
+    """The databasez ``Connection`` this task's queries to ``database`` use (``Database.connection()``
+    without creating one): the task's own, or the shared one of a force_rollback database."""
+    if database is None or not getattr(database, "is_connected", False):
+        return None
+    loop = asyncio.get_running_loop()
+    if database._loop is not loop:
+        database = database._databases_map.get(loop, database)  # a sub-database of another event loop
+    if database.force_rollback:
+        return database._global_connection
+    task = asyncio.current_task()
+    return None if task is None else database._connection_map.get(task)
+
+
+def _savepoint_begins_transaction(connection: Any) -> bool:
+    """True if the SAVEPOINT SQLAlchemy is about to issue starts a transaction of its own.
+
+    databasez opens its outer transactions on SQLite without a BEGIN (the driver defers it to the
+    first INSERT/UPDATE/DELETE); a SAVEPOINT sent before that starts a transaction in SQLite, and
+    its RELEASE commits it, whatever the outer transaction does later. Edgy wraps every save and
+    update in such a savepoint. (ormar sends its own BEGIN and is not concerned.)
+    """
+    if connection is None or connection.dialect.name != "sqlite" or not connection.in_transaction():
+        return False
+    driver = connection.sync_connection.connection.driver_connection
+    return getattr(driver, "in_transaction", None) is False
+
+
 def _is_queryset(obj: Any) -> bool:
     return isinstance(obj, BaseQuerySet)
 
@@ -200,6 +231,15 @@ class EdgySource(Source):
         self._registries: dict[int, Registry] = {}
         self._receivers: dict[str, Callable[..., Any]] = {}
         self._capture_values = bool(getattr(options, "capture_values", False))
+        self._transactions = ConnectionTransactions(SOURCE)
+        #: The transactions of ``_fresh`` savepoints (weakly: they end with their connection's stack).
+        self._fresh_transactions: weakref.WeakSet[Transaction] = weakref.WeakSet()
+        #: id(Connection) -> commits/rollbacks under way on it; ids released during one of them.
+        self._finishing: dict[int, int] = {}
+        self._released: set[int] = set()
+        #: databasez backend transactions that are a SAVEPOINT to SQLAlchemy but a transaction of their
+        #: own to SQLite: issued while the driver was in autocommit, so their RELEASE commits.
+        self._fresh: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # --- attach ---
 
@@ -212,6 +252,7 @@ class EdgySource(Source):
         self.connect(edgy_signals.pre_migrate, self._on_pre_migrate)
         self.connect(edgy_signals.post_migrate, self._on_post_migrate)
         self._patch_entry_points()
+        self._patch_transactions()
         # Every model, also those with their own Broadcaster and those registered after install().
         self.patch("edgy.core.connection.registry", "Registry.__init__", self._wrap_registry_init)
         for registry in self._known_registries():
@@ -361,6 +402,7 @@ class EdgySource(Source):
             values=values,
             audit={k: v for k, v in audit.items() if v is not None},
         )
+        op.transaction = self._transaction_of(database)
         return op, subject
 
     def _values(self, model_instance: Any, new: Any, family: str) -> dict[str, Any] | None:
@@ -368,9 +410,12 @@ class EdgySource(Source):
         if not isinstance(new, Mapping):
             return None
         old_state = getattr(model_instance, "__dict__", None) if family == "update" else None
+        # Fields assigned since the instance was loaded or written hold the new value, not the old.
+        private = getattr(model_instance, "__pydantic_private__", None) if old_state is not None else None
+        dirty = private.get("_db_dirty") if isinstance(private, dict) else None
         out: dict[str, Any] = {}
         for field, value in new.items():
-            if isinstance(old_state, dict) and field in old_state:
+            if isinstance(old_state, dict) and field in old_state and not (dirty and field in dirty):
                 out[str(field)] = [old_state[field], value]
             else:
                 out[str(field)] = value
@@ -418,6 +463,7 @@ class EdgySource(Source):
     def _make_post(self, family: str) -> Callable[..., Any]:
         signal_name = f"post_{family}"
         engine = self.engine
+        in_task = family in _IN_TASK
 
         guard = safety.guard(f"source.edgy.{signal_name}")
 
@@ -429,6 +475,11 @@ class EdgySource(Source):
                 key = _op_key(subject, family, _scope_tag())
                 skipped = bool(kwargs.get("operation_skipped"))
                 outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
+                if in_task:
+                    # The entry wrapper's operation, if its pre signal never reached us (muted).
+                    claimed = engine.claim(key, obj=subject, signal=signal_name)
+                    if claimed is not None and claimed.changed_fields is None and family != "delete":
+                        claimed.changed_fields = _names(kwargs.get("values"))
                 attributes: dict[str, AttributeValue] = {}
                 audit: dict[str, Any] = {}
                 row_count = kwargs.get("row_count")
@@ -505,6 +556,117 @@ class EdgySource(Source):
                 op.audit["revision"] = revision
         return result
 
+    # --- transactions (databasez: a stack of BoundTransactions per Connection) ---
+
+    def _patch_transactions(self) -> None:
+        tx = "databasez.core.transaction"
+        self.patch(tx, "BoundTransaction.__init__", self._wrap_bound_init)
+        self.patch("databasez.sqlalchemy", "SQLAlchemyTransaction.start", self._wrap_backend_start)
+        self.patch(tx, "BoundTransaction.commit", self._bound_end(committing=True))
+        self.patch(tx, "BoundTransaction.rollback", self._bound_end(committing=False))
+        self.patch("databasez.core.connection", "Connection._aexit_raw", self._wrap_connection_exit)
+
+    def _wrap_bound_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
+        """A transaction or savepoint begins on a connection (databasez creates it under the connection's lock)."""
+        wrapped(*args, **kwargs)
+        with _GUARD_TRANSACTION:
+            connection = instance.connection
+            transaction = instance.transaction
+            if transaction._force_rollback and getattr(connection, "connection_transaction", None) is transaction:
+                # The whole-connection transaction of a force_rollback database (a test database):
+                # not reported as one (docs/sources/edgy.md, "Transactions").
+                return
+            fresh = instance.transaction_db in self._fresh
+            txn = self._transactions.begin(connection, instance, fresh=fresh)
+            if fresh:
+                # The write that opened it (Edgy wraps each save/update in a transaction) is kept or
+                # lost with it, not with the transaction the application opened around it.
+                # The first such transaction is the write's own: later ones inside the same call (a
+                # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
+                self._fresh_transactions.add(txn)
+                scope = current_scope()
+                op = scope.op if scope is not None else None
+                if (
+                    op is not None
+                    and not op.done
+                    and op.source == SOURCE
+                    and (op.transaction is None or op.transaction not in self._fresh_transactions)
+                ):
+                    op.transaction = txn
+
+    async def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``)."""
+        fresh = False
+        with _GUARD_TRANSACTION:
+            fresh = _savepoint_begins_transaction(instance.async_connection)
+        result = await wrapped(*args, **kwargs)
+        if fresh:
+            with _GUARD_TRANSACTION:
+                self._fresh.add(instance)
+        return result
+
+    def _forget_rolled_back_fresh(self) -> None:
+        """A call that goes on after its own transaction rolled back (Edgy inserts that ignore a
+        conflict roll theirs back, then write otherwise): what it writes next decides its fate."""
+        scope = current_scope()
+        op = scope.op if scope is not None else None
+        txn = op.transaction if op is not None and not op.done else None
+        if txn is not None and txn in self._fresh_transactions and txn.outcome == semconv.OUTCOME_ROLLED_BACK:
+            op.transaction = None  # type: ignore[union-attr]
+
+    def _bound_end(self, *, committing: bool) -> Callable[..., Any]:
+        transactions = self._transactions
+
+        finishing = self._finishing
+        released = self._released
+
+        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            # A second commit/rollback while one is finishing is refused by databasez: not an end.
+            if getattr(instance, "is_finalizing", True):
+                return await wrapped(*args, **kwargs)
+            # databasez releases the connection inside the call, after the commit: what is still open
+            # on it is closed only once this transaction's own end is known (below).
+            connection = instance.connection
+            key = id(connection)
+            finishing[key] = finishing.get(key, 0) + 1
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                with _GUARD_TRANSACTION:
+                    transactions.failed(instance, exc, committing=committing)
+                raise
+            else:
+                with _GUARD_TRANSACTION:
+                    transactions.end(instance, committed=committing)
+                    if not committing:
+                        self._forget_rolled_back_fresh()
+            finally:
+                count = finishing.pop(key, 1) - 1
+                if count:
+                    finishing[key] = count
+                elif key in released:
+                    released.discard(key)
+                    transactions.close(connection)
+            return result
+
+        return wrapper
+
+    async def _wrap_connection_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """The connection is released once its last user left: what is still open on it never ended."""
+        try:
+            closing = await wrapped(*args, **kwargs)
+        except BaseException:
+            with _GUARD_TRANSACTION:
+                self._transactions.close(instance)
+            raise
+        if closing:
+            with _GUARD_TRANSACTION:
+                if id(instance) in self._finishing:
+                    self._released.add(id(instance))  # closed by the commit/rollback that released it
+                else:
+                    self._transactions.close(instance)
+        return closing
+
     # --- entry points ---
 
     def _patch_entry_points(self) -> None:
@@ -526,19 +688,75 @@ class EdgySource(Source):
             self.patch("alembic.command", command, self._wrap_alembic)
 
     def _observing(self, family: str, *, queryset: bool = False) -> Callable[..., Any]:
-        """Instance / query-set operation: receivers own the span; the scope ends it on a failure.
+        """Instance / query-set operation: the wrapper's own operation, current for the call.
 
-        ``queryset``: the wrapped method is a ``QuerySet``'s (known here: no type check per call).
+        The call's pre signal claims it (and describes it: changed fields, values, filter), its
+        post signal ends it, an exception leaving the call ends it as an error. When no signal
+        reaches sigtrace (``Model.meta.signals.pre_save.muted()``, a global signal muted) the
+        operation still ends when the call returns: the write is audited whatever the
+        application does with Edgy's signals. ``queryset``: the wrapped method is a
+        ``QuerySet``'s (known here: no type check per call).
         """
         engine = self.engine
+        name = f"queryset_{family}" if queryset else family
+        signal_name = f"pre_{family}"
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            op: Operation | None = None
+            expect: Hashable | None = None
             with _GUARD_ENTRY:
-                self._ensure(instance.model_class if queryset else type(instance), family)
-            async with engine.entry(None):
+                model = instance.model_class if queryset else type(instance)
+                self._ensure(model, family)
+                op = self._entry_operation(name, model, instance, signal_name)
+                if family == "update":
+                    op.changed_fields = sorted(map(str, kwargs))
+                    if self._capture_values:
+                        op.values = dict(kwargs) if queryset else self._values(instance, kwargs, family)
+                if queryset:
+                    op.attributes[ATTR_QUERYSET] = True
+                expect = _op_key(instance, family, id(op))
+            if op is None:
                 return await wrapped(*args, **kwargs)
+            async with engine.entry(op, expect=expect):
+                result = await wrapped(*args, **kwargs)
+                if not op.done:
+                    # No post signal ended it (muted): what the call itself tells.
+                    with _GUARD_ENTRY:
+                        if queryset:
+                            if isinstance(result, int) and not isinstance(result, bool):
+                                op.attributes[ATTR_ROW_COUNT] = result
+                                op.audit["rows"] = result
+                        elif op.pk is None:
+                            op.pk = _pk_of(instance)
+            return result
 
         return wrapper
+
+    def _entry_operation(self, name: str, model: Any, subject: Any, signal: str) -> Operation:
+        """What an entry wrapper knows before the call: model, table, database, transaction."""
+        facts = _facts_of(model)
+        database = getattr(subject, "database", None)
+        if database is None:
+            database = getattr(model, "database", None)
+        db_system, namespace = _db_fields(database)
+        op = Operation(
+            source=SOURCE,
+            name=name,
+            model=facts.name,
+            collection=facts.collection,
+            db_system=db_system,
+            namespace=namespace,
+            pk=None if _is_queryset(subject) else _pk_of(subject),
+            signal=signal,
+        )
+        op.transaction = self._transaction_of(database)
+        return op
+
+    def _transaction_of(self, database: Any) -> Any:
+        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
+        with _GUARD_TRANSACTION:
+            return self._transactions.current(_connection_of(database))
+        return None  # the guard reported a failure: the write is reported when it returns
 
     def _gathered(self, family: str, name: str, *, staged: bool = False) -> Callable[..., Any]:
         """Bulk / relation operation: the span is current for the call, the gathered receivers claim it.
@@ -575,6 +793,8 @@ class EdgySource(Source):
                     db_system=db_system,
                     namespace=namespace,
                 )
+                database = getattr(owner, "database", None) or getattr(model, "database", None)
+                op.transaction = self._transaction_of(database)
                 expect = _op_key(owner, family, id(op))
             if op is None:
                 return await wrapped(*args, **kwargs)
@@ -608,7 +828,7 @@ def trace_model_signals(
     ``asynchronous=False`` for signals the application sends with ``send`` instead of ``send_async``.
     """
     signals = model.meta.signals
-    return sigtrace.trace_signals(
+    return trace_signals(
         getattr(signals, pre),
         getattr(signals, post),
         key=key or _key_by_instance,
@@ -622,7 +842,7 @@ def trace_model_signals(
 
 def trace_model_signal(model: Any, signal: str, *, asynchronous: bool = True) -> SingleSignal:
     """Trace one custom signal of a model's Broadcaster: an event on the current span plus an audit event."""
-    return sigtrace.trace_signal(
+    return trace_signal(
         getattr(model.meta.signals, signal),
         name=signal,
         model=model.__name__,

@@ -10,14 +10,14 @@ How it attaches (see docs/sources/ormar.md for the per-operation table):
   signals) ormar gathers the user's receivers, so it never runs in one of ormar's receiver tasks.
 * **Parenting and failures** — ormar's own entry points (``Model.save/update/delete``, relation
   ``add/remove/clear``, ``QuerySet.update/delete/bulk_create/bulk_update``) are wrapped in the core's
-  :meth:`Engine.entry` scope: the operation span is a child of the caller's span, it is current for
+  ``Engine.entry`` scope: the operation span is a child of the caller's span, it is current for
   the whole call (the SQL spans of opentelemetry-instrumentation-sqlalchemy nest under it), the pre
   signal claims it (signal name, pk, changed fields) and an exception leaving the call — a
   constraint violation, a user receiver raising — ends it as an ERROR at once.
 * **Writes without a signal** — ``QuerySet.update``/``delete`` and ``bulk_create`` send nothing; the
   entry wrappers alone give them a span and an audit event.
 
-Correlation is by instance identity (:func:`identity_key`), never by equality: ormar models
+Correlation is by instance identity (``identity_key``), never by equality: ormar models
 compare by value. Relation signals pass the owner as a ``weakref.proxy``; the wrapper and the
 signal see the same proxy object, so they share a key.
 """
@@ -40,6 +40,7 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import EntryScope
 from sigtrace.core.operation import Operation
+from sigtrace.sources._transactions import ConnectionTransactions
 from sigtrace.sources.base import Source
 
 __all__ = [
@@ -93,6 +94,7 @@ _ENTRY_KINDS = (
 _GUARD_BUILD = {kind: safety.guard(f"source.ormar.{kind}") for kind in _ENTRY_KINDS}
 _GUARD_AFTER = {kind: safety.guard(f"source.ormar.{kind}.after") for kind in _ENTRY_KINDS}
 _GUARD_SIGNAL = safety.guard("source.ormar.signal")
+_GUARD_TRANSACTION = safety.guard("source.ormar.transaction")
 
 
 # --- custom signals (declared by the user; module-level so they work before or after install) ---
@@ -234,10 +236,10 @@ def _transaction_var() -> ContextVar[Any] | None:
     return _transaction_connection
 
 
-def _transaction_active() -> bool:
-    """True inside ``database.transaction()``: the write is committed (or rolled back) later."""
+def _transaction_connection() -> Any:
+    """The connection of the ``database.transaction()`` this task is in (ormar sends every query there)."""
     var = _transaction_var()
-    return var is not None and var.get() is not None
+    return None if var is None else var.get()
 
 
 _writable_cache: weakref.WeakKeyDictionary[type, tuple[int, frozenset[str]]] = weakref.WeakKeyDictionary()
@@ -276,11 +278,11 @@ class OrmarSource(Source):
     def __init__(self, engine: Any, options: Any = None) -> None:
         super().__init__(engine, options)
         self._signal_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._transactions = ConnectionTransactions(self.name)
 
     @property
     def _capture_values(self) -> bool:
-        audit = self.engine.audit
-        return bool(audit is not None and audit.capture_values)
+        return bool(getattr(self.options, "capture_values", False))
 
     def attach(self) -> None:
         import ormar  # noqa: F401 - fails early if the library is missing
@@ -296,6 +298,50 @@ class OrmarSource(Source):
         self.patch("ormar.queryset.queryset", "QuerySet.delete", self._wrap_queryset_delete)
         self.patch("ormar.queryset.queryset", "QuerySet.bulk_create", self._wrap_bulk_create)
         self.patch("ormar.queryset.queryset", "QuerySet.bulk_update", self._wrap_bulk_update)
+        self.patch("ormar.databases.transaction", "Transaction.__aenter__", self._wrap_transaction_enter)
+        self.patch("ormar.databases.transaction", "Transaction.__aexit__", self._wrap_transaction_exit)
+
+    # --- transactions (ormar.databases.transaction.Transaction: one connection, savepoints inside) ---
+
+    async def _wrap_transaction_enter(
+        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        result = await wrapped(*args, **kwargs)
+        with _GUARD_TRANSACTION:
+            connection = instance._connection
+            database = instance._database
+            if instance._force_rollback and getattr(database, "_global_transaction", None) is instance:
+                # The whole-run transaction of ``DatabaseConnection(force_rollback=True)``, a test
+                # database: not reported as one (docs/sources/ormar.md, "Transactions").
+                pass
+            elif connection is not None:
+                self._transactions.begin(connection, instance)
+        return result
+
+    async def _wrap_transaction_exit(
+        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        rollback = True
+        connection: Any = None
+        with _GUARD_TRANSACTION:
+            # What ormar's own __aexit__ decides: an exception, or force_rollback, rolls back.
+            exc_type = args[0] if args else kwargs.get("exc_type")
+            rollback = exc_type is not None or bool(instance._force_rollback)
+            if instance._depth == 0:
+                connection = instance._connection  # closed by ormar at the outermost exit
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            with _GUARD_TRANSACTION:
+                self._transactions.failed(instance, exc, committing=not rollback)
+                if connection is not None:
+                    self._transactions.close(connection)
+            raise
+        with _GUARD_TRANSACTION:
+            self._transactions.end(instance, committed=not rollback)
+            if connection is not None:
+                self._transactions.close(connection)  # anything still open on it never ended
+        return result
 
     # --- building operations ---
 
@@ -324,8 +370,10 @@ class OrmarSource(Source):
             attributes=attributes or {},
             audit=audit or {},
         )
-        if _transaction_active():
-            op.audit["in_transaction"] = True
+        connection = _transaction_connection()
+        if connection is not None:
+            # Reported when that transaction ends: ``ok`` at the outermost commit, else ``rolled_back``.
+            op.transaction = self._transactions.current(connection)
         return op
 
     async def _scoped(

@@ -23,9 +23,9 @@ the error, rolls back and returns (``commit()`` does not raise): the autoflush s
 ERROR too, and the rows it took are counted as left pending. The flush kinds let the exception
 propagate to their caller (the CLI logs it and exits with status 1).
 
-Trace context through the outbox: :class:`TraceContextMixin` adds ``traceparent`` / ``tracestate``
+Trace context through the outbox: ``TraceContextMixin`` adds ``traceparent`` / ``tracestate``
 columns filled when a row is created; the send span links to that context, so a trace viewer leads
-from the request that created the row to the flush that sent it. :func:`inject_headers` puts the
+from the request that created the row to the flush that sent it. ``inject_headers`` puts the
 current context (the send span, inside ``send_signalbus_message``) into the outgoing message's
 headers so that a consumer continues the trace.
 """
@@ -52,6 +52,7 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import error_type_of
 from sigtrace.core.operation import Operation
+from sigtrace.sources._sa_session import TRACKER
 from sigtrace.sources.base import Source
 
 __all__ = [
@@ -212,7 +213,7 @@ def inject_headers(headers: MutableMapping[str, Any] | None = None) -> MutableMa
     """Put the current trace context into outgoing message headers (the global propagator: W3C by default).
 
     Inside ``send_signalbus_message`` the current span is sigtrace's send span, so a consumer that
-    extracts these headers (:func:`extract_context`) continues the trace of the send::
+    extracts these headers (``extract_context``) continues the trace of the send::
 
         def send_signalbus_message(self):
             channel.basic_publish(..., properties=pika.BasicProperties(headers=inject_headers({})))
@@ -355,9 +356,11 @@ class SignalBusSource(Source):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
 
-        metrics = self.engine.metrics
-        if metrics is not None:
-            self._left_pending = metrics.meter.create_counter(
+        TRACKER.acquire()
+        self.on_detach(TRACKER.release)
+
+        if self.meter is not None:
+            self._left_pending = self.meter.create_counter(
                 METRIC_LEFT_PENDING,
                 unit="{message}",
                 description="Messages a Flask-SignalBus run took from the outbox and left there because a send failed.",
@@ -620,7 +623,7 @@ class SignalBusSource(Source):
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(rows, "send_batch", next(self._seq))
-        return self._traced_send(wrapped, args, kwargs, op, key, None, origins)
+        return self._traced_send(wrapped, args, kwargs, op, key, None, origins, rows[0] if rows else None)
 
     def _traced_send(
         self,
@@ -631,6 +634,7 @@ class SignalBusSource(Source):
         key: Any,
         row: Any,
         origins: Sequence[SpanContext],
+        subject: Any = None,
     ) -> Any:
         engine = self.engine
         sending = _SENDING.set(True)
@@ -647,14 +651,33 @@ class SignalBusSource(Source):
                 except Exception as exc:  # noqa: BLE001 - the safety net
                     safety.report(_KIND_SEND, exc)
                 try:
-                    return wrapped(*args, **kwargs)
+                    result = wrapped(*args, **kwargs)
                 except BaseException as exc:
                     run = _RUN.get()
                     if run is not None and run.error is None:
                         run.error = exc
                     raise
+                try:
+                    traced = scope.operation
+                    if traced is not None:
+                        _hold_on_session(traced, row if row is not None else subject)
+                except Exception as exc:  # noqa: BLE001 - the safety net
+                    safety.report(_KIND_SEND, exc)
+                return result
         finally:
             _SENDING.reset(sending)
+
+
+def _hold_on_session(op: Operation, row: Any) -> None:
+    """A sent message is done when the session that deletes its row commits: hold its audit event on that
+    session's transaction (``sigtrace/sources/_sa_session.py``), so a rollback (a later send of the same
+    autoflush failing, a failed commit) reports it ``rolled_back``: the row stays and it will be sent again."""
+    if row is None:
+        return
+    session = _orm.object_session(row)
+    txn = TRACKER.current(session)
+    if txn is not None:
+        op.transaction = txn
 
 
 def _restorer(owner: type, name: str, original: Any, proxy: Any) -> Callable[[], None]:

@@ -81,16 +81,40 @@ def test_unknown_source_is_a_clear_error() -> None:
 
 
 def test_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(REGISTRY, "ghost", SourceSpec("ghost", "x:Y", "library_that_is_not_there", "ghost"))
+    monkeypatch.setitem(
+        REGISTRY, "ghost", SourceSpec("ghost", "x:Y", "library_that_is_not_there", "ghost", "ghost", ">=1")
+    )
     with pytest.raises(sigtrace.MissingLibraryError, match=r'pip install "sigtrace\[ghost\]"'):
         select_sources(("ghost",), frozenset())
 
 
 def test_default_sources_are_the_importable_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(REGISTRY, "ghost", SourceSpec("ghost", "x:Y", "library_that_is_not_there", "ghost"))
+    monkeypatch.setitem(
+        REGISTRY, "ghost", SourceSpec("ghost", "x:Y", "library_that_is_not_there", "ghost", "ghost", ">=1")
+    )
     names = [spec.name for spec in select_sources(None, frozenset())]
     assert "blinker" in names and "ghost" not in names
     assert "blinker" not in [spec.name for spec in select_sources(None, frozenset({"blinker"}))]
+
+
+def never() -> bool:
+    """A ``SourceSpec.detect`` that declines (referenced as ``tests.core.test_install:never``)."""
+    return False
+
+
+def test_a_detected_source_may_decline_unless_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    shy = SourceSpec(
+        "shy",
+        "sigtrace.sources.blinker:BlinkerSource",
+        "blinker",
+        "blinker",
+        "blinker",
+        ">=1",
+        detect=f"{__name__}:never",
+    )
+    monkeypatch.setitem(REGISTRY, "shy", shy)
+    assert "shy" not in [spec.name for spec in select_sources(None, frozenset())]
+    assert [spec.name for spec in select_sources(("shy",), frozenset())] == ["shy"]
 
 
 def test_application_provider_is_never_replaced() -> None:
@@ -174,3 +198,37 @@ def test_span_parent_is_the_callers_span() -> None:
         job = cap.span("job")
         assert job.parent is not None and job.parent.span_id == request.get_span_context().span_id
         assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def _blinker_supporting(versions: str) -> SourceSpec:
+    spec = REGISTRY["blinker"]
+    return SourceSpec(spec.name, spec.target, spec.library, spec.extra, spec.distribution, versions)
+
+
+def test_a_detected_library_outside_the_supported_range_is_not_attached_and_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(REGISTRY, "blinker", _blinker_supporting("<1.0"))
+    installed = REGISTRY["blinker"].installed_version()
+    assert installed is not None
+    with caplog.at_level("WARNING", logger="sigtrace"):
+        names = [spec.name for spec in select_sources(None, frozenset())]
+    assert "blinker" not in names
+    assert f"source 'blinker' supports blinker <1.0, but blinker {installed} is installed" in caplog.text
+    assert "not attached" in caplog.text
+
+
+def test_a_source_named_explicitly_outside_the_range_is_attached_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(REGISTRY, "blinker", _blinker_supporting("<1.0"))
+    with caplog.at_level("WARNING", logger="sigtrace"):
+        names = [spec.name for spec in select_sources(("blinker",), frozenset())]
+    assert names == ["blinker"]
+    assert "attached because it was named" in caplog.text
+
+
+def test_every_source_supports_the_library_version_the_test_environment_installs() -> None:
+    for spec in REGISTRY.values():
+        if spec.installed_version() is not None:
+            assert spec.unsupported() is None, spec.unsupported()

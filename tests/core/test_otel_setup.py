@@ -32,6 +32,8 @@ SCRIPT = textwrap.dedent(
         "service": tp.resource.attributes.get("service.name") if hasattr(tp, "resource") else None,
         "global_is_ours": trace.get_tracer_provider() is tp,
         "logger_provider": type(handle.logger_provider).__name__,
+        "meter_provider": type(handle.meter_provider).__name__,
+        "owned": sorted(handle.providers.owned),
     }))
     """
 )
@@ -47,11 +49,87 @@ def run(env: dict[str, str], script: str = SCRIPT) -> dict[str, object]:
     return result
 
 
-def test_no_otel_variables_gives_an_sdk_provider_without_exporters() -> None:
+def test_no_otel_variables_claims_no_global_provider() -> None:
+    """Nothing configured: sigtrace keeps the API's proxies instead of an SDK provider that exports nothing."""
     result = run({})
-    assert result["tracer_provider"] == "TracerProvider"
-    assert result["configured_here"] is True and result["global_is_ours"] is True
-    assert result["exporters"] == []
+    assert result["tracer_provider"] == "ProxyTracerProvider"
+    assert result["configured_here"] is False and result["global_is_ours"] is True
+    assert result["logger_provider"] == "ProxyLoggerProvider"
+
+
+def test_only_the_signals_with_an_exporter_are_configured() -> None:
+    """A traces endpoint alone: sigtrace configures tracing, and leaves metrics and logs to the application."""
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4999/v1/traces",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        "SIGTRACE_SHUTDOWN_TIMEOUT": "1",
+    }
+    result = run(env)
+    assert result["tracer_provider"] == "TracerProvider" and result["owned"] == ["traces"]
+    assert result["meter_provider"] == "_ProxyMeterProvider"
+    assert result["logger_provider"] == "ProxyLoggerProvider"
+
+
+LATE_PROVIDERS = textwrap.dedent(
+    """
+    import json, logging, blinker, sigtrace
+    from opentelemetry import trace, metrics, _logs
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+    pre, post = blinker.NamedSignal("pre_save"), blinker.NamedSignal("post_save")
+    sigtrace.trace_signals(pre, post, collection="orders")
+    sigtrace.install(sources=["blinker"], audit_file="-")      # AppConfig.ready(): before the application's OTel
+
+    spans, reader, logs = InMemorySpanExporter(), InMemoryMetricReader(), InMemoryLogRecordExporter()
+    tracer_provider = TracerProvider(); tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    logger_provider = LoggerProvider(); logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    trace.set_tracer_provider(tracer_provider)                 # the application configures OpenTelemetry
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    _logs.set_logger_provider(logger_provider)
+
+    with trace.get_tracer("app").start_as_current_span("request"):
+        pre.send("x"); post.send("x")
+    points = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                points[metric.name] = sum(
+                    getattr(p, "value", getattr(p, "count", 0)) for p in metric.data.data_points
+                )
+    print(json.dumps({
+        "spans": sorted(s.name for s in spans.get_finished_spans()),
+        "points": points,
+        "logs": [str(r.log_record.body) for r in logs.get_finished_logs()],
+    }))
+    """
+)
+
+
+def test_a_provider_the_application_sets_after_install_gets_sigtraces_telemetry() -> None:
+    """install() first, then the application's own providers: spans, metric points (the observable counters
+    too, created on the proxy meter) and audit log records all reach them; nothing is refused."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SIGTRACE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", LATE_PROVIDERS], env=clean, capture_output=True, text=True, timeout=60, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["spans"] == ["request", "save orders"]
+    assert result["points"]["sigtrace.operations"] == 1
+    assert result["points"]["db.client.operation.duration"] == 1
+    assert result["points"]["sigtrace.operations.in_flight"] == 0
+    assert result["logs"] == ["save orders"]
+    assert "Overriding" not in out.stderr
+    (line,) = [line for line in out.stderr.splitlines() if "sigtrace: installed" in line]
+    assert "spans: the provider the application sets later" in line
+    assert "JSON lines to -" in line
 
 
 @pytest.mark.parametrize(
@@ -79,7 +157,10 @@ def test_otlp_endpoint_and_protocol_are_honoured(protocol: str, exporter: str) -
 
 def test_service_name_option_names_the_resource() -> None:
     script = SCRIPT.replace("audit=False)", 'audit=False, service_name="billing")')
-    assert run({}, script)["service"] == "billing"
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4999"}
+    assert run({**env, "OTEL_BSP_SCHEDULE_DELAY": "60000", "SIGTRACE_SHUTDOWN_TIMEOUT": "1"}, script)["service"] == (
+        "billing"
+    )
 
 
 def test_sdk_disabled_turns_everything_off() -> None:

@@ -189,12 +189,29 @@ def test_autocommit_and_failed_writes_are_reported_at_once() -> None:
         assert outcomes(cap) == {"auto": "ok", "failed": "error"}  # an error is not reported twice
 
 
-def test_write_after_its_transaction_closed_is_reported_at_once() -> None:
+def test_write_ending_after_its_transaction_shares_how_it_ended() -> None:
     with capture(sources=["blinker"]) as cap:
-        txn = Transaction()
-        txn.commit()
-        write(cap, "late", txn)
-        assert outcomes(cap) == {"late": "ok"}
+        committed, rolled = Transaction(), Transaction()
+        committed.commit()
+        rolled.rollback()
+        write(cap, "committed", committed)
+        write(cap, "rolled", rolled)
+        outer = Transaction()
+        released = outer.savepoint()
+        released.commit()
+        write(cap, "released", released)  # joins the parent, still open
+        assert outcomes(cap) == {"committed": "ok", "rolled": "rolled_back"}
+        outer.rollback()
+        assert outcomes(cap) == {"committed": "ok", "rolled": "rolled_back", "released": "rolled_back"}
+
+
+def test_a_transaction_ends_once() -> None:
+    seen: list[str] = []
+    txn = Transaction()
+    txn.hold(seen.append)
+    txn.rollback()
+    txn.commit()
+    assert seen == ["rolled_back"] and txn.outcome == "rolled_back"
 
 
 def test_held_writes_count_as_in_flight_and_time_out_unknown() -> None:

@@ -226,7 +226,7 @@ def test_audit_output_that_blocks_cannot_stall_the_application() -> None:
 
     with safety.strict(False), capture(sources=["blinker"], audit=blocking) as cap:
         assert cap.installation is not None
-        audit = cap.installation.engine.audit
+        audit = cap.installation.audit
         assert audit is not None
         (_, output) = audit.outputs[0]
         output.max_pending = 100  # type: ignore[attr-defined]

@@ -40,7 +40,7 @@ SIGTRACE = {
     "audit_file": os.environ.get("SHOP_AUDIT_FILE"),  # None: the audit log goes to stderr
     "exclude": ["model:Session"],  # session writes are noise here
     "django": {
-        # Delete tracing costs Django's fast-delete path (benchmarks/django_fast_delete.py); kept on here.
+        # Delete tracing keeps Django's fast delete (no receiver); False would only leave deletes untraced.
         "trace_delete": True,
     },
 }

@@ -1,12 +1,13 @@
 """``INSTALLED_APPS = [..., "sigtrace.sources.django"]``: sigtrace installed when Django is ready.
 
 Options come from ``settings.SIGTRACE`` (a dict of :func:`sigtrace.install` options, plus a
-``"django"`` dict of Django-source options and ``"enabled": False`` to switch it all off)::
+``"django"`` dict of Django-source options and ``"enabled": False`` to switch it all off; booleans
+take True/False or true/false/1/0/yes/no/on/off, as everywhere)::
 
     SIGTRACE = {
         "service_name": "shop",
-        "exclude": ["model:Session"],
-        "django": {"trace_delete": False},   # keep Django's fast-delete path
+        "exclude": ["model:Heartbeat"],
+        "django": {"trace_delete": False},   # options of the Django source: deletes untraced
     }
 """
 
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 import sigtrace
-from sigtrace._config import ConfigError
+from sigtrace._config import ConfigError, parse_bool
 
 __all__ = ["SigtraceConfig", "install_from_settings"]
 
@@ -34,10 +35,9 @@ def install_from_settings() -> sigtrace.Installation | None:
         raise ImproperlyConfigured(f"settings.SIGTRACE={raw!r}: expected a dict of sigtrace.install() options")
     options = dict(raw)
     options.pop("django", None)  # read by the Django source itself (sigtrace.sources.django.source.django_options)
-    enabled = options.pop("enabled", True)
-    if not enabled:
-        return None
     try:
+        if not parse_bool(options.pop("enabled", True), 'settings.SIGTRACE["enabled"]'):
+            return None
         return sigtrace.install(**options)
     except ConfigError as exc:
         raise ImproperlyConfigured(f"settings.SIGTRACE: {exc}") from exc

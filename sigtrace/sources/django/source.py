@@ -1,45 +1,62 @@
-"""The Django source: model signals as operations, Django's own entry points as their scopes.
+"""The Django source: Django's own entry points as operations, model signals only where they cost nothing.
 
 What Django sends (docs/sources/django.md, ../shared/signal-semantics.md): ``pre_save``/``post_save``,
-``pre_delete``/``post_delete`` and ``m2m_changed`` (``pre_``/``post_`` ``add``, ``remove``, ``clear``) for
-every model through one :class:`~django.dispatch.Signal` each; receivers connected with
-``sender=None`` see every model, also those defined later. Receivers run synchronously in the
-caller's frame, and the post signal is skipped when the operation raises.
+``pre_delete``/``post_delete`` and ``m2m_changed`` for every model through one
+:class:`~django.dispatch.Signal` each. Two of them are not free: while any ``pre_delete``/``post_delete``
+receiver exists Django gives up its fast delete (``Collector.can_fast_delete``: every row is selected,
+every column, before the delete), and while an ``m2m_changed`` receiver exists it gives up its fast
+many-to-many add (``_get_add_plan``: one SELECT more per ``add()``). Installing sigtrace must change no
+query, so only ``pre_save``/``post_save`` are received (no fast path of Django depends on them), and
 
-So each traced operation has two halves:
+* saves: the entry point ``Model.save_base`` (``save``, ``asave``, ``create``... go through it) is
+  wrapped in :meth:`Engine.entry` (the operation's span is current during the call, so the SQL spans
+  of the driver instrumentation nest under it, and an exception ends it as an ERROR at once); the
+  signals claim that operation and end it with what only they know (the pk of a new row, ``created``);
+* deletes: ``Model.delete`` and ``QuerySet.delete`` are the entry points, and
+  ``django.db.models.deletion.Collector.delete`` says what Django deleted: the objects it collected
+  (one audit event each) and the querysets it deleted without loading a row (one event per model
+  with the row count Django returns);
+* many-to-many: the managers' ``add``/``remove``/``clear`` (Django 6: ``_add_base``...), with the
+  related pks Django computes itself (``_get_target_ids``, ``_get_missing_target_ids``);
+* ``QuerySet.update``, ``bulk_create`` and ``bulk_update`` send no signal at all: they are wrapped as
+  operations of their own (one span, one audit event per call, with the row count and pks).
 
-* the entry point (``Model.save_base``, ``Model.delete``, the many-to-many manager's ``add``,
-  ``remove`` and ``clear``; ``asave``/``adelete``/``aadd``... go through them) is wrapped in
-  :meth:`Engine.entry`: the operation's span is current during the call, so the SQL spans of the
-  driver instrumentation nest under it, and an exception (``IntegrityError``, a raising receiver)
-  ends it as an ERROR at once;
-* the signals claim that operation (``begin``) and end it (``end``) with what only they know
-  (the database alias, the pk of a new row, ``created``, the related pks).
+sigtrace never calls the project's database routers: the database of an operation is the ``using``
+Django was given, Django's own default where no router is configured, or else the alias Django
+resolved itself (the collector's ``using``, ``_get_add_plan(db)``, the compiler of the write query:
+see :meth:`DjangoSource._resolve`).
 
-``QuerySet.update``, ``bulk_create`` and ``bulk_update`` send no signal at all: they are wrapped
-as operations of their own (one span, one audit event per call, with the row count and pks).
-``QuerySet.delete`` sends ``pre_delete``/``post_delete`` for every row (no fast delete while any
-delete receiver is connected, which is why delete tracing can be turned off).
+Each write gets the transaction open on its connection as it starts (``op.transaction``,
+sigtrace/sources/django/transactions.py), so its audit event waits for the commit or rollback; Django's
+bookkeeping models are skipped (sigtrace/sources/django/framework.py); ``audit_diff`` models report old
+values (sigtrace/sources/django/diff.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
 
-from django.db import connections, router
+from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.models import Model, signals
+from django.db.models.deletion import Collector
 from django.db.models.fields import related_descriptors
+from django.db.models.sql import subqueries
 
 from sigtrace import semconv
-from sigtrace._config import ConfigError
+from sigtrace._config import ConfigError, parse_bool, warn_unknown_variables
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key, weak_ref
 from sigtrace.core.operation import Operation
+from sigtrace.core.text import safe_text
 from sigtrace.sources.base import Source
+from sigtrace.sources.django.diff import LoadedValues
+from sigtrace.sources.django.framework import is_framework_model
+from sigtrace.sources.django.transactions import DjangoTransactions
 
 __all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
 
@@ -48,14 +65,6 @@ SOURCE = "django"
 ROWS_AFFECTED = "sigtrace.rows_affected"
 #: At most this many pks are listed in the audit event of a bulk operation (``pks_truncated`` says when cut).
 MAX_AUDITED_PKS = 100
-_M2M_ACTIONS: Mapping[str, tuple[str, bool]] = {
-    "pre_add": ("m2m_add", True),
-    "post_add": ("m2m_add", False),
-    "pre_remove": ("m2m_remove", True),
-    "post_remove": ("m2m_remove", False),
-    "pre_clear": ("m2m_clear", True),
-    "post_clear": ("m2m_clear", False),
-}
 _M2M_METHODS: Mapping[str, str] = {"add": "m2m_add", "remove": "m2m_remove", "clear": "m2m_clear"}
 #: Django 6 routes add/remove/clear and set() through these; where they exist they are the entry points.
 _M2M_BASE_METHODS: Mapping[str, str] = {
@@ -65,7 +74,10 @@ _M2M_BASE_METHODS: Mapping[str, str] = {
 }
 #: Operations whose entry point calls other wrapped entry points (a bulk_update runs QuerySet.update,
 #: an m2m add runs the through model's bulk_create): those inner calls are part of the outer one.
-_COMPOSITE = frozenset({"update", "bulk_create", "bulk_update", *_M2M_METHODS.values()})
+_M2M_NAMES = frozenset(_M2M_METHODS.values())
+_COMPOSITE = frozenset({"update", "bulk_create", "bulk_update", *_M2M_NAMES})
+#: The write queries whose compiler names the database Django chose (see DjangoSource._resolve).
+_WRITE_QUERIES = (subqueries.InsertQuery, subqueries.UpdateQuery, subqueries.DeleteQuery)
 
 
 class _Unclaimable:
@@ -81,6 +93,14 @@ class _Unclaimable:
 
 
 _UNCLAIMABLE = _Unclaimable()
+#: ``expect`` of an m2m manager call's scope: the writes inside it (the through rows' bulk_create and
+#: delete) are part of that operation, also where the operation itself is excluded (the scope's op is None).
+_M2M_CALL = _Unclaimable()
+
+
+def _inside_m2m_call() -> bool:
+    scope = current_scope()
+    return scope is not None and scope.expect is _M2M_CALL
 
 
 # --- options ---
@@ -92,10 +112,10 @@ class DjangoOptions:
 
     #: pre_save/post_save around ``Model.save_base`` (``save``, ``asave``, ``create``...).
     trace_save: bool = True
-    #: pre_delete/post_delete around ``Model.delete`` and ``QuerySet.delete``. Any delete receiver makes
-    #: Django give up its fast-delete path (benchmarks/django_fast_delete.py): turn it off where that costs.
+    #: ``Model.delete`` and ``QuerySet.delete``, told by Django's collector (no delete receiver: Django keeps
+    #: its fast delete). Off: no span and no audit event per delete (benchmarks/django_fast_delete.py).
     trace_delete: bool = True
-    #: m2m_changed around the many-to-many managers' ``add``/``remove``/``clear`` (and ``set``).
+    #: The many-to-many managers' ``add``/``remove``/``clear`` (and ``set``); no m2m_changed receiver.
     trace_m2m: bool = True
     #: ``QuerySet.update``, ``bulk_create``, ``bulk_update`` (no signal exists for them).
     trace_bulk: bool = True
@@ -103,11 +123,15 @@ class DjangoOptions:
     trace_init: bool = False
     #: ``callable(user) -> str | None`` naming the audit actor in ActorMiddleware (default: ``get_username()``).
     actor: Callable[[Any], str | None] | None = None
+    #: Django's own bookkeeping models (:data:`FRAMEWORK_MODELS`: migrations, content types, permissions,
+    #: sessions, admin log) are untraced unless this is on: no span, no audit event, no metric.
+    audit_framework_models: bool = False
+    #: ``"app_label.Model"`` names whose loaded values sigtrace keeps, so that with ``capture_values`` an
+    #: update's ``values`` are ``{field: [old, new]}`` (sigtrace/sources/django/diff.py; costs memory per row).
+    audit_diff: tuple[str, ...] = ()
 
 
-_BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.name.startswith("trace_"))
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+_BOOL_OPTIONS = tuple(f.name for f in fields(DjangoOptions) if f.type == "bool")
 
 
 def _settings_section() -> Mapping[str, Any]:
@@ -135,15 +159,17 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
     """Settings win over ``SIGTRACE_DJANGO_<OPTION>`` variables, which win over the defaults."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    warn_unknown_variables(
+        env, {f"SIGTRACE_DJANGO_{f.name.upper()}" for f in fields(DjangoOptions)}, "SIGTRACE_DJANGO_"
+    )
     for name in _BOOL_OPTIONS:
         variable = f"SIGTRACE_DJANGO_{name.upper()}"
-        raw = env.get(variable, "").strip().lower()
-        if raw in _TRUE:
-            values[name] = True
-        elif raw in _FALSE:
-            values[name] = False
-        elif raw:
-            raise ConfigError(f"{variable}={raw!r}: expected one of true/false/1/0/yes/no/on/off")
+        raw = env.get(variable, "")
+        if raw.strip():
+            values[name] = parse_bool(raw, variable)
+    diff_env = env.get("SIGTRACE_DJANGO_AUDIT_DIFF", "").strip()
+    if diff_env:
+        values["audit_diff"] = _model_labels(diff_env.split(","), "SIGTRACE_DJANGO_AUDIT_DIFF")
     given = _settings_section() if section is None else section
     known = {f.name for f in fields(DjangoOptions)}
     unknown = sorted(set(given) - known)
@@ -152,12 +178,30 @@ def django_options(section: Mapping[str, Any] | None = None, environ: Mapping[st
             f'unknown option(s) {", ".join(unknown)} in settings.SIGTRACE["django"]; known: {", ".join(sorted(known))}'
         )
     for name, value in given.items():
-        if name in _BOOL_OPTIONS and not isinstance(value, bool):
-            raise ConfigError(f'settings.SIGTRACE["django"]["{name}"]={value!r}: expected True or False')
+        if name in _BOOL_OPTIONS:
+            value = parse_bool(value, f'settings.SIGTRACE["django"]["{name}"]')
         if name == "actor" and value is not None and not callable(value):
             raise ConfigError(f'settings.SIGTRACE["django"]["actor"]={value!r}: expected a callable(user)')
+        if name == "audit_diff":
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise ConfigError(f'settings.SIGTRACE["django"]["audit_diff"]={value!r}: expected a list of names')
+            value = _model_labels(value, 'settings.SIGTRACE["django"]["audit_diff"]')
         values[name] = value
     return DjangoOptions(**values)
+
+
+def _model_labels(names: Iterable[Any], where: str) -> tuple[str, ...]:
+    """``"app_label.Model"`` names, as Django's ``Model._meta.label`` spells them (checked at attach)."""
+    labels: list[str] = []
+    for name in names:
+        label = str(name).strip()
+        if not label:
+            continue
+        app_label, dot, model = label.partition(".")
+        if not (isinstance(name, str) and app_label and dot and model and "." not in model):
+            raise ConfigError(f"{where}: {name!r} is not an 'app_label.Model' name")
+        labels.append(label)
+    return tuple(labels)
 
 
 # --- describing models ---
@@ -180,9 +224,30 @@ def _db_of(using: str | None) -> tuple[str | None, str | None]:
     return semconv.db_system_name(connection.vendor), (str(name) if name else None)
 
 
+_DEFAULT_ALIAS: str = DEFAULT_DB_ALIAS
+
+
+def _known_db(hints: Mapping[str, Any]) -> str | None:
+    """The alias Django writes to, where it is known without asking the project's routers.
+
+    With no router configured, Django's own answer (``ConnectionRouter._router_func``): the hinted
+    instance's database, else ``default``. With routers, ``None``: sigtrace never calls a router (a
+    router may count, keep state or raise); the alias Django resolved is taken later (``_resolve``).
+    """
+    if router.routers:
+        return None
+    instance = hints.get("instance")
+    if instance is not None:
+        state = getattr(instance, "_state", None)
+        db = getattr(state, "db", None)
+        if db:
+            return str(db)
+    return _DEFAULT_ALIAS
+
+
 def _pk(instance: Any) -> str | None:
     pk = getattr(instance, "pk", None)
-    return None if pk is None else str(pk)
+    return None if pk is None else safe_text(pk)
 
 
 def _arg(args: Sequence[Any], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
@@ -195,7 +260,7 @@ def _plain(value: Any) -> Any:
     """A value for the audit log: expressions (``F("n") + 1``) as their text."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    return str(value)
+    return safe_text(value)
 
 
 class DjangoSource(Source):
@@ -209,22 +274,32 @@ class DjangoSource(Source):
         self.capture_values = bool(getattr(options, "capture_values", False))
         self._targets: dict[tuple[type[Any], str | None], _Target] = {}
         self._written: dict[type[Any], tuple[str, ...]] = {}
+        self._untraced: dict[type[Any], bool] = {}
+        #: Which transaction each write runs in (sigtrace/sources/django/transactions.py).
+        self._transactions = DjangoTransactions()
+        #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
+        self._loaded = LoadedValues(self.django.audit_diff) if self.capture_values and self.django.audit_diff else None
+        if self._loaded is not None:
+            self._loaded.check()  # a name that is no model: a ConfigError from install(), like a bad option
 
     # --- attach ---
 
     def attach(self) -> None:
         opts = self.django
+        self._transactions.attach(self.patch)
         if opts.trace_save:
             self._connect(signals.pre_save, self._on_pre_save)
             self._connect(signals.post_save, self._on_post_save)
             self.patch(Model, "save_base", self._wrap_save_base)
-        if opts.trace_delete:
-            self._connect(signals.pre_delete, self._on_pre_delete)
-            self._connect(signals.post_delete, self._on_post_delete)
-            self.patch(Model, "delete", self._wrap_model_delete)
+        # No pre_delete/post_delete/m2m_changed receiver: each one costs the application queries
+        # (module docstring). Deletes and m2m changes are observed at Django's entry points instead.
+        if opts.trace_delete or opts.trace_m2m:
+            # A QuerySet.delete inside an m2m remove/clear deletes its through rows: part of that operation.
             self.patch("django.db.models.query", "QuerySet.delete", self._wrap_queryset_delete)
+            self.patch(Collector, "delete", self._wrap_collector_delete)
+        if opts.trace_delete:
+            self.patch(Model, "delete", self._wrap_model_delete)
         if opts.trace_m2m:
-            self._connect(signals.m2m_changed, self._on_m2m_changed)
             self.patch(related_descriptors, "create_forward_many_to_many_manager", self._wrap_m2m_manager_factory)
             # Managers built before now are cached on their descriptors: rebuild them (and again on detach).
             _forget_related_managers()
@@ -234,6 +309,66 @@ class DjangoSource(Source):
                 self.patch("django.db.models.query", f"QuerySet.{method}", self._bulk_wrapper(method))
         if opts.trace_init:
             self._connect(signals.post_init, self._on_post_init)
+        if self._loaded is not None and opts.trace_save:
+            self._loaded.attach(self)
+        for query_class in _WRITE_QUERIES:
+            self._resolve_from_compiler(query_class)
+
+    def _resolve_from_compiler(self, query_class: type[Any]) -> None:
+        """``query_class.get_compiler`` tells :meth:`_resolve` the alias Django compiles a write for.
+
+        Defined on the subclass (``InsertQuery``, ``UpdateQuery``, ``DeleteQuery``) and removed on detach,
+        so ``Query.get_compiler`` of every read stays untouched; it calls on to whatever the class
+        inherits at call time.
+        """
+        own = query_class.__dict__.get("get_compiler")
+        on_write = self._on_write_compiled
+
+        def get_compiler(query: Any, *args: Any, **kwargs: Any) -> Any:
+            if own is not None:
+                compiler = own(query, *args, **kwargs)
+            else:
+                inherited: Any = super(query_class, query)
+                compiler = inherited.get_compiler(*args, **kwargs)
+            if current_scope() is not None:
+                on_write(compiler)
+            return compiler
+
+        get_compiler.__name__ = get_compiler.__qualname__ = "get_compiler"
+        query_class.get_compiler = get_compiler
+
+        def undo() -> None:
+            if query_class.__dict__.get("get_compiler") is get_compiler:
+                if own is None:
+                    del query_class.get_compiler
+                else:
+                    query_class.get_compiler = own
+
+        self.on_detach(undo)
+
+    def _on_write_compiled(self, compiler: Any) -> None:
+        try:
+            scope = current_scope()
+            op = scope.op if scope is not None else None
+            if op is not None and op.db_system is None and op.source == SOURCE and not op.done:
+                self._resolve(op, getattr(compiler, "using", None))
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report("source.django.compiler", exc)
+
+    def _resolve(self, op: Operation, using: str | None) -> None:
+        """The database Django chose for ``op``, where it was not known when the operation started.
+
+        Only where routers are configured (``_known_db``): the first alias Django itself resolved
+        for the operation (the collector's ``using``, ``_get_add_plan(db)``, the ``using`` Django
+        passes, the compiler of its first write query). The in-flight count started without a
+        database moves to the resolved one.
+        """
+        if op.db_system is not None or not using:
+            return
+        if op.transaction is None:
+            self._transactions.assign(op, using)  # the alias is known only now; the write has not run yet
+        db_system, namespace = _db_of(using)
+        self.engine.describe(op, db_system=db_system, namespace=namespace)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         """Strong reference, one connection per signal (dispatch_uid), every sender."""
@@ -242,6 +377,14 @@ class DjangoSource(Source):
         self.on_detach(lambda: signal.disconnect(dispatch_uid=uid))
 
     # --- describing ---
+
+    def _skips(self, cls: type[Any]) -> bool:
+        """Untraced model classes (Django's bookkeeping, sigtrace/sources/django/framework.py), decided once each."""
+        skip = self._untraced.get(cls)
+        if skip is None:
+            skip = not self.django.audit_framework_models and is_framework_model(cls)
+            self._untraced[cls] = skip
+        return skip
 
     def _target(self, cls: type[Any], using: str | None) -> _Target:
         key = (cls, using)
@@ -255,7 +398,7 @@ class DjangoSource(Source):
 
     def _operation(self, name: str, cls: type[Any], using: str | None, signal: str | None, pk: str | None) -> Operation:
         target = self._target(cls, using)
-        return Operation(
+        op = Operation(
             source=SOURCE,
             name=name,
             model=target.model,
@@ -265,6 +408,8 @@ class DjangoSource(Source):
             pk=pk,
             signal=signal,
         )
+        self._transactions.assign(op, using)  # the transaction open on its connection as it starts
+        return op
 
     def _written_fields(self, cls: type[Any], update_fields: Iterable[str] | None) -> tuple[str, ...]:
         """What a save writes: ``update_fields``, else every concrete field but the primary key."""
@@ -284,7 +429,12 @@ class DjangoSource(Source):
         op.changed_fields = written
         if self.capture_values:
             attnames = {f.name: f.attname for f in cls._meta.concrete_fields}
-            op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+            loaded = self._loaded
+            changes = loaded.changes(instance, written, attnames, _plain) if loaded and loaded.listed(cls) else None
+            if changes is None:
+                op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+            else:
+                op.values, op.audit["diff"] = changes  # the names whose value is [old, new]
         return op
 
     # --- save ---
@@ -294,14 +444,20 @@ class DjangoSource(Source):
         op: Operation | None = None
         try:
             cls = type(instance)
-            using = _arg(args, kwargs, 3, "using") or router.db_for_write(cls, instance=instance)
-            op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
-            op.ref = weak_ref(instance)
-            if _arg(args, kwargs, 0, "raw"):
-                op.audit["raw"] = True
-            scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
+            if self._skips(cls):
+                scope = None
+            else:
+                # save() passes the alias it resolved; a direct save_base(using=None) resolves it at pre_save.
+                using = _arg(args, kwargs, 3, "using") or _known_db({"instance": instance})
+                op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
+                op.ref = weak_ref(instance)
+                if _arg(args, kwargs, 0, "raw"):
+                    op.audit["raw"] = True
+                scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("source.django.save_base", exc)
+            return wrapped(*args, **kwargs)
+        if scope is None:
             return wrapped(*args, **kwargs)
         with scope:
             return wrapped(*args, **kwargs)
@@ -316,8 +472,13 @@ class DjangoSource(Source):
         **_: Any,
     ) -> None:
         try:
+            if self._skips(sender):
+                return
             key = identity_key(instance, "save")
-            if self.engine.claim(key, obj=instance, signal="pre_save") is not None:
+            claimed = self.engine.claim(key, obj=instance, signal="pre_save")
+            if claimed is not None:
+                if claimed.db_system is None:
+                    self._resolve(claimed, using)
                 return  # the save_base wrapper's operation, which already knows what this signal says
             op = self._save_operation(sender, instance, using, update_fields, "pre_save")
             if raw:
@@ -326,8 +487,12 @@ class DjangoSource(Source):
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("source.django.pre_save", exc)
 
-    def _on_post_save(self, sender: Any, instance: Any = None, created: bool = False, **_: Any) -> None:
+    def _on_post_save(
+        self, sender: Any, instance: Any = None, created: bool = False, update_fields: Any = None, **_: Any
+    ) -> None:
         try:
+            if self._loaded is not None:
+                self._loaded.saved(instance, update_fields)
             self.engine.end(
                 identity_key(instance, "save"),
                 obj=instance,
@@ -344,44 +509,94 @@ class DjangoSource(Source):
         op: Operation | None = None
         with safety.guard("source.django.delete"):
             cls = type(instance)
-            using = _arg(args, kwargs, 0, "using") or router.db_for_write(cls, instance=instance)
-            op = self._operation("delete", cls, using, None, _pk(instance))
-            op.ref = weak_ref(instance)
+            if not self._skips(cls):
+                using = _arg(args, kwargs, 0, "using") or _known_db({"instance": instance})
+                op = self._operation("delete", cls, using, None, _pk(instance))
+                op.ref = weak_ref(instance)
         if op is None:
             return wrapped(*args, **kwargs)
-        # Cascaded rows are operations of their own (their pre_delete/post_delete), children of this one.
-        with self.engine.entry(op, expect=identity_key(instance, "delete")):
+        # What was deleted (the instance, its cascade) comes from the collector: _wrap_collector_delete.
+        with self.engine.entry(op, expect=_UNCLAIMABLE):
             return wrapped(*args, **kwargs)
 
     def _wrap_queryset_delete(self, wrapped: Callable[..., Any], queryset: Any, args: Any, kwargs: Any) -> Any:
-        # One operation per deleted row comes from the signals; the scope ends them at once on failure.
-        with self.engine.entry(None):
+        op: Operation | None = None
+        with safety.guard("source.django.queryset_delete"):
+            op = self._queryset_delete_operation(queryset)
+        if op is None:
+            return wrapped(*args, **kwargs)
+        with self.engine.entry(op, expect=_UNCLAIMABLE):
             return wrapped(*args, **kwargs)
 
-    def _on_pre_delete(self, sender: Any, instance: Any = None, using: str | None = None, **_: Any) -> None:
-        with safety.guard("source.django.pre_delete"):
-            op = self._operation("delete", sender, using, "pre_delete", _pk(instance))
-            self.engine.begin(op, identity_key(instance, "delete"), obj=instance)
+    def _queryset_delete_operation(self, queryset: Any) -> Operation | None:
+        if _inside_m2m_call():
+            return None  # the through rows of an m2m remove/clear: part of that operation
+        if not self.django.trace_delete:
+            return None
+        model = queryset.model
+        if self._skips(model):
+            return None
+        return self._operation("delete", model, queryset._db or _known_db(queryset._hints), None, None)
 
-    def _on_post_delete(self, sender: Any, instance: Any = None, **_: Any) -> None:
-        with safety.guard("source.django.post_delete"):
-            self._end_after_commit(identity_key(instance, "delete"), instance, signal="post_delete")
+    def _wrap_collector_delete(self, wrapped: Callable[..., Any], collector: Any, args: Any, kwargs: Any) -> Any:
+        """What Django deletes, from the collector it built: no receiver, no query of sigtrace's own.
 
-    def _end_after_commit(self, key: Hashable, instance: Any, **updates: Any) -> None:
-        """End at a post signal sent INSIDE Django's own ``atomic`` block (delete, m2m): where the operation
-        belongs to the entry scope around that block, leave the end to the scope, which sees the commit
-        fail (a deferred foreign key) as an exception; elsewhere end now."""
+        ``collector.data`` holds the instances Django loaded (one audit event each, as Django sends
+        them pre_delete/post_delete), ``collector.fast_deletes`` the querysets it deletes without
+        loading a row (one event per model, with the count ``delete()`` returns); ``collector.using``
+        is the database Django chose.
+        """
+        op: Operation | None = None
+        own = False
+        collected: list[tuple[type[Any], list[str | None]]] = []
+        with safety.guard("source.django.collector"):
+            op, own = self._collector_operation(collector)
+            if op is not None:
+                self._resolve(op, collector.using)
+                if op.name == "delete":
+                    collected = _collected(collector)  # before the call: Django sets the pks to None
+                    op.audit_items = []  # this delete's collector: another one in the same call is its own
+        if op is None:
+            return wrapped(*args, **kwargs)
+        scope: AbstractContextManager[Any] = self.engine.entry(op, expect=_UNCLAIMABLE) if own else nullcontext()
+        with scope:
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException:
+                if op.name == "delete":
+                    op.audit_items = None  # it failed: one event for the call, outcome error
+                raise
+            with safety.guard("source.django.collector"):
+                _record_delete(op, collected, collector, result)
+            return result
+
+    def _collector_operation(self, collector: Any) -> tuple[Operation | None, bool]:
+        """The operation a collector's delete belongs to, and whether it is a new one (a collector used directly)."""
         scope = current_scope()
-        op = self.engine.lookup(key)
-        if (
-            scope is not None
-            and op is not None
-            and (op.ref is None or op.ref() is instance)
-            and (op is scope.op or op in scope.ops)
-        ):
-            op.update(**updates)
-            return
-        self.engine.end(key, obj=instance, **updates)
+        outer = scope.op if scope is not None else None
+        if outer is not None and outer.source == SOURCE and not outer.done:
+            if outer.name in _M2M_NAMES:
+                return outer, False
+            if outer.name == "delete" and outer.audit_items is None:
+                return outer, False
+        if not self.django.trace_delete or _inside_m2m_call():
+            return None, False
+        origin = collector.origin
+        pk: str | None = None
+        if isinstance(origin, Model):
+            model: Any = type(origin)
+            pk = _pk(origin)
+        elif getattr(origin, "model", None) is not None:
+            model = origin.model
+        elif collector.data:
+            model = next(iter(collector.data))
+        elif collector.fast_deletes:
+            model = collector.fast_deletes[0].model
+        else:
+            return None, False
+        if self._skips(model):
+            return None, False  # Django's bookkeeping (a session's delete); rows it cascades to go with it
+        return self._operation("delete", model, collector.using, None, pk), True
 
     # --- many-to-many ---
 
@@ -393,7 +608,12 @@ class DjangoSource(Source):
         return manager_cls if traced is None else traced
 
     def _traced_manager(self, manager_cls: type[Any]) -> type[Any]:
-        """A subclass whose add/remove/clear run in an entry scope (``set``, ``create``, ``aadd``... call them)."""
+        """A subclass whose add/remove/clear run in an entry scope (``set``, ``create``, ``aadd``... call them).
+
+        It also hears what Django computes on its own way through an add (the database in
+        ``_get_add_plan``, the related pks in ``_get_target_ids``/``_get_missing_target_ids``): what an
+        ``m2m_changed`` receiver was told, without being one (a receiver costs every add a SELECT).
+        """
         source = self
 
         def scoped(method: str, name: str) -> Callable[..., Any]:
@@ -401,13 +621,12 @@ class DjangoSource(Source):
 
             def call(manager: Any, *args: Any, **kwargs: Any) -> Any:
                 op: Operation | None = None
-                expect: Hashable = None
                 with safety.guard("source.django.m2m_entry"):
-                    if name == "m2m_clear" or args:  # add()/remove() of nothing send no signal
-                        op, expect = source._m2m_entry(manager, name)
+                    if name == "m2m_clear" or args:  # add()/remove() of nothing write nothing
+                        op = source._m2m_entry(manager, name, args, kwargs)
                 if op is None:
                     return original(manager, *args, **kwargs)
-                with source.engine.entry(op, expect=expect):
+                with source.engine.entry(op, expect=_M2M_CALL):
                     return original(manager, *args, **kwargs)
 
             call.__name__ = call.__qualname__ = method
@@ -416,18 +635,24 @@ class DjangoSource(Source):
 
         methods = _M2M_BASE_METHODS if hasattr(manager_cls, "_add_base") else _M2M_METHODS
         namespace: dict[str, Any] = {method: scoped(method, name) for method, name in methods.items()}
+        heard = _m2m_hooks(source, manager_cls)
+        namespace.update(heard)
         namespace["__module__"] = manager_cls.__module__
         namespace["__qualname__"] = manager_cls.__qualname__
         namespace["_sigtrace_traced"] = True
         return type(manager_cls.__name__, (manager_cls,), namespace)
 
-    def _m2m_entry(self, manager: Any, name: str) -> tuple[Operation, Hashable]:
+    def _m2m_entry(self, manager: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Operation:
         instance = manager.instance
         through = manager.through
-        using = router.db_for_write(through, instance=instance)
+        # Django 6's _add_base(..., using=db) passes the alias add() resolved; else Django's default, or later.
+        using = kwargs.get("using") or _known_db({"instance": instance})
         op = self._m2m_operation(name, type(instance), through, using, instance, None)
         op.ref = weak_ref(instance)
-        return op, identity_key(instance, name, through)
+        op.audit = {"related_model": getattr(manager.model, "__name__", None), "reverse": bool(manager.reverse)}
+        if name == "m2m_remove":
+            _m2m_related(op, _removed_ids(manager, args))
+        return op
 
     def _m2m_operation(
         self, name: str, cls: type[Any], through: Any, using: str | None, instance: Any, signal: str | None
@@ -437,39 +662,29 @@ class DjangoSource(Source):
         op.model = cls.__name__
         return op
 
-    def _on_m2m_changed(
-        self,
-        sender: Any,
-        instance: Any = None,
-        action: str | None = None,
-        reverse: bool = False,
-        model: Any = None,
-        pk_set: Any = None,
-        using: str | None = None,
-        **_: Any,
-    ) -> None:
-        with safety.guard("source.django.m2m_changed"):
-            kind = _M2M_ACTIONS.get(action) if isinstance(action, str) else None
-            if kind is None:
+    def _m2m_heard(self, manager: Any, db: Any = None, related: Any = None, exact: bool = False) -> None:
+        """What Django computed inside an m2m add, for the operation of this manager's call."""
+        try:
+            scope = current_scope()
+            op = scope.op if scope is not None else None
+            if op is None or op.source != SOURCE or op.done or op.name not in _M2M_NAMES:
                 return
-            name, is_pre = kind
-            key = identity_key(instance, name, sender)
-            if not is_pre:
-                self._end_after_commit(key, instance)
+            if op.ref is not None and op.ref() is not manager.instance:
                 return
-            op = self._m2m_operation(name, type(instance), sender, using, instance, "m2m_changed")
-            related = sorted(str(pk) for pk in pk_set) if pk_set is not None else None
-            op.audit = {"related_model": getattr(model, "__name__", None), "reverse": bool(reverse)}
-            if related is not None:
-                op.audit["related_pks"] = related[:MAX_AUDITED_PKS]
-                op.attributes[ROWS_AFFECTED] = len(related)
-            self.engine.begin(op, key, obj=instance)
+            if db:
+                self._resolve(op, db)
+            if related is not None and op.name == "m2m_add" and (exact or "related_pks" not in op.audit):
+                _m2m_related(op, related)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report("source.django.m2m", exc)
 
     # --- init (off by default) ---
 
     def _on_post_init(self, sender: Any, instance: Any = None, **_: Any) -> None:
         # pre_init carries no instance (only the constructor's arguments): post_init alone marks each build.
         with safety.guard("source.django.post_init"):
+            if self._skips(sender):
+                return
             using = getattr(getattr(instance, "_state", None), "db", None)
             op = self._operation("init", sender, using, "post_init", _pk(instance))
             op.write = False
@@ -496,10 +711,16 @@ class DjangoSource(Source):
         self, method: str, queryset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], Operation | None]:
         scope = current_scope()
-        if scope is not None and scope.op is not None and scope.op.source == SOURCE and scope.op.name in _COMPOSITE:
+        if scope is not None and (
+            scope.expect is _M2M_CALL
+            or (scope.op is not None and scope.op.source == SOURCE and scope.op.name in _COMPOSITE)
+        ):
             return args, None  # part of the enclosing operation (bulk_update's updates, an m2m add's rows)
         model = queryset.model
-        using = queryset._db or router.db_for_write(model, **queryset._hints)
+        if self._skips(model):
+            return args, None
+        # Not router.db_for_write: Django asks the routers itself; _resolve takes the alias it chose.
+        using = queryset._db or _known_db(queryset._hints)
         op = self._operation(method, model, using, None, None)
         if method == "update":
             op.changed_fields = tuple(sorted(kwargs))
@@ -514,21 +735,126 @@ class DjangoSource(Source):
             else:
                 args = (objs, *args[1:])
         if method == "bulk_update":
-            op.changed_fields = tuple(sorted(str(f) for f in (_arg(args, kwargs, 1, "fields") or ())))
+            op.changed_fields = tuple(sorted(safe_text(f) for f in (_arg(args, kwargs, 1, "fields") or ())))
         else:
             op.changed_fields = self._written_fields(model, None)
         return args, op
+
+
+def _collected(collector: Any) -> list[tuple[type[Any], list[str | None]]]:
+    """The instances a collector loaded, by model, as pk text (read before the delete, which clears the pks)."""
+    return [(model, [_pk(obj) for obj in instances]) for model, instances in collector.data.items()]
+
+
+def _record_delete(
+    op: Operation, collected: Sequence[tuple[type[Any], Sequence[str | None]]], collector: Any, result: Any
+) -> None:
+    """The audit of a collector's delete: one item per collected object, one per model deleted without loading rows.
+
+    ``result`` is what ``Collector.delete`` returns: the total and the count per model label (the
+    fast-deleted rows and the collected ones together; a model with no row deleted is absent).
+    """
+    total, per_label = result if isinstance(result, tuple) and len(result) == 2 else (result, None)
+    if not isinstance(per_label, Mapping):
+        per_label = {}
+    rows = int(total or 0)
+    op.attributes[ROWS_AFFECTED] = rows
+    if op.name != "delete":  # the through rows of an m2m remove/clear
+        op.audit["rows"] = rows
+        return
+    items: list[dict[str, Any]] = []
+    listed: dict[str, int] = {}
+    models: dict[str, type[Any]] = {}
+    for model, pks in collected:
+        meta = model._meta
+        models[meta.label] = model
+        # Through rows of an auto-created m2m table get no signal from Django either: counted below.
+        if meta.auto_created or not per_label.get(meta.label):
+            continue
+        name, table = model.__name__, meta.db_table
+        items.extend({"model": name, "collection": table, "pk": pk} for pk in pks)
+        listed[meta.label] = len(pks)
+    for queryset in collector.fast_deletes:
+        models.setdefault(queryset.model._meta.label, queryset.model)
+    for label, count in per_label.items():
+        rest = int(count) - listed.get(label, 0)
+        if rest <= 0:
+            continue
+        found = models.get(label)
+        items.append(
+            {
+                "model": found.__name__ if found is not None else safe_text(label),
+                "collection": found._meta.db_table if found is not None else safe_text(label),
+                "pk": None,  # no row was loaded: Django deleted them with one query
+                "rows": rest,
+            }
+        )
+    op.audit_items = items
+
+
+def _m2m_related(op: Operation, ids: Iterable[Any]) -> None:
+    related = sorted(safe_text(pk) for pk in ids)
+    op.audit["related_pks"] = related[:MAX_AUDITED_PKS]
+    if len(related) > MAX_AUDITED_PKS:
+        op.audit["related_pks_truncated"] = True
+    else:
+        op.audit.pop("related_pks_truncated", None)
+    op.attributes[ROWS_AFFECTED] = len(related)
+
+
+def _removed_ids(manager: Any, objs: Sequence[Any]) -> set[Any]:
+    """The pks a remove() removes, as ``_remove_items`` computes them (attribute reads, no query, no router)."""
+    ids: set[Any] = set()
+    model, target_field = manager.model, manager.target_field
+    for obj in objs:
+        ids.add(target_field.get_foreign_related_value(obj)[0] if isinstance(obj, model) else obj)
+    return ids
+
+
+def _m2m_hooks(source: DjangoSource, manager_cls: type[Any]) -> dict[str, Callable[..., Any]]:
+    """Overrides of the manager's add helpers that tell ``source`` what Django computed (and change nothing)."""
+    hooks: dict[str, Callable[..., Any]] = {}
+    plan = getattr(manager_cls, "_get_add_plan", None)
+    target_ids = getattr(manager_cls, "_get_target_ids", None)
+    missing = getattr(manager_cls, "_get_missing_target_ids", None)
+    if plan is not None:
+
+        def _get_add_plan(manager: Any, db: Any, *args: Any, **kwargs: Any) -> Any:
+            source._m2m_heard(manager, db=db)
+            return plan(manager, db, *args, **kwargs)
+
+        hooks["_get_add_plan"] = _get_add_plan
+    if target_ids is not None:
+
+        def _get_target_ids(manager: Any, *args: Any, **kwargs: Any) -> Any:
+            ids = target_ids(manager, *args, **kwargs)
+            source._m2m_heard(manager, related=ids)  # what add() asked for (the fast add does not say more)
+            return ids
+
+        hooks["_get_target_ids"] = _get_target_ids
+    if missing is not None:
+
+        def _get_missing_target_ids(
+            manager: Any, source_field_name: Any, target_field_name: Any, db: Any, *args: Any, **kwargs: Any
+        ) -> Any:
+            ids = missing(manager, source_field_name, target_field_name, db, *args, **kwargs)
+            if source_field_name == manager.source_field_name:  # not the mirror rows of a symmetrical relation
+                source._m2m_heard(manager, db=db, related=ids, exact=True)  # the rows Django inserts
+            return ids
+
+        hooks["_get_missing_target_ids"] = _get_missing_target_ids
+    return hooks
 
 
 def _record_bulk(method: str, op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any], result: Any) -> None:
     if method == "bulk_create":
         objs = _arg(args, kwargs, 0, "objs") or ()
         rows = len(result) if isinstance(result, list) else len(objs)
-        pks = [str(obj.pk) for obj in objs if getattr(obj, "pk", None) is not None]
+        pks = [safe_text(obj.pk) for obj in objs if getattr(obj, "pk", None) is not None]
     elif method == "bulk_update":
         objs = _arg(args, kwargs, 0, "objs") or ()
         rows = int(result or 0)
-        pks = [str(obj.pk) for obj in objs]
+        pks = [safe_text(obj.pk) for obj in objs]
     else:
         rows = int(result or 0)
         pks = []

@@ -9,6 +9,8 @@ import pytest
 import wrapt
 from django.db import IntegrityError, connections
 from django.db.models import Model, QuerySet, signals
+from django.db.models.deletion import Collector
+from django.db.models.sql import subqueries
 
 from tests.contract import SourceContract
 from tests.sources.django.conftest import run_threads, skip_without
@@ -57,6 +59,9 @@ class TestDjangoContract(SourceContract):
         assert not isinstance(Model.__dict__["delete"], wrapt.FunctionWrapper)
         for method in ("delete", "update", "bulk_create", "bulk_update"):
             assert not isinstance(QuerySet.__dict__[method], wrapt.FunctionWrapper), method
+        assert not isinstance(Collector.__dict__["delete"], wrapt.FunctionWrapper)
+        for query_class in (subqueries.InsertQuery, subqueries.UpdateQuery, subqueries.DeleteQuery):
+            assert "get_compiler" not in query_class.__dict__, query_class  # inherited from Query again
         connections.close_all()
 
 

@@ -28,7 +28,8 @@ def check(output: str) -> None:
     ):
         assert line in output, (line, output)
     assert "IntegrityError" in output
-    assert "12 audit events" in output, output
+    # 8 writes of alice's, and bob's delete: the customer, her 3 orders (collected), their label rows (one count)
+    assert "13 audit events" in output, output
 
 
 def test_demo_in_a_fresh_interpreter(tmp_path: Path) -> None:
@@ -53,10 +54,13 @@ def test_demo_where_django_is_configured_already() -> None:
     with capture(sources=["django"]) as cap:
         scenario.run()
     names = [s.name for s in cap.spans]
-    assert names.count("delete sigtrace_demo_order") == 3
+    assert names.count("delete sigtrace_demo_customer") == 1  # one operation: the cascade is in its audit
+    deleted = [e for e in cap.audit_events if e["operation"] == "delete"]
+    assert [e["collection"] for e in deleted].count("sigtrace_demo_order") == 3
+    assert [e.get("rows") for e in deleted if e["collection"] == "sigtrace_demo_order_labels"] == [1]
     assert [e["outcome"] for e in cap.audit_events].count("error") == 1
     assert {e["actor"] for e in cap.audit_events} == {"alice", "bob"}
-    assert len(cap.audit_events) == 12
+    assert len(cap.audit_events) == 13
     assert "sigtrace_demo_customer" not in connections["default"].introspection.table_names()
     from django.apps import apps
 

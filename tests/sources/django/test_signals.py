@@ -20,7 +20,7 @@ from opentelemetry.trace import StatusCode
 from sigtrace import semconv
 from sigtrace.sources.django.source import ROWS_AFFECTED
 from sigtrace.testing import Capture, capture
-from tests.sources.django.testapp.models import Article, Author, Comment, Guarded, Restaurant, Tag
+from tests.sources.django.testapp.models import Article, Author, Comment, Guarded, Restaurant, Tag, Ticket, WrappedPk
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 SYSTEMS = {"default": "sqlite", "postgres": "postgresql"}
@@ -136,20 +136,25 @@ def test_delete_with_cascade(cap: Capture, alias: str) -> None:
     article = Article.objects.using(alias).create(title="t", author=author)
     Comment.objects.using(alias).create(article=article, body="b1")
     Comment.objects.using(alias).create(article=article, body="b2")
-    comment_pks = [str(pk) for pk in Comment.objects.using(alias).values_list("pk", flat=True)]
     cap.clear()
     author_pk = author.pk
     author.delete(using=alias)
-    (top,) = cap.spans_named("delete testapp_author")
-    (child_article,) = cap.spans_named("delete testapp_article")
-    comments = cap.spans_named("delete testapp_comment")
-    assert len(comments) == 2
-    for span in (child_article, *comments):
-        assert parent_id(span) == span_id(top)
+    # One operation for the call; what the cascade deleted is in its audit, from Django's collector.
+    (top,) = cap.spans
+    assert top.name == "delete testapp_author"
     assert attrs(top)[semconv.SIGTRACE_PK] == str(author_pk)
-    assert one_audit(cap, top)["outcome"] == "ok"
-    comment_events = [e for e in cap.audit_events if e["collection"] == "testapp_comment"]
-    assert sorted(e["pk"] for e in comment_events) == sorted(comment_pks)
+    assert attrs(top)[semconv.DB_SYSTEM_NAME] == SYSTEMS[alias]
+    assert attrs(top)[ROWS_AFFECTED] == 4
+    assert semconv.SIGTRACE_SIGNAL not in attrs(top)  # no delete receiver: Django keeps its fast delete
+    events = cap.audit_for(top)
+    assert {e["outcome"] for e in events} == {"ok"}
+    by_table = {e["collection"]: e for e in events if e["collection"] != "testapp_comment"}
+    assert by_table["testapp_author"]["pk"] == str(author_pk) and by_table["testapp_author"]["model"] == "Author"
+    assert by_table["testapp_article"]["pk"] == str(article.pk)
+    # Nothing points at a comment: Django deletes them with one query, without loading them; one count.
+    (comments,) = [e for e in events if e["collection"] == "testapp_comment"]
+    assert comments["rows"] == 2 and "pk" not in comments and comments["model"] == "Comment"
+    assert len(events) == 3
     assert cap.installation is not None and cap.installation.in_flight() == 0
 
 
@@ -165,33 +170,73 @@ def test_protected_delete_fails_at_once(cap: Capture, alias: str) -> None:
     assert one_audit(cap, span)["outcome"] == "error"
 
 
-def test_queryset_delete_is_one_operation_per_row(cap: Capture, alias: str) -> None:
-    for name in ("a", "b", "c"):
-        Author.objects.using(alias).create(name=name)
+def test_queryset_delete_is_one_operation_with_its_rows(cap: Capture, alias: str) -> None:
+    authors = [Author.objects.using(alias).create(name=name) for name in ("a", "b", "c")]
+    Guarded.objects.using(alias).create(author=authors[2])  # PROTECT: Django must load the authors it deletes
     cap.clear()
     count, _ = Author.objects.using(alias).filter(name__in=["a", "b"]).delete()
     assert count == 2
-    spans = cap.spans_named("delete testapp_author")
-    assert len(spans) == 2
-    assert {one_audit(cap, s)["signal"] for s in spans} == {"post_delete"}
+    (span,) = cap.spans
+    assert span.name == "delete testapp_author" and attrs(span)[ROWS_AFFECTED] == 2
+    events = cap.audit_for(span)
+    assert sorted(e["pk"] for e in events) == sorted(str(a.pk) for a in authors[:2])
+    assert {e.get("signal") for e in events} == {None}
 
 
-def test_trace_delete_off_keeps_the_fast_delete_path(alias: str) -> None:
+def test_fast_queryset_delete_is_one_count(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    for body in ("x", "y", "z"):
+        Comment.objects.using(alias).create(article=article, body=body)
+    cap.clear()
+    assert Comment.objects.using(alias).all().delete() == (3, {"testapp.Comment": 3})
+    (span,) = cap.spans
+    (event,) = cap.audit_for(span)
+    assert event["rows"] == 3 and "pk" not in event and event["collection"] == "testapp_comment"
+    assert Comment.objects.using(alias).none().delete() == (0, {})
+    empty = cap.spans[-1]
+    assert empty.name == "delete testapp_comment" and attrs(empty)[ROWS_AFFECTED] == 0
+    assert cap.audit_for(empty) == []  # nothing was deleted: nothing to audit
+
+
+def test_a_receiver_of_the_application_makes_django_collect_and_sigtrace_list_the_rows(
+    cap: Capture, alias: str
+) -> None:
+    article = Article.objects.using(alias).create(title="t", author=Author.objects.using(alias).create(name="ada"))
+    comments = [Comment.objects.using(alias).create(article=article, body=b) for b in ("x", "y")]
+    seen: list[Any] = []
+
+    def receiver(sender: Any, instance: Any, **kwargs: Any) -> None:
+        seen.append(instance.pk)
+
+    signals.pre_delete.connect(receiver, sender=Comment, weak=False)
+    try:
+        cap.clear()
+        Comment.objects.using(alias).filter(article=article).delete()
+    finally:
+        signals.pre_delete.disconnect(receiver, sender=Comment)
+    assert sorted(seen) == sorted(c.pk for c in comments)  # Django loaded them for the receiver
+    (span,) = cap.spans
+    assert sorted(e["pk"] for e in cap.audit_for(span)) == sorted(str(c.pk) for c in comments)
+
+
+def test_no_delete_or_m2m_receiver_keeps_the_fast_paths(alias: str) -> None:
     author = Author.objects.using(alias).create(name="ada")
     article = Article.objects.using(alias).create(title="t", author=author)
     comment = Comment.objects.using(alias).create(article=article, body="b")
     comments = Comment.objects.using(alias).all()  # nothing points at a comment: fast-deletable
     assert Collector(using=alias, origin=None).can_fast_delete(comments)
-    with override_settings(SIGTRACE={"django": {"trace_delete": False}}), capture(sources=["django"]) as cap:
-        assert not signals.pre_delete.has_listeners(Comment)
-        assert not signals.post_delete.has_listeners(Comment)
+    with capture(sources=["django"]) as cap:
+        for signal in (signals.pre_delete, signals.post_delete):
+            assert not signal.has_listeners(Comment)
+        assert not signals.m2m_changed.has_listeners(Article.tags.through)
         assert Collector(using=alias, origin=None).can_fast_delete(comments)
         comment.delete(using=alias)
+    assert [s.name for s in cap.spans] == ["delete testapp_comment"]
+    with override_settings(SIGTRACE={"django": {"trace_delete": False}}), capture(sources=["django"]) as cap:
+        Comment.objects.using(alias).create(article=article, body="c").delete(using=alias)
         Author.objects.using(alias).create(name="still traced")
-    assert [s.name for s in cap.spans] == ["save testapp_author"]
-    with capture(sources=["django"]):
-        assert signals.pre_delete.has_listeners(Comment)
-        assert not Collector(using=alias, origin=None).can_fast_delete(comments)
+    assert [s.name for s in cap.spans] == ["save testapp_comment", "save testapp_author"]
 
 
 # --- many-to-many ---
@@ -217,13 +262,18 @@ def test_m2m_add_remove_clear_set(cap: Capture, alias: str) -> None:
     add = cap.spans[0]
     a = attrs(add)
     assert a[semconv.SIGTRACE_MODEL] == "Article" and a[semconv.SIGTRACE_PK] == str(article.pk)
-    assert a[semconv.SIGTRACE_SIGNAL] == "m2m_changed" and a[ROWS_AFFECTED] == 2
+    assert semconv.SIGTRACE_SIGNAL not in a and a[ROWS_AFFECTED] == 2  # no m2m_changed receiver: fast add kept
+    assert a[semconv.DB_SYSTEM_NAME] == SYSTEMS[alias]
     event = one_audit(cap, add)
     assert event["related_model"] == "Tag" and event["reverse"] is False
     assert event["related_pks"] == sorted([str(red.pk), str(blue.pk)])
-    assert "related_pks" not in one_audit(cap, cap.spans[-1])  # clear: Django sends pk_set=None
+    clear = one_audit(cap, cap.spans[-1])
+    assert "related_pks" not in clear and clear["rows"] == 1  # clear: the through rows Django deleted
+    removed = one_audit(cap, cap.spans[1])
+    assert removed["related_pks"] == [str(red.pk)] and removed["rows"] == 1
     # The through rows are written by the m2m operation itself: no separate bulk_create operation.
     assert not cap.spans_named("bulk_create testapp_article_tags")
+    assert not cap.spans_named("delete testapp_article_tags")
     assert cap.installation is not None and cap.installation.in_flight() == 0
 
 
@@ -249,6 +299,20 @@ def test_m2m_failure_is_an_error_at_once(cap: Capture, alias: str) -> None:
     assert span.status.status_code == StatusCode.ERROR and attrs(span)[semconv.ERROR_TYPE] == "IntegrityError"
     assert one_audit(cap, span)["outcome"] == "error"
     assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+def test_an_excluded_m2m_change_leaves_no_operation_of_its_through_rows(alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    tag = Tag.objects.using(alias).create(label="red")
+    excluded = ["operation:m2m_add", "operation:m2m_remove", "operation:m2m_clear"]
+    with capture(sources=["django"], exclude=excluded) as cap:
+        article.tags.add(tag)
+        article.tags.remove(tag)
+        article.tags.add(tag)
+        article.tags.clear()
+        Article.tags.through.objects.using(alias).all().delete()  # outside a manager call: a delete of its own
+    assert [s.name for s in cap.spans] == ["delete testapp_article_tags"]
 
 
 def test_managers_cached_before_install_are_rebuilt(alias: str) -> None:
@@ -375,5 +439,33 @@ def test_async_orm(cap: Capture, alias: str) -> None:
         "delete testapp_author",
     ]
     assert children[5].status.status_code == StatusCode.ERROR
-    assert [s.name for s in cap.spans if parent_id(s) == span_id(children[-1])] == ["delete testapp_article"]
+    # The cascade to the article is in the delete's audit (Django's collector), not a span of its own.
+    deleted = sorted(e["collection"] for e in cap.audit_for(children[-1]))
+    assert deleted == ["testapp_article", "testapp_article_tags", "testapp_author"]
     assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
+# --- values whose text fails ---
+
+
+def test_a_pk_whose_str_fails_is_reported_as_safe_text(cap: Capture, alias: str) -> None:
+    ticket = Ticket.objects.using(alias).create(title="t")
+    assert isinstance(ticket.pk, WrappedPk)
+    with pytest.raises(TypeError):
+        str(ticket.pk)  # what every str(pk) inside sigtrace used to meet
+    (span,) = cap.spans
+    assert attrs(span)[semconv.SIGTRACE_PK] == repr(ticket.pk) and attrs(span)[semconv.SIGTRACE_SIGNAL] == "post_save"
+    event = one_audit(cap, span)
+    assert event["pk"] == repr(ticket.pk) and event["created"] is True
+    cap.clear()
+    tickets = Ticket.objects.using(alias).bulk_create([Ticket(title="a"), Ticket(title="b")])
+    (bulk,) = cap.spans
+    bulk_event = one_audit(cap, bulk)
+    assert bulk_event["rows"] == 2 and attrs(bulk)[ROWS_AFFECTED] == 2
+    if all(t.pk is not None for t in tickets):  # where the backend returns the new pks
+        assert bulk_event["pks"] == [repr(t.pk) for t in tickets]
+    cap.clear()
+    expected = repr(ticket.pk)
+    ticket.delete(using=alias)
+    (deleted,) = cap.audit_events
+    assert deleted["pk"] == expected and deleted["operation"] == "delete"

@@ -23,6 +23,13 @@ def duplicate_author(request: HttpRequest) -> JsonResponse:
     return JsonResponse({})
 
 
+def create_author_then_fail(request: HttpRequest) -> JsonResponse:
+    """Writes, then raises: under ATOMIC_REQUESTS the write is rolled back with the request."""
+    db = request.GET.get("db", "default")
+    Author(name=request.GET.get("author", "doomed")).save(using=db)
+    raise RuntimeError("the view failed after its write")
+
+
 async def create_article_async(request: HttpRequest) -> JsonResponse:
     db = request.GET.get("db", "default")
     author = Author(name=request.GET.get("author", "grace"))

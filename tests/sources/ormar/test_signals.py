@@ -261,15 +261,6 @@ async def test_suppressed_and_excluded_operations_are_not_traced(make_models: An
         assert len(cap.audit_events) == 1
 
 
-async def test_transaction_writes_are_flagged(cap: Capture, make_models: Any) -> None:
-    m: Models = await make_models()
-    async with m.database.transaction():
-        await m.Tag(name="in-tx").save()
-    await m.Tag(name="autocommit").save()
-    first, second = (audit_of(cap, s) for s in cap.spans_named("save tags"))
-    assert first.get("in_transaction") is True and "in_transaction" not in second
-
-
 async def test_custom_signals_when_asked(cap: Capture, make_models: Any) -> None:
     m: Models = await make_models()
     single = trace_custom_signal("album_published", models=[m.Album])

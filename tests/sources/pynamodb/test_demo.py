@@ -41,3 +41,7 @@ def test_demo_scenario() -> None:
         ["UpdateItem", "demo_orders"],
     ]
     assert "error_type=ConditionalCheckFailedException" in out
+    # The set-up's failures are PynamoDB's own existence checks: labelled so, not left to alarm the reader.
+    assert all("(expected: create_table() first asks whether the table exists)" in line for line in failed[:2])
+    assert failed[2].endswith("ConditionalCheckFailedException (deliberate: paying the same order twice)")
+    assert "pynamodb" in [line.split()[0] for line in out.splitlines() if line.startswith("  ")]  # the metrics row
