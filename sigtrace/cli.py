@@ -290,15 +290,20 @@ def _audit_record(path: str | None, offset: int) -> list[str]:
 
 
 def _sample_line(lines: Sequence[str]) -> str | None:
-    """The first line with an actor and changed fields (the fullest kind of event), else the first."""
+    """The first event with an actor and changed fields (the fullest kind of event), else the first event
+    (not the record's stream header or checkpoint lines)."""
+    events: list[tuple[str, dict[str, Any]]] = []
     for line in lines:
         try:
             event = json.loads(line)
         except ValueError:
             continue
+        if isinstance(event, dict) and event.get("event") == semconv.AUDIT_EVENT:
+            events.append((line, event))
+    for line, event in events:
         if event.get("actor") and event.get("changed_fields"):
             return line
-    return lines[0] if lines else None
+    return events[0][0] if events else None
 
 
 def run_demo(otlp_endpoint: str | None, only: Sequence[str] | None, out: TextIO) -> int:
