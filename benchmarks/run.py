@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # everything (about 25 minutes on 2 vCPUs)
     python benchmarks/run.py --quick         # a smoke run: fewer rounds, 100,000 ops for memory
     python benchmarks/run.py --only django ormar --pinned all
+    python benchmarks/run.py --only audit    # durability settings and verify speed (bench_audit.py)
     nox -s bench                             # the same, in a fresh environment
 
 Each source module runs in its own process (sigtrace installs once per process; Django's settings
@@ -114,8 +115,9 @@ def assemble(directory: Path) -> dict[str, Any]:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 data["pinned"] = pinned
                 results["sources"].append(data)
-    if (directory / "scaling.json").exists():
-        results["scaling"] = json.loads((directory / "scaling.json").read_text(encoding="utf-8"))
+    for name in ("scaling", "audit"):
+        if (directory / f"{name}.json").exists():
+            results[name] = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
     memory = {}
     for key, name in MEMORY_RUNS.items():
         if (directory / f"{name}.json").exists():
@@ -207,6 +209,10 @@ def table(results: dict[str, Any]) -> str:
                 f"| {key} | {run['ops']:,} | {first['rss_kib']:,} → {last['rss_kib']:,} | {run['rss_growth']:+.2%} "
                 f"| {traced} | {run['max_in_flight_seen']:,} |"
             )
+    if results.get("audit"):
+        import bench_audit
+
+        lines += ["", bench_audit.table(results["audit"])]
     lines += ["", "Targets (shown, not asserted):", ""]
     lines += [f"- {line}" for line in targets(results)]
     return "\n".join(lines)
@@ -260,7 +266,7 @@ def targets(results: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", help="sources (and/or 'scaling', 'memory') to run")
+    parser.add_argument("--only", nargs="*", help="sources (and/or 'scaling', 'memory', 'audit') to run")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the operations per round")
     parser.add_argument("--quick", action="store_true", help="3 rounds, a fifth of the operations, 100,000 for memory")
@@ -290,7 +296,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.scale = 3, args.scale / 5
         args.memory_ops, args.tracemalloc_ops, args.flood = 100_000, 20_000, 10_000
-    wanted = set(args.only or [*SOURCES, "scaling", "memory"])
+    wanted = set(args.only or [*SOURCES, "scaling", "memory", "audit"])
     started = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -312,6 +318,10 @@ def main() -> None:
             per_round = str(max(50, int(1000 * args.scale)))
             extra = ["--rounds", str(args.rounds), "--per-round", per_round]
             results["scaling"] = run_module("scaling", extra, "scaling", tmp)
+        if "audit" in wanted:
+            lines = "50000" if args.quick else "200000"
+            extra = ["--rounds", str(min(args.rounds, 6)), "--per-round", str(max(50, int(500 * args.scale)))]
+            results["audit"] = run_module("audit", [*extra, "--lines", lines], "audit", tmp)
         if "memory" in wanted:
             ops, traced = str(args.memory_ops), str(args.tracemalloc_ops)
             flood = str(args.flood)

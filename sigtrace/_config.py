@@ -80,6 +80,10 @@ class Options:
     audit: bool | Callable[..., Any] | Any = True
     audit_file: str | None = None
     audit_reads: bool = False
+    audit_key: bytes | None = field(default=None, repr=False)
+    audit_checkpoint_lines: int = 1000
+    audit_checkpoint_seconds: float = 60.0
+    audit_durability: str = "write"
     metrics: bool = True
     capture_values: bool = False
     redact: tuple[str, ...] = ()
@@ -98,6 +102,10 @@ _ENV_PARSERS: dict[str, str] = {
     "audit": "bool",
     "audit_file": "str",
     "audit_reads": "bool",
+    "audit_key": "str",
+    "audit_checkpoint_lines": "int",
+    "audit_checkpoint_seconds": "float",
+    "audit_durability": "str",
     "metrics": "bool",
     "capture_values": "bool",
     "redact": "list",
@@ -265,7 +273,21 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
                 raise ConfigError(f"{given(name)}: expected a positive number of seconds")
             merged[name] = float(timeout)
-    for name in ("max_in_flight", "max_value_length"):
+    if "audit_checkpoint_seconds" in merged:
+        seconds = merged["audit_checkpoint_seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ConfigError(f"{given('audit_checkpoint_seconds')}: expected a positive number of seconds")
+        merged["audit_checkpoint_seconds"] = float(seconds)
+    if merged.get("audit_durability", "write") not in ("write", "fsync"):
+        raise ConfigError(f"{given('audit_durability')}: expected 'write' or 'fsync'")
+    if merged.get("audit_key") is not None:
+        key = merged["audit_key"]
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        if not isinstance(key, bytes) or not key:  # the value itself is a secret: not in the message
+            raise ConfigError("audit_key: expected a non-empty string or bytes")
+        merged["audit_key"] = key
+    for name in ("max_in_flight", "max_value_length", "audit_checkpoint_lines"):
         if name in merged:
             value = merged[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

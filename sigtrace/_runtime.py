@@ -163,7 +163,7 @@ def select_sources(requested: tuple[str, ...] | None, excluded: frozenset[str]) 
 
 
 def _audit_outputs(
-    options: Options, providers: Providers
+    options: Options, providers: Providers, service_name: str | None
 ) -> tuple[list[tuple[str, AuditOutput]], JsonLinesWriter | None]:
     outputs: list[tuple[str, AuditOutput]] = []
     writer: JsonLinesWriter | None = None
@@ -171,7 +171,7 @@ def _audit_outputs(
     if audit is False:
         return outputs, None
     if audit is True or options.audit_file is not None:
-        writer = _json_lines_writer(options)
+        writer = _json_lines_writer(options, service_name)
         outputs.append(("jsonl", writer))
     if audit is not True:
         if hasattr(audit, "info") and hasattr(audit, "bind"):
@@ -238,9 +238,16 @@ def _check_audit_file(options: Options) -> None:
         raise ConfigError(f"{_audit_file_given(options)}: the directory {directory!r} does not exist")
 
 
-def _json_lines_writer(options: Options) -> JsonLinesWriter:
+def _json_lines_writer(options: Options, service_name: str | None) -> JsonLinesWriter:
     try:
-        return JsonLinesWriter(options.audit_file)
+        return JsonLinesWriter(
+            options.audit_file,
+            service_name=service_name,
+            key=options.audit_key,
+            checkpoint_lines=options.audit_checkpoint_lines,
+            checkpoint_seconds=options.audit_checkpoint_seconds,
+            durability=options.audit_durability,
+        )
     except OSError as exc:
         raise ConfigError(
             f"{_audit_file_given(options)}: cannot open it for appending: {exc.strerror or exc}"
@@ -252,16 +259,17 @@ def _build(options: Options) -> Installation:
     providers = resolve_providers(
         options.tracer_provider, options.meter_provider, options.logger_provider, options.service_name
     )
-    outputs, writer = _audit_outputs(options, providers)  # first: a file it cannot open is a ConfigError
+    service_name = (
+        options.service_name or _resource_service_name(providers.tracer_provider) or os.environ.get("OTEL_SERVICE_NAME")
+    )
+    outputs, writer = _audit_outputs(options, providers, service_name)  # first: a file it cannot open is a ConfigError
     metric_sink = MetricSink(providers.meter_provider) if options.metrics else None
     if metric_sink is not None:
         safety.set_error_listener(lambda kind, _exc: metric_sink.internal_error(kind))
     audit_sink = (
         AuditSink(
             outputs,
-            service_name=options.service_name
-            or _resource_service_name(providers.tracer_provider)
-            or os.environ.get("OTEL_SERVICE_NAME"),
+            service_name=service_name,
             redactor=Redactor(options.redact, options.max_value_length),
             capture_values=options.capture_values,
             audit_reads=options.audit_reads,

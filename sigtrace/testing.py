@@ -12,6 +12,8 @@ As a pytest plugin (registered through the ``pytest11`` entry point) it provides
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,10 +27,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import sigtrace
 import sigtrace._runtime
+from sigtrace import semconv
 from sigtrace._config import resolve_options
 from sigtrace._runtime import Installation
 
-__all__ = ["Capture", "MetricPoint", "capture"]
+__all__ = ["Capture", "MetricPoint", "audit_file_events", "capture"]
 
 
 def _raw_value(point: Any) -> Any:
@@ -180,6 +183,14 @@ def _describe_span(span: ReadableSpan) -> str:
     parent = format(span.parent.span_id, "016x") if span.parent is not None else None
     attributes = dict(span.attributes or {})
     return f"{span.name!r} span_id={span_id} parent={parent} status={span.status.status_code.name} {attributes}"
+
+
+def audit_file_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The audit events of a JSON-lines audit file, in order, without the record's own lines
+    (stream headers and checkpoints, docs/audit.md)."""
+    with open(path, encoding="utf-8") as file:
+        lines = [json.loads(line) for line in file if line.strip()]
+    return [line for line in lines if line.get("event") == semconv.AUDIT_EVENT]
 
 
 @contextmanager

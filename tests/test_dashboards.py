@@ -185,13 +185,13 @@ def real_audit_event() -> dict[str, Any]:
 
 
 def real_audit_line(event: dict[str, Any] | None = None) -> str:
-    """One line exactly as sigtrace's JSON-lines writer renders it (with fixed trace/span ids)."""
+    """One event line exactly as sigtrace's JSON-lines writer renders it (with fixed trace/span ids)."""
     event = dict(event or real_audit_event(), trace_id=TRACE_ID, span_id=SPAN_ID)
     buffer = io.StringIO()
     JsonLinesWriter(buffer)({key: value for key, value in event.items() if value is not None})
-    line = buffer.getvalue()
-    assert line.count("\n") == 1 and line.endswith("\n")
-    return line.rstrip("\n")
+    header, line = buffer.getvalue().splitlines()  # the stream header first (docs/audit.md)
+    assert json.loads(header)["event"] == "sigtrace.audit.stream" and json.loads(line)["seq"] == 1
+    return line
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.operation import Operation
 from sigtrace.core.sinks import Labels
+from sigtrace.sinks.chain import CHECKPOINT_EVENT, STREAM_EVENT, checkpoint_mac, event_prefix, line_hash
 from sigtrace.sinks.redaction import Redactor
 
 __all__ = ["AuditOutput", "AuditSink", "BackgroundOutput", "JsonLinesWriter", "OtlpLogOutput", "add_trace_context"]
@@ -73,44 +77,55 @@ def _iso_timestamp(ns: int) -> str:
 
 
 class _ReopeningFile:
-    """An append-only, unbuffered file that reopens itself when logrotate moves it away (checked once a second)."""
+    """An append-only, unbuffered file that notices logrotate (checked once a second, under the writer's lock).
 
-    #: Seconds between two checks for a moved file (a stat per check).
+    ``create`` mode moves the file away: :meth:`rotated` says ``"moved"`` and the writer reopens the
+    path. ``copytruncate`` empties it in place: appending goes on at the new end by itself (append
+    mode), and :meth:`rotated` says ``"truncated"`` when the file is smaller than at the last check.
+    """
+
+    #: Seconds between two checks for a rotated file (a stat and an fstat per check).
     check_interval = 1.0
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.Lock()
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the sink
         self._checked = time.monotonic()
+        self._size = os.fstat(self._file.fileno()).st_size
 
-    def write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked >= self.check_interval:
-                self._checked = now
-                self._reopen_if_moved()
-            written = self._file.write(data)
-            while written is not None and written < len(data):  # a short write (e.g. a signal): the rest
-                data = data[written:]
-                written = self._file.write(data)
-
-    def _reopen_if_moved(self) -> None:
+    def rotated(self) -> str | None:
+        now = time.monotonic()
+        if now - self._checked < self.check_interval:
+            return None
+        self._checked = now
+        own = os.fstat(self._file.fileno())
         try:
-            moved = os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+            named = os.stat(self.path)
         except FileNotFoundError:
-            moved = True
-        if moved:
-            self._file.close()
-            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+            return "moved"
+        if (named.st_ino, named.st_dev) != (own.st_ino, own.st_dev):
+            return "moved"
+        shrunk = own.st_size < self._size
+        self._size = own.st_size
+        return "truncated" if shrunk else None
 
-    def flush(self) -> None:
-        """Nothing is buffered: each write reached the file."""
+    def reopen(self) -> None:
+        old = self._file
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._size = os.fstat(self._file.fileno()).st_size
+        old.close()
+
+    def write(self, data: bytes) -> None:
+        written = self._file.write(data)
+        while written is not None and written < len(data):  # a short write (e.g. a signal): the rest
+            data = data[written:]
+            written = self._file.write(data)
+
+    def fileno(self) -> int:
+        return self._file.fileno()
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        self._file.close()
 
 
 def _json_fallback(value: Any) -> Any:
@@ -128,16 +143,45 @@ def _line_encoder() -> Callable[[Mapping[str, Any]], str]:
     return lambda fields: "".join(chunks(fields, 0))
 
 
-class JsonLinesWriter:
-    """The durable record: one JSON object per line, written and flushed at once.
+#: ``audit_durability`` values: what has happened to a line when the operation returns.
+DURABILITIES = ("write", "fsync")
+#: Shortest time between two fsyncs of the audit file: the lines written meanwhile share the next one.
+FSYNC_INTERVAL = 0.002
 
-    The line is what structlog's ``JSONRenderer`` writes for the event (``json.dumps`` with its
-    fallback for other values: the fields in order, ``event`` last), rendered by one encoder made
-    once rather than one per line. A file sigtrace opens is written unbuffered in append mode: one
-    ``write`` system call per line, complete lines even with several processes on one file.
+_WRITERS: weakref.WeakSet[JsonLinesWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_WRITERS):
+        writer._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class JsonLinesWriter:
+    """The durable record: one JSON object per line, sequenced, hash-chained, written at once.
+
+    The line is what structlog's ``JSONRenderer`` writes for the event with ``seq``, ``stream``
+    and ``prev`` first (``json.dumps`` with its fallback for other values: the fields in order,
+    ``event`` last), rendered by one encoder made once rather than one per line. Sequence number,
+    hash and write happen under one lock (one SHA-256 per line); the format is sigtrace/sinks/chain.py's.
+    A file sigtrace opens is written unbuffered in append mode: one ``write`` system call per line,
+    complete lines even with several processes on one file (each process is a stream of its own).
+    After the line is written the event dict gets ``seq`` and ``stream`` for the outputs after this one.
     """
 
-    def __init__(self, target: str | IO[str] | None) -> None:
+    def __init__(
+        self,
+        target: str | IO[str] | None,
+        *,
+        service_name: str | None = None,
+        key: bytes | None = None,
+        checkpoint_lines: int = 1000,
+        checkpoint_seconds: float = 60.0,
+        durability: str = "write",
+    ) -> None:
         self._owned: _ReopeningFile | None = None
         stream: Any
         if target is None or target == "stderr":
@@ -149,8 +193,41 @@ class JsonLinesWriter:
         else:
             stream = target
         self._stream = stream
-        self._lock = threading.Lock()
         self._encode = _line_encoder()
+        self.service_name = service_name
+        self._key = key
+        self.checkpoint_lines = checkpoint_lines
+        self.checkpoint_seconds = checkpoint_seconds
+        # fsync applies to a file sigtrace opened; stderr/stdout or a stream passed in are written and flushed.
+        self._fsync = durability == "fsync" and self._owned is not None
+        self._init_threading()
+        self._start_stream("start")
+        _WRITERS.add(self)
+
+    def _init_threading(self) -> None:
+        self._lock = threading.Lock()
+        self._sync = threading.Condition()
+        self._written = 0  # lines written to the file, for the group commit
+        self._synced = 0
+        self._syncing = False
+        self._last_sync = 0.0
+        self._timer: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closed = False
+
+    def _start_stream(self, reason: str) -> None:
+        self.stream = secrets.token_hex(8)
+        self._seq = 0
+        self._head: str | None = None
+        self._uncovered = 0  # lines since the last checkpoint
+        self._last_checkpoint = time.monotonic()
+        self._header_due: str | None = reason  # written with the stream's first line
+        self.started = _iso_timestamp(time.time_ns())
+
+    def _forked(self) -> None:
+        """In a forked child (a pre-forking server): a stream of its own, new locks, no inherited thread."""
+        self._init_threading()
+        self._start_stream("fork")
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         if type(event) is dict and next(reversed(event), None) == "event":
@@ -159,19 +236,160 @@ class JsonLinesWriter:
             name = event["event"]
             fields = {key: value for key, value in event.items() if key != "event"}
             fields["event"] = name
-        line = self._encode(fields) + "\n"
+        body = self._encode(fields)
+        with self._lock:
+            owned = self._owned
+            if owned is not None:
+                rotated = owned.rotated()
+                if rotated is not None:
+                    self._rotate(owned, rotated)
+            if self._header_due is not None:
+                self._header(self._header_due)
+            self._seq = seq = self._seq + 1  # taken even when the write fails: the loss shows as a gap
+            line = event_prefix(seq, self.stream, self._head or "") + body[1:] + "\n"
+            self._head = self._put(line)
+            written = self._written = self._written + 1
+            if self._key is not None:
+                self._uncovered += 1
+                if (
+                    self._uncovered >= self.checkpoint_lines
+                    or time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+                ):
+                    self._checkpoint()
+                if self._timer is None:
+                    self._start_timer()
+            stream_id = self.stream
+        if type(event) is dict:
+            event["seq"] = seq
+            event["stream"] = stream_id
+        if self._fsync:
+            self._wait_synced(written)
+
+    def _put(self, line: str) -> str:
+        """Write one line (its newline included) in one call; return its hash, the next line's ``prev``."""
+        data = line.encode("utf-8")
         owned = self._owned
         if owned is not None:
-            owned.write(line)  # unbuffered: written when this returns
-            return
-        stream = self._stream
-        with self._lock:
-            stream.write(line)
-            stream.flush()
+            owned.write(data)  # unbuffered: written when this returns
+        else:
+            self._stream.write(line)
+            self._stream.flush()
+        return line_hash(memoryview(data)[:-1])
+
+    def _control(self, fields: dict[str, Any]) -> None:
+        self._head = self._put(self._encode(fields) + "\n")
+
+    def _header(self, reason: str) -> None:
+        """The stream header: who writes this stream, and the hash of its line before (the previous file's last)."""
+        fields: dict[str, Any] = {"stream": self.stream, "prev": self._head, "last_seq": self._seq, "reason": reason}
+        fields["timestamp"] = _iso_timestamp(time.time_ns())
+        if self.service_name is not None:
+            fields["service_name"] = self.service_name
+        fields["host"] = socket.gethostname()
+        fields["pid"] = os.getpid()
+        fields["started"] = self.started
+        if self._key is not None:
+            fields["checkpoint_lines"] = self.checkpoint_lines
+            fields["checkpoint_seconds"] = self.checkpoint_seconds
+        fields["event"] = STREAM_EVENT
+        self._control(fields)
+        self._written += 1
+        self._header_due = None
+
+    def _checkpoint(self) -> None:
+        assert self._key is not None
+        self._control(
+            {
+                "stream": self.stream,
+                "prev": self._head,
+                "last_seq": self._seq,
+                "timestamp": _iso_timestamp(time.time_ns()),
+                "mac": checkpoint_mac(self._key, self.stream, self._seq, self._head),
+                "event": CHECKPOINT_EVENT,
+            }
+        )
+        self._written += 1
+        self._uncovered = 0
+        self._last_checkpoint = time.monotonic()
+
+    def _rotate(self, owned: _ReopeningFile, how: str) -> None:
+        """logrotate happened: close the old file with a checkpoint, start the new one with a header."""
+        if how == "moved":
+            if self._key is not None and self._uncovered:
+                with safety.guard("audit.checkpoint"):
+                    self._checkpoint()  # into the old file: its tail is covered too
+            if self._fsync:
+                with safety.guard("audit.fsync"):
+                    os.fsync(owned.fileno())
+            owned.reopen()
+        if self._header_due is None:
+            self._header_due = "rotated" if how == "moved" else "truncated"
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Thread(target=self._tick, name="sigtrace-audit-checkpoint", daemon=True)
+        self._timer.start()
+
+    def _tick(self) -> None:
+        """A checkpoint ``checkpoint_seconds`` after the last one when lines came since, even if no more come."""
+        wake = self._wake
+        while True:
+            with self._lock:
+                due = self._last_checkpoint + self.checkpoint_seconds - time.monotonic()
+                if self._closed:
+                    return
+                if due <= 0 and self._uncovered:
+                    with safety.guard("audit.checkpoint"):
+                        self._checkpoint()
+                    due = self.checkpoint_seconds
+            if wake.wait(max(due, 0.05)):
+                return
+
+    def _wait_synced(self, written: int) -> None:
+        """Group commit: return once an fsync that began after line ``written`` was written has completed.
+
+        One thread at a time runs the fsync (at most one every ``FSYNC_INTERVAL``); the lines that
+        others write meanwhile are covered by the next one, which one of them runs.
+        """
+        sync = self._sync
+        with sync:
+            while self._synced < written:
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                sync.wait()
+            else:
+                return
+        covered = self._synced
+        try:
+            pause = self._last_sync + FSYNC_INTERVAL - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            covered = self._written  # every line written before the fsync starts
+            owned = self._owned
+            if owned is not None:
+                os.fsync(owned.fileno())
+        finally:
+            with sync:
+                self._synced = max(self._synced, covered)
+                self._syncing = False
+                self._last_sync = time.monotonic()
+                sync.notify_all()
 
     def close(self) -> None:
-        if self._owned is not None:
-            self._owned.close()
+        """A last checkpoint (with a key) over the lines since the one before, then close the file."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wake.set()
+            try:
+                if self._key is not None and self._uncovered:
+                    self._checkpoint()
+                if self._fsync and self._owned is not None:
+                    os.fsync(self._owned.fileno())
+            finally:
+                if self._owned is not None:
+                    self._owned.close()
 
 
 class AuditQueueFullError(RuntimeError):

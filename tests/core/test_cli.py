@@ -168,5 +168,7 @@ def test_demo_shows_a_line_of_the_audit_file_the_environment_names(
     shown = json.loads(lines[lines.index(header) + 1])
     assert shown["source"] == "blinker" and shown["actor"] == "alice"
     written = record.read_text(encoding="utf-8").splitlines()
-    assert written[0] == earlier.strip() and len(written) == 1 + 3  # appended: the three events of this run
+    # appended: the stream header and the three events of this run (docs/audit.md)
+    assert written[0] == earlier.strip() and len(written) == 1 + 1 + 3
+    assert json.loads(written[1])["event"] == "sigtrace.audit.stream"
     assert json.dumps(shown) in {json.dumps(json.loads(line)) for line in written[1:]}

@@ -148,7 +148,7 @@ def test_audit_json_lines_file_is_written_before_the_span_ends(tmp_path: Path) -
 
         class LineCounter(SpanProcessor):
             def on_end(self, span: Any) -> None:
-                seen_at_span_end.append(len(path.read_text().splitlines()))
+                seen_at_span_end.append(path.read_text().count('"event": "sigtrace.audit"}'))  # not the header
 
         cap.tracer_provider.add_span_processor(LineCounter())
         engine = engine_of(cap)
@@ -157,7 +157,8 @@ def test_audit_json_lines_file_is_written_before_the_span_ends(tmp_path: Path) -
             engine.end(i)
     lines = path.read_text().splitlines()
     assert seen_at_span_end == [1, 2, 3]
-    events = [json.loads(line) for line in lines]
+    header, *events = [json.loads(line) for line in lines]
+    assert header["event"] == "sigtrace.audit.stream"
     assert [e["pk"] for e in events] == ["0", "1", "2"]
     assert all(e["event"] == semconv.AUDIT_EVENT and e["outcome"] == "ok" for e in events)
     assert all(len(e["trace_id"]) == 32 and len(e["span_id"]) == 16 for e in events)

@@ -223,5 +223,6 @@ def test_opentelemetry_instrument_enables_sigtrace_with_no_code_change(tmp_path:
     assert out.returncode == 0, out.stderr
     assert "installed True" in out.stdout
     assert '"name": "ship parcels"' in out.stdout
-    (event,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    header, event = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert header["event"] == "sigtrace.audit.stream" and event["seq"] == 1
     assert event["operation"] == "ship" and event["collection"] == "parcels"

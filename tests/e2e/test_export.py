@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from sigtrace import semconv
+from sigtrace.testing import audit_file_events
 from tests.dashboards_naming import kind_from_otlp, prometheus_names
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_dashboards import DASHBOARD_FILE, iter_queries, load_json, parse_promql
@@ -128,7 +129,7 @@ def test_export_reaches_a_real_receiver(
         if told.get("actor"):
             assert matching[0]["attributes"]["actor"] == told["actor"]
     # the local JSON-lines record holds the same events
-    local = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    local = audit_file_events(audit_file)
     assert sorted((e["trace_id"], e["span_id"], e["outcome"]) for e in local if e["source"] == scenario) == sorted(
         (op["trace_id"], op["span_id"], "error" if op["status_code"] == "ERROR" else "ok") for op in ops
     )

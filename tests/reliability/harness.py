@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sigtrace.testing import audit_file_events
+
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).with_name("apps")
 
@@ -155,4 +157,4 @@ def closed_port() -> int:
 def audit_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return audit_file_events(path)  # the events: not the stream header and checkpoint lines

@@ -152,9 +152,10 @@ def test_values_cannot_forge_audit_lines(forgery: str, tmp_path: Path) -> None:
             )  # fmt: skip
             engine.begin(op, "k")
             engine.end("k")
-    lines = audit_file.read_text().splitlines()
-    assert len(lines) == 1  # one operation, one line, whatever the payload
-    record = json.loads(lines[0])
+    header, line = audit_file.read_text().splitlines()  # one operation, one line, whatever the payload
+    assert json.loads(header)["event"] == "sigtrace.audit.stream"
+    lines = [line]
+    record = json.loads(line)
     assert record["pk"] == forgery and record["actor"] == forgery
     assert all(ch not in lines[0] for ch in "\n\r\x00\x1b")
 

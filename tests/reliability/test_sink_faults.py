@@ -5,7 +5,6 @@ succeed with their correct results, and each fault is counted."""
 from __future__ import annotations
 
 import io
-import json
 import logging
 import threading
 import time
@@ -39,7 +38,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import sigtrace
 from sigtrace import semconv
 from sigtrace.core import safety
-from sigtrace.testing import capture
+from sigtrace.testing import audit_file_events, capture
 
 pre, post = blinker.NamedSignal("pre_charge"), blinker.NamedSignal("post_charge")
 OPERATIONS = 300
@@ -274,7 +273,7 @@ def test_unusual_structlog_configuration_of_the_application(tmp_path: Path, capl
         assert lines[0] == "before" and lines[-1] == "after"
         # The audit events also went to the application's logger, rendered its way (not JSON).
         assert sum(semconv.AUDIT_EVENT in line for line in lines) == 20
-        records = [json.loads(line) for line in audit_file.read_text().splitlines()]
+        records = audit_file_events(audit_file)
         assert len(records) == 20 and {r["outcome"] for r in records} == {"ok"}
     finally:
         structlog.reset_defaults()
@@ -295,6 +294,6 @@ def test_stdlib_logging_only_without_structlog_configuration(tmp_path: Path) -> 
     logging.basicConfig(level=logging.WARNING)
     with capture(sources=["blinker"], tracer_provider=provider, audit=True, audit_file=str(audit_file)):
         run_operations(20)
-    records = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    records = audit_file_events(audit_file)
     assert [r["outcome"] for r in records] == ["ok"] * 20
     assert len(exporter.get_finished_spans()) == 20

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from sigtrace.testing import audit_file_events
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,7 +29,7 @@ def run_example(tmp_path: Path, broker: str) -> tuple[str, list[dict[str, Any]],
     assert out.returncode == 0, out.stderr
     spans = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     summary = next(line for line in out.stdout.splitlines() if line.startswith("broker "))
-    return summary, spans, [json.loads(line) for line in audit.read_text().splitlines()]
+    return summary, spans, audit_file_events(audit)
 
 
 @pytest.mark.parametrize("broker", ["memory", "rabbitmq"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from sigtrace.testing import audit_file_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def test_example_app_audits_every_publish(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "published 2" in out.stdout
     assert out.stdout.count('"name": "publish articles"') == 3
-    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    events = audit_file_events(audit)
     assert [e["outcome"] for e in events] == ["ok", "error", "ok"]
     assert events[1]["error_type"] == "PermissionError"
     assert {e["actor"] for e in events} == {"editor-1"} and {e["service_name"] for e in events} == {"newsroom"}

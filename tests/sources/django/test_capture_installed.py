@@ -7,11 +7,12 @@ since this package's Django is already set up with other settings.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from sigtrace.testing import audit_file_events
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -38,7 +39,7 @@ def test_capture_and_fixture_work_where_the_app_installed_sigtrace(tmp_path: Pat
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "2 passed" in result.stdout
-    events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    events = audit_file_events(tmp_path / "audit.jsonl")
     # The project's installation audited what ran outside the captures only: carol (alice and bob went to them).
     assert len([e for e in events if e.get("model") == "Author"]) == 1
     assert all(e["service_name"] == "project" for e in events)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sigtrace.testing import audit_file_events
+
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "django"
 
@@ -117,7 +119,7 @@ def test_example_project(tmp_path: Path) -> None:
     assert not [s for s in spans if s["parent"] == delete["id"]]  # one operation: the cascade is in its audit
     assert all(parent_name(s).startswith(("POST", "DELETE")) for s in ours)
 
-    events = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    events = audit_file_events(audit_file)
     mine = [e for e in events if e.get("actor") == "alice"]
     assert {e["operation"] for e in mine} >= {"save", "bulk_create", "m2m_add", "delete"}
     traces = {s["trace"] for s in requests.values()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 from sigtrace import semconv
-from sigtrace.testing import Capture, capture
+from sigtrace.testing import Capture, audit_file_events, capture
 from tests.sources.pynamodb.conftest import FAKE_ENV
 from tests.sources.pynamodb.helpers import attrs, new_id
 
@@ -84,7 +83,7 @@ def test_the_script_runs(dynamodb: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "orders=2 refused=1 order_count=2" in done.stdout
     assert '"name": "PutItem shop_customers"' in done.stdout  # the console exporter's spans
-    events = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    events = audit_file_events(audit_file)
     writes = [(e["operation"], e["outcome"]) for e in events if e["operation"] not in ("CreateTable",)]
     assert writes == [
         ("PutItem", "ok"),
