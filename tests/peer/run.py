@@ -182,6 +182,8 @@ def sigtrace_figures(directory: Path) -> dict[str, Any]:
                 except ValueError:
                     unreadable += 1
                     continue
+                if event.get("event") != "sigtrace.audit":
+                    continue  # the record's own lines: stream headers, checkpoints (docs/audit.md)
                 events += 1
                 operation = f"{event.get('source', '?')}.{event.get('operation', '?')}"
                 operations[operation] += 1
