@@ -200,16 +200,21 @@ class _LateOtlpLogOutput:
     building records for it would cost each audit event for nothing.
     """
 
-    __slots__ = ("_output",)
+    __slots__ = ("_output", "_proxy")
 
     def __init__(self) -> None:
         self._output: OtlpLogOutput | None = None
+        #: The provider last found to be the proxy: while it is still the global one, one identity check.
+        self._proxy: object = None
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         output = self._output
         if output is None:
             provider = _logs.get_logger_provider()
+            if provider is self._proxy:
+                return
             if is_proxy(provider):
+                self._proxy = provider
                 return
             output = self._output = OtlpLogOutput(provider)
         output(event)
