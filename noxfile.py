@@ -56,7 +56,7 @@ def tests(session: nox.Session) -> None:
         "-m",
         "pytest",
         "tests",
-        "--ignore=tests/signalbus",
+        "--ignore=tests/sources/signalbus",
         "-m",
         "not slow",
         "-p",
@@ -79,7 +79,7 @@ def signalbus(session: nox.Session) -> None:
         "run",
         "-m",
         "pytest",
-        "tests/signalbus",
+        "tests/sources/signalbus",
         "-p",
         "no:cacheprovider",
         *session.posargs,
@@ -151,7 +151,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def slow(session: nox.Session) -> None:
     session.install("-e", MODERN)
-    session.run("pytest", "tests", "--ignore=tests/signalbus", "-m", "slow", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "tests", "--ignore=tests/sources/signalbus", "-m", "slow", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python=PYTHON)

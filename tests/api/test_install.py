@@ -98,7 +98,7 @@ def test_default_sources_are_the_importable_ones(monkeypatch: pytest.MonkeyPatch
 
 
 def never() -> bool:
-    """A ``SourceSpec.detect`` that declines (referenced as ``tests.core.test_install:never``)."""
+    """A ``SourceSpec.detect`` that declines (referenced as ``tests.api.test_install:never``)."""
     return False
 
 

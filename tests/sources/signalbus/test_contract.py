@@ -15,7 +15,7 @@ from flask_signalbus import SignalBus
 from flask_sqlalchemy import SQLAlchemy
 
 from tests.contract import SourceContract
-from tests.signalbus.harness import is_wrapped
+from tests.sources.signalbus.harness import is_wrapped
 
 app = Flask(__name__)
 app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"

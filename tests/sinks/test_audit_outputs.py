@@ -16,7 +16,7 @@ from sigtrace.testing import capture
 
 
 def audit_events(path: Path) -> list[dict[str, Any]]:
-    """The audit events of a file, without the stream header and checkpoint lines (tests/core/test_audit_chain.py)."""
+    """The audit events of a file, without the stream header and checkpoint lines (tests/sinks/test_audit_chain.py)."""
     return [event for line in path.read_text().splitlines() if (event := json.loads(line))["event"] == "sigtrace.audit"]
 
 

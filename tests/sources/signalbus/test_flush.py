@@ -18,7 +18,7 @@ import sigtrace
 from sigtrace import semconv
 from sigtrace.sources.signalbus import ATTR_LEFT_PENDING, ATTR_MODELS, ATTR_PKS, ATTR_SENT, METRIC_LEFT_PENDING
 from sigtrace.testing import Capture, capture
-from tests.signalbus.harness import BrokerDownError, Harness, is_wrapped
+from tests.sources.signalbus.harness import BrokerDownError, Harness, is_wrapped
 
 
 @pytest.fixture

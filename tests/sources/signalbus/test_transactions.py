@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 import sigtrace
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
-from tests.signalbus.harness import Harness
+from tests.sources.signalbus.harness import Harness
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from sigtrace.sources.signalbus import ATTR_SENT
 from sigtrace.testing import capture
-from tests.signalbus.harness import Harness
+from tests.sources.signalbus.harness import Harness
 
 THREADS = 4
 ROWS = 200

@@ -13,7 +13,7 @@ import pytest
 
 from sigtrace.testing import audit_file_events
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_example(tmp_path: Path, broker: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
-from tests.signalbus.harness import SignalSQLAlchemy
+from tests.sources.signalbus.harness import SignalSQLAlchemy
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:

@@ -3,7 +3,7 @@
     uv venv -p 3.11 .venv-signalbus
     uv pip install -p .venv-signalbus -e '.[signalbus,test]' 'flask<3' 'flask-sqlalchemy==2.5.1' \
         'sqlalchemy>=1.4,<2' pika psycopg2-binary
-    .venv-signalbus/bin/python -m pytest tests/signalbus -p no:cacheprovider
+    .venv-signalbus/bin/python -m pytest tests/sources/signalbus -p no:cacheprovider
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from tests.signalbus.harness import Harness
+    from tests.sources.signalbus.harness import Harness
 
 try:
     import flask_signalbus  # noqa: F401
@@ -36,7 +36,7 @@ class _Unavailable(pytest.Module):
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: Any) -> Any:
-    # A hook rather than a module-level skip: it works both for `pytest tests` and `pytest tests/signalbus`.
+    # A hook rather than a module-level skip: it works both for `pytest tests` and `pytest tests/sources/signalbus`.
     if UNAVAILABLE is not None:
         return _Unavailable.from_parent(parent, path=module_path)
     return None
@@ -81,7 +81,7 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def harness(backend_url: str) -> Iterator[Harness]:
-    from tests.signalbus.harness import make_harness
+    from tests.sources.signalbus.harness import make_harness
 
     with make_harness(backend_url) as h:
         yield h
@@ -89,7 +89,7 @@ def harness(backend_url: str) -> Iterator[Harness]:
 
 @pytest.fixture
 def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
-    from tests.signalbus.harness import make_harness
+    from tests.sources.signalbus.harness import make_harness
 
     with make_harness(f"sqlite:///{tmp_path / 'outbox.db'}") as h:
         yield h
@@ -97,7 +97,7 @@ def sqlite_harness(tmp_path: Path) -> Iterator[Harness]:
 
 @pytest.fixture
 def pg_harness(postgres_url: str) -> Iterator[Harness]:
-    from tests.signalbus.harness import make_harness
+    from tests.sources.signalbus.harness import make_harness
 
     with make_harness(postgres_url) as h:
         yield h
