@@ -151,7 +151,9 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def slow(session: nox.Session) -> None:
     session.install("-e", MODERN)
-    session.run("pytest", "tests", "--ignore=tests/sources/signalbus", "-m", "slow", "-p", "no:cacheprovider", *session.posargs)
+    session.run(
+        "pytest", "tests", "--ignore=tests/sources/signalbus", "-m", "slow", "-p", "no:cacheprovider", *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)

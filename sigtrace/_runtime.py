@@ -24,7 +24,7 @@ from sigtrace.sinks.metrics import MetricSink
 from sigtrace.sinks.redaction import Redactor
 from sigtrace.sinks.spans import SpanSink
 from sigtrace.sources import REGISTRY, SourceSpec
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
 
 __all__ = ["Installation", "MissingLibraryError", "current", "install", "install_resolved", "scope", "uninstall"]
 

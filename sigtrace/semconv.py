@@ -76,12 +76,29 @@ SIGTRACE_ORPHAN_REASON: Final = "sigtrace.orphan.reason"
 #: Rows an operation wrote (a flush batch, an ORM bulk statement), where the driver or the unit of work says.
 SIGTRACE_ROWS_AFFECTED: Final = "sigtrace.rows_affected"
 
-# --- Operation names shared by the SQL sources (``db.operation.name``) ---
+# --- Operation names (``db.operation.name``): one name per act in every source (docs/conventions.md) ---
+#: An instance written by the ORM's save (insert or update, as the ORM decides).
+OPERATION_SAVE: Final = "save"
+#: Rows inserted by a statement or a flush batch (SQLAlchemy's unit of work).
 OPERATION_INSERT: Final = "insert"
+#: Rows updated: an instance's update, a query set's or a statement's UPDATE (``filter`` says which rows).
 OPERATION_UPDATE: Final = "update"
+#: Rows deleted: an instance's delete, a query set's or a statement's DELETE (``filter`` says which rows).
 OPERATION_DELETE: Final = "delete"
 OPERATION_SELECT: Final = "select"
 OPERATION_FLUSH: Final = "flush"
+OPERATION_BULK_CREATE: Final = "bulk_create"
+OPERATION_BULK_UPDATE: Final = "bulk_update"
+#: Links added / removed / cleared between an owner and related rows (many-to-many or reverse foreign
+#: key); the span names the table the rows are written in (the through table, or the child table).
+OPERATION_RELATION_ADD: Final = "relation_add"
+OPERATION_RELATION_REMOVE: Final = "relation_remove"
+OPERATION_RELATION_CLEAR: Final = "relation_clear"
+
+# --- Relation operations: span attributes (the owner is ``sigtrace.model`` / ``sigtrace.pk``) ---
+SIGTRACE_RELATION_NAME: Final = "sigtrace.relation.name"
+SIGTRACE_RELATION_MODEL: Final = "sigtrace.relation.model"
+SIGTRACE_RELATION_PK: Final = "sigtrace.relation.pk"
 
 # --- Metrics ---
 METRIC_DURATION: Final = "db.client.operation.duration"
@@ -110,6 +127,14 @@ AUDIT_PKS: Final = "pks"
 AUDIT_PKS_TRUNCATED: Final = "pks_truncated"
 AUDIT_FILTER: Final = "filter"
 MAX_AUDIT_PKS: Final = 100
+#: Objects handed to a batch call (``db.operation.batch.size`` on the span).
+AUDIT_BATCH_SIZE: Final = "batch_size"
+#: Relation operations: the relation (field) name, the related model, the related rows' pks (capped
+#: like ``pks``, ``related_pks_truncated`` when cut). ``model``/``pk`` are the owner's.
+AUDIT_RELATION: Final = "relation"
+AUDIT_RELATED_MODEL: Final = "related_model"
+AUDIT_RELATED_PKS: Final = "related_pks"
+AUDIT_RELATED_PKS_TRUNCATED: Final = "related_pks_truncated"
 
 #: Instrumentation scope name of every tracer, meter and logger sigtrace creates.
 SCOPE_NAME: Final = "sigtrace"

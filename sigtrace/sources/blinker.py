@@ -20,7 +20,7 @@ from opentelemetry.util.types import AttributeValue
 from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
 
 __all__ = [
     "BlinkerSource",

@@ -50,9 +50,9 @@ from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
 from sigtrace.core.transactions import Transaction
-from sigtrace.sources._transactions import ConnectionTransactions
-from sigtrace.sources.base import Source
 from sigtrace.sources.blinker import SignalPair, SingleSignal, trace_signal, trace_signals
+from sigtrace.sources.kit import Source
+from sigtrace.sources.kit.transactions import ConnectionTransactions
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
 

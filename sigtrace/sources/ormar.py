@@ -40,8 +40,8 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import EntryScope
 from sigtrace.core.operation import Operation
-from sigtrace.sources._transactions import ConnectionTransactions
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
+from sigtrace.sources.kit.transactions import ConnectionTransactions
 
 __all__ = [
     "RELATED_MODEL",

@@ -44,7 +44,7 @@ from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.engine import EntryScope
 from sigtrace.core.operation import Operation
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
 
 __all__ = ["DB_SYSTEM", "WRITE_OPERATIONS", "PynamoDBSource", "error_code"]
 

@@ -52,8 +52,8 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import error_type_of
 from sigtrace.core.operation import Operation
-from sigtrace.sources._sa_session import TRACKER
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
+from sigtrace.sources.kit.sa_session import TRACKER
 
 __all__ = [
     "ATTR_LEFT_PENDING",
@@ -670,7 +670,7 @@ class SignalBusSource(Source):
 
 def _hold_on_session(op: Operation, row: Any) -> None:
     """A sent message is done when the session that deletes its row commits: hold its audit event on that
-    session's transaction (``sigtrace/sources/_sa_session.py``), so a rollback (a later send of the same
+    session's transaction (``sigtrace/sources/kit/sa_session.py``), so a rollback (a later send of the same
     autoflush failing, a failed commit) reports it ``rolled_back``: the row stays and it will be sent again."""
     if row is None:
         return

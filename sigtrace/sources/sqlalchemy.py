@@ -23,7 +23,7 @@ How it attaches (SQLAlchemy 1.4, 2.0 and 2.1; see docs/sources/sqlalchemy.md for
   ``bulk_insert_mappings`` / ``bulk_update_mappings`` (which bypass the unit of work's events): one
   operation per model and kind, with the rows and their pks. Reads (``select``) only with
   ``audit_reads``.
-* **Transactions** — every write is held for its session's transaction (``sigtrace/sources/_sa_session.py``,
+* **Transactions** — every write is held for its session's transaction (``sigtrace/sources/kit/sa_session.py``,
   shared with the Flask-SignalBus source): audited ``ok`` when the outermost transaction commits,
   ``rolled_back`` when it or the savepoint around it (``begin_nested``) rolls back.
 
@@ -49,8 +49,8 @@ from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.engine import Engine, instrumentation_suppressed
 from sigtrace.core.operation import Operation
-from sigtrace.sources._sa_session import TRACKER
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
+from sigtrace.sources.kit.sa_session import TRACKER
 
 __all__ = ["SUPPORTED_VERSIONS", "SQLAlchemySource", "attach_when_detected", "supported_version"]
 

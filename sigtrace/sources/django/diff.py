@@ -23,7 +23,7 @@ from django.db.models import Model
 
 from sigtrace._config import ConfigError
 from sigtrace.core import safety
-from sigtrace.sources.base import Source
+from sigtrace.sources.kit import Source
 
 __all__ = ["LoadedValues"]
 

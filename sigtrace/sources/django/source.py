@@ -53,10 +53,10 @@ from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key, weak_ref
 from sigtrace.core.operation import Operation
 from sigtrace.core.text import safe_text
-from sigtrace.sources.base import Source
 from sigtrace.sources.django.diff import LoadedValues
 from sigtrace.sources.django.framework import is_framework_model
 from sigtrace.sources.django.transactions import DjangoTransactions
+from sigtrace.sources.kit import Source
 
 __all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
 

@@ -88,7 +88,7 @@ class TestSQLAlchemyContract(SourceContract):
         self._orphan_thread = worker
 
     def assert_detached(self) -> None:
-        from sigtrace.sources._sa_session import TRACKER
+        from sigtrace.sources.kit.sa_session import TRACKER
         from sigtrace.sources.sqlalchemy import _MAPPER_EVENTS
 
         assert not hasattr(orm.Session.flush, "__wrapped__"), "Session.flush is still patched"

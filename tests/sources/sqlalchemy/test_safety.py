@@ -11,8 +11,8 @@ from sqlalchemy import orm
 
 from sigtrace import semconv
 from sigtrace.core import safety
-from sigtrace.sources import _sa_session
 from sigtrace.sources import sqlalchemy as source
+from sigtrace.sources.kit import sa_session as _sa_session
 from sigtrace.testing import capture
 from tests.sources.sqlalchemy.models import Customer, Order
 
