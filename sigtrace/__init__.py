@@ -11,13 +11,10 @@ The whole public surface::
 
 from __future__ import annotations
 
-from typing import Any
-
 from sigtrace._config import ConfigError, Options
-from sigtrace._runtime import Installation, MissingLibraryError, current, scope
-from sigtrace._runtime import install as _install
-from sigtrace._runtime import uninstall as _uninstall
-from sigtrace.core.context import ActorScope, current_actor, set_actor
+from sigtrace._runtime import Installation, MissingLibraryError, install, is_installed, scope, uninstall
+from sigtrace.core.context import ActorScope, current_actor
+from sigtrace.core.context import set_actor as actor
 from sigtrace.sinks.audit import add_trace_context
 from sigtrace.sources.blinker import SignalPair, SingleSignal, trace_signal, trace_signals
 
@@ -42,31 +39,3 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
-
-
-def install(**options: Any) -> Installation:
-    """Attach sigtrace to every supported library that is importable (or to ``sources=[...]``).
-
-    Idempotent and thread-safe: a second call returns the same handle and attaches nothing twice.
-    Every option can also come from its ``SIGTRACE_*`` environment variable (docs/configuration.md).
-    Raises ``ConfigError`` for a bad option value or an unknown source, and
-    ``MissingLibraryError`` (naming the extra to install) for a source whose library is missing.
-    """
-    return _install(**options)
-
-
-def uninstall() -> None:
-    """Disconnect every receiver, restore every patch, end what is still in flight. No-op if not installed."""
-    _uninstall()
-
-
-def is_installed() -> bool:
-    return current() is not None
-
-
-def actor(name: str | None) -> ActorScope:
-    """Name who acts, for the audit events of the operations that follow in this thread or task.
-
-    Use as a context manager (restored on exit) or as a plain call (stays set in this context).
-    """
-    return set_actor(name)

@@ -312,7 +312,13 @@ def _load(spec: SourceSpec) -> type[Source]:
 
 
 def install(**kwargs: Any) -> Installation:
-    """Attach sigtrace to every selected source; idempotent and thread-safe. See ``sigtrace.install``."""
+    """Attach sigtrace to every supported library that is importable (or to ``sources=[...]``).
+
+    Idempotent and thread-safe: a second call returns the same handle and attaches nothing twice.
+    Every option can also come from its ``SIGTRACE_*`` environment variable (docs/configuration.md).
+    Raises ``ConfigError`` for a bad option value or an unknown source, and
+    ``MissingLibraryError`` (naming the extra to install) for a source whose library is missing.
+    """
     global _installation
     with _lock:
         if _installation is not None:
@@ -380,7 +386,7 @@ def _destinations(installation: Installation) -> str:
 
 
 def uninstall() -> None:
-    """Disconnect every receiver, remove every patch, end what is in flight; a no-op when not installed."""
+    """Disconnect every receiver, restore every patch, end what is still in flight. No-op if not installed."""
     global _installation
     with _lock:
         installation = _installation
@@ -404,7 +410,13 @@ def uninstall() -> None:
 
 
 def current() -> Installation | None:
+    """The running installation's handle, or ``None``."""
     return _installation
+
+
+def is_installed() -> bool:
+    """Whether sigtrace is installed in this process."""
+    return _installation is not None
 
 
 def scope() -> EntryScope | contextlib.nullcontext[None]:

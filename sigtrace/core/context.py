@@ -107,6 +107,11 @@ class ActorScope:
 
 
 def set_actor(name: str | None) -> ActorScope:
+    """Name who acts, for the audit events of the operations that follow in this thread or task.
+
+    Use as a context manager (restored on exit) or as a plain call (stays set in this context).
+    Public as ``sigtrace.actor``.
+    """
     return ActorScope(None if name is None else str(name))
 
 
