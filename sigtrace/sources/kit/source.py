@@ -211,7 +211,7 @@ class Source:
 
         return wrapper
 
-    def async_entry(self, kind: str, build: Build, after: After | None = None, *, track: bool = False) -> Wrapper:
+    def async_entry(self, kind: str, build: Build, after: After | None = None) -> Wrapper:
         """:meth:`entry` for a coroutine method: the operation is built when the call runs, not when it is made.
 
         The wrapper is a plain function returning the scoped coroutine: one coroutine frame between
@@ -234,8 +234,6 @@ class Source:
                 return await wrapped(*args, **kwargs)
             op, expect = entry
             async with engine.entry(op, expect=expect) as scope:
-                if track and expect is not None and scope.op is not None:
-                    engine.claim(expect)
                 result = await wrapped(*args, **kwargs)
                 own = scope.op
                 if after is not None and own is not None and not own.done:
