@@ -140,6 +140,17 @@ def test_a_filled_subsection_with_a_wrapped_item_and_none() -> None:
         vocabulary.of("crate")
 
 
+def test_remarks_in_parentheses_and_any_name() -> None:
+    vocabulary = _doc(
+        "### shelf\n\n- Operations: `*` (the application names them: `name=`, else the signal's)\n"
+        "- Span attributes: `*` (those the application passes as `attributes=`)\n"
+        "- Audit fields: none (one event per item, with the common fields).\n"
+    )
+    shelf = vocabulary.of("shelf")
+    assert (shelf.operations, shelf.span_attributes, shelf.audit_fields) == ({"*"}, {"*"}, frozenset())
+    assert shelf.any_operation and shelf.any_span_attribute and not shelf.any_audit_field
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -211,6 +222,9 @@ def test_undocumented_names_are_named_with_their_source_and_where_to_document_th
     assert "span 'take shelves' (source shelf)" in operation and "'take'" in operation and "Operations" in operation
     assert "'shelf.x'" in attribute and "'### shelf' -> 'Span attributes' in docs/conventions.md" in attribute
     assert "audit event 'put'" in field and "'count'" in field and "'Audit fields'" in field
+    # `*`: whatever the user chooses is documented.
+    anything = _doc("### shelf\n\n- Operations: `*`\n- Span attributes: `*`\n- Audit fields: `*`\n")
+    assert problems_of(anything, [bad], events) == []
 
 
 def test_an_unusable_subsection_is_reported_once_with_what_the_source_sent(

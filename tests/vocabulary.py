@@ -14,9 +14,10 @@ The document is parsed with plain ``re`` (the old-stack environments have no mar
       - Span attributes: `sigtrace.rows_affected`
       - Audit fields: `rows`, `filter`
 
-  each item a comma-separated list of names in backticks, or ``none``; an item may wrap onto
-  indented lines. A placeholder, a missing item, another line or a missing subsection is a
-  problem of that source, reported when its spans or events are checked.
+  each item a comma-separated list of names in backticks (`*`: any name, the user chooses them),
+  or ``none``, maybe followed by a remark in parentheses (whose names are not listed); an item may
+  wrap onto indented lines. A placeholder, a missing item, another line or a missing subsection is
+  a problem of that source, reported when its spans or events are checked.
 
 A span or event is checked against its own source's subsection (``sigtrace.source``, audit
 ``source``): ``db.operation.name`` / ``operation`` among its operations, every attribute key in the
@@ -41,17 +42,30 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
 
-__all__ = ["DOC", "Recorder", "SourceVocabulary", "Vocabulary", "assert_vocabulary", "load", "parse", "problems_of"]
+__all__ = [
+    "ANY",
+    "DOC",
+    "Recorder",
+    "SourceVocabulary",
+    "Vocabulary",
+    "assert_vocabulary",
+    "load",
+    "parse",
+    "problems_of",
+]
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "conventions.md"
 #: The document as named in failure messages.
 DOC_NAME = "docs/conventions.md"
 PLACEHOLDER = "(filled in by the source rewrite)"
+#: In a list: any name (the user chooses them).
+ANY = "*"
 #: Each subsection's items: the line's label -> the field of :class:`SourceVocabulary`.
 ITEMS = {"Operations": "operations", "Span attributes": "span_attributes", "Audit fields": "audit_fields"}
 
 _NAME = re.compile(r"`([^`]+)`")
-_LIST = re.compile(r"`[^`]+`(?:\s*,\s*`[^`]+`)*\.?")
+#: An item's value: ``none`` or names in backticks, then maybe a remark in parentheses (its names are not listed).
+_VALUE = re.compile(r"(?P<names>none|`[^`]+`(?:\s*,\s*`[^`]+`)*)(?:\s+\((?P<remark>.*)\))?\.?")
 _ITEM = re.compile(r"- ([A-Z][a-z]+(?: [a-z]+)*):\s*(.*)")
 #: An attribute key (``db.operation.name``, ``sigtrace.relation.pk``) and an audit field (``pks_truncated``).
 _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")
@@ -73,7 +87,16 @@ class SourceVocabulary:
     @property
     def any_operation(self) -> bool:
         """``*`` among its operations: the user names them (declared signals)."""
-        return "*" in self.operations
+        return ANY in self.operations
+
+    @property
+    def any_span_attribute(self) -> bool:
+        """``*`` among its span attributes: the user passes them (``attributes=`` of a declared signal)."""
+        return ANY in self.span_attributes
+
+    @property
+    def any_audit_field(self) -> bool:
+        return ANY in self.audit_fields
 
 
 @dataclass(frozen=True)
@@ -112,8 +135,8 @@ def _source_message(source: str, reasons: Iterable[str]) -> str:
         f"{DOC_NAME}: the vocabulary of source {source!r} cannot be checked:\n{listed}\n"
         f"Document {source}'s names in {DOC_NAME}, '## Vocabulary by source' -> '### {source}', as\n"
         "  - Operations: `name`, ...\n  - Span attributes: `key`, ...\n  - Audit fields: `field`, ...\n"
-        "(names in backticks, comma-separated; `none` for an empty list; `*` among the operations if the user "
-        "chooses them)."
+        "(names in backticks, comma-separated, maybe followed by a remark in parentheses; `none` for an empty "
+        "list; `*` where the user chooses the names)."
     )
 
 
@@ -224,15 +247,16 @@ def _subsection(name: str, lines: Sequence[str]) -> tuple[SourceVocabulary | Non
         if text == PLACEHOLDER or not text:
             problems.append(f"'- {label}: {text}' is a placeholder: '### {name}' is not filled in yet")
             continue
-        if text == "none":
-            parsed[attribute] = frozenset()
+        value = _VALUE.fullmatch(text)
+        if value is None:
+            problems.append(
+                f"'- {label}: {text}' is not a comma-separated list of `names` (or `none`), "
+                "maybe followed by a remark in parentheses"
+            )
             continue
-        if not _LIST.fullmatch(text):
-            problems.append(f"'- {label}: {text}' is not a comma-separated list of `names` (or `none`)")
-            continue
-        names = frozenset(_NAME.findall(text))
+        names = frozenset(_NAME.findall(value.group("names")))
         shape = _ATTRIBUTE if attribute == "span_attributes" else _FIELD if attribute == "audit_fields" else None
-        odd = sorted(n for n in names if shape is not None and not shape.fullmatch(n))
+        odd = sorted(n for n in names if shape is not None and n != ANY and not shape.fullmatch(n))
         if odd:
             problems.append(f"'- {label}': {odd} do not look like {label.lower()}")
             continue
@@ -349,7 +373,8 @@ def _check_span(
             f"{what} (source {source}): {semconv.DB_OPERATION_NAME} {name!r} is not one of {source}'s documented "
             f"operations {sorted(own.operations)}: document it in {DOC_NAME} under '### {source}' -> 'Operations'"
         )
-    for key in sorted(extra - own.span_attributes):
+    undocumented = set() if own.any_span_attribute else extra - own.span_attributes
+    for key in sorted(undocumented):
         problems.append(
             f"{what} (source {source}): span attribute {key!r} is not documented: add it to '### {source}' -> "
             f"'Span attributes' in {DOC_NAME} (or to the common table of '## Spans')"
@@ -375,7 +400,8 @@ def _check_event(vocabulary: Vocabulary, event: Mapping[str, Any], problems: lis
             f"{what} (source {source}): operation {operation!r} is not one of {source}'s documented operations "
             f"{sorted(own.operations)}: document it in {DOC_NAME} under '### {source}' -> 'Operations'"
         )
-    for key in sorted(extra - own.audit_fields):
+    undocumented = set() if own.any_audit_field else extra - own.audit_fields
+    for key in sorted(undocumented):
         problems.append(
             f"{what} (source {source}): audit field {key!r} is not documented: add it to '### {source}' -> "
             f"'Audit fields' in {DOC_NAME} (or to the common table of '## Audit events')"
