@@ -3,7 +3,8 @@
 Subclass :class:`SourceContract` in a test module (its name must start with ``Test``) and
 implement the harness methods: how to perform one successful operation, one that fails, a pre
 signal without a post, and many operations at once. The tests here then check spans, audit
-events and metric points against the conventions of docs/conventions.md.
+events and metric points against the conventions of docs/conventions.md; after each test, every
+span and audit event it produced is checked against the documented vocabulary (``tests/vocabulary.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import pytest
@@ -18,7 +20,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import sigtrace
 from sigtrace import semconv
-from sigtrace.testing import Capture, capture
+from sigtrace.testing import Capture
+from tests.vocabulary import Recorder
 
 
 class SourceContract:
@@ -74,9 +77,22 @@ class SourceContract:
 
     # --- fixtures ---
 
+    @pytest.fixture(autouse=True)
+    def vocabulary(self, request: pytest.FixtureRequest) -> Iterator[Recorder]:
+        """After each test: every span and audit event of its captures uses only documented names."""
+        recorder = Recorder()
+        request.instance._vocabulary = recorder
+        yield recorder
+        recorder.check()
+
+    def capture(self, **options: Any) -> AbstractContextManager[Capture]:
+        """``sigtrace.testing.capture`` with the vocabulary recorder of the running test watching."""
+        recorder: Recorder | None = getattr(self, "_vocabulary", None)
+        return (recorder or Recorder()).capture(**options)
+
     @pytest.fixture
-    def cap(self) -> Iterator[Capture]:
-        with capture(sources=[self.source], **self.install_options) as cap:
+    def cap(self, vocabulary: Recorder) -> Iterator[Capture]:
+        with vocabulary.capture(sources=[self.source], **self.install_options) as cap:
             yield cap
 
     # --- the contract ---
@@ -123,7 +139,7 @@ class SourceContract:
     expected_failure: ClassVar[type[BaseException]] = Exception
 
     def test_orphan_is_reaped_and_counted(self) -> None:
-        with capture(sources=[self.source], orphan_timeout=0.05, **self.install_options) as cap:
+        with self.capture(sources=[self.source], orphan_timeout=0.05, **self.install_options) as cap:
             self.orphan()
             assert cap.installation is not None
             deadline = time.monotonic() + 5.0
@@ -155,7 +171,7 @@ class SourceContract:
         assert len(cap.audit_events) == 1
 
     def test_uninstall_leaves_nothing_attached(self) -> None:
-        with capture(sources=[self.source], **self.install_options) as cap:
+        with self.capture(sources=[self.source], **self.install_options) as cap:
             self.succeed()
             assert len(cap.spans_named(self.span_name)) == 1
         cap.clear()

@@ -5,11 +5,10 @@ How it attaches (SQLAlchemy 1.4, 2.0 and 2.1; see docs/sources/sqlalchemy.md for
 * **Flushes** — ``Session.flush`` is wrapped at class level (every ``Session``, its subclasses such as
   SQLModel's, the ``sync_session`` of every ``AsyncSession``, scoped and Flask-SQLAlchemy sessions,
   sessions made before ``install()``; autoflush and ``commit()`` call it too). A flush with work to do
-  is one operation ``flush`` (span ``flush {db.namespace}``) in the core's :meth:`Engine.entry` scope:
-  current while the flush runs (the driver's statement spans of opentelemetry-instrumentation-sqlalchemy
-  nest under it), ended as an ERROR at once with the exception that leaves it (an ``IntegrityError``,
-  a user's listener raising). A clean session's flush (each query's autoflush) costs two attribute
-  checks and is not traced.
+  is one operation ``flush`` (span ``flush {db.namespace}``) in the kit's entry scope: current while
+  the flush runs (the driver's statement spans of opentelemetry-instrumentation-sqlalchemy nest under
+  it), ended as an ERROR at once, with the batches it interrupted, by the exception that leaves it.
+  A clean session's flush (each query's autoflush) costs two attribute checks and is not traced.
 * **Batches** — inside it, one operation per (mapper, operation) batch of the unit of work (span
   ``insert orders``, ``update customers``, ``delete lines``) from the first ``before_*`` mapper event of
   the batch to its last ``after_*`` one, with ``sigtrace.rows_affected``; one audit event per object
@@ -34,22 +33,20 @@ instance state only (``state.dict``, identity, committed attribute history with
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import itertools
 import re
-import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Final
 
 from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
-from sigtrace.core import safety
 from sigtrace.core.engine import Engine, instrumentation_suppressed
 from sigtrace.core.operation import Operation
-from sigtrace.sources.kit import Source
+from sigtrace.sources.kit import Entry, FactsCache, ModelFacts, Source, batch_audit, pk_text
 from sigtrace.sources.kit.sa_session import TRACKER
 
 __all__ = ["SUPPORTED_VERSIONS", "SQLAlchemySource", "attach_when_detected", "supported_version"]
@@ -70,11 +67,6 @@ _MAPPER_EVENTS: Final = (
     ("after_delete", semconv.OPERATION_DELETE, False),
 )
 
-_KIND_FLUSH: Final = "source.sqlalchemy.flush"
-_KIND_BATCH: Final = "source.sqlalchemy.batch"
-_KIND_EXECUTE: Final = "source.sqlalchemy.execute"
-_KIND_BULK: Final = "source.sqlalchemy.bulk"
-
 #: SQLAlchemy, imported once, through importlib: typed as Any, as it must work against 1.4 (no types) and 2.
 _sa: Any = importlib.import_module("sqlalchemy")
 _orm: Any = importlib.import_module("sqlalchemy.orm")
@@ -82,6 +74,7 @@ _attributes: Any = importlib.import_module("sqlalchemy.orm.attributes")
 _instance_state: Callable[[Any], Any] = _attributes.instance_state
 _get_state_history: Callable[..., Any] = _attributes.get_state_history
 _PASSIVE_NO_INITIALIZE: Final[Any] = importlib.import_module("sqlalchemy.orm.base").PASSIVE_NO_INITIALIZE
+_UnmappedColumnError: type[Exception] = importlib.import_module("sqlalchemy.orm.exc").UnmappedColumnError
 
 
 def _version_tuple(text: str) -> tuple[int, int]:
@@ -114,75 +107,51 @@ class _FlushOperation(Operation):
         return f"{self.name} {self.namespace}" if self.namespace else self.name
 
 
-class _Mapper:
-    """What the operations of one mapper need from it, looked up once."""
-
-    __slots__ = ("columns", "model", "pk_keys", "table")
-
-    def __init__(self, mapper: Any) -> None:
-        self.model: str = getattr(mapper.class_, "__name__", str(mapper.class_))
-        table = getattr(mapper, "local_table", None)
-        name = getattr(table, "name", None)
-        self.table: str | None = name if isinstance(name, str) else None
-        self.columns = frozenset(prop.key for prop in mapper.column_attrs)
-        keys: list[str] = []
-        for column in mapper.primary_key:
-            try:
-                keys.append(mapper.get_property_by_column(column).key)
-            except Exception:  # noqa: BLE001 - a pk column no property maps: pk from identity only
-                continue
-        self.pk_keys: tuple[str, ...] = tuple(keys)
+# --- facts, looked up once ---
 
 
-class _Batch:
-    """One (mapper, operation) batch of a flush: the objects begun, those written, their audit items."""
+@dataclass(frozen=True, slots=True)
+class _MapperFacts(ModelFacts):
+    """A mapper's model and table, and what its writes read from its objects: column and pk attribute keys.
 
-    __slots__ = ("done", "items", "op", "skipped", "started")
+    The database is the session's bind, not the mapper's: each operation names its own.
+    """
 
-    def __init__(self, op: Operation) -> None:
-        self.op = op
-        self.started = 0
-        self.done = 0
-        self.items: list[dict[str, Any]] = []
-        self.skipped: set[int] = set()
+    columns: frozenset[str] = frozenset()
+    pk_keys: tuple[str, ...] = ()
 
 
-class _Flush:
-    """The flush running in this context: its session and its open batches."""
+def _mapper_facts(mapper: Any) -> _MapperFacts:
+    name = getattr(getattr(mapper, "local_table", None), "name", None)
+    keys: list[str] = []
+    for column in mapper.primary_key:
+        try:
+            keys.append(mapper.get_property_by_column(column).key)
+        except _UnmappedColumnError:  # a pk column no property maps: the pk from the identity only
+            continue
+    return _MapperFacts(
+        model=getattr(mapper.class_, "__name__", str(mapper.class_)),
+        collection=name if isinstance(name, str) else None,
+        columns=frozenset(prop.key for prop in mapper.column_attrs),
+        pk_keys=tuple(keys),
+    )
 
-    __slots__ = ("batches", "db", "session")
 
-    def __init__(self, session: Any, db: tuple[str | None, str | None]) -> None:
-        self.session = session
-        self.db = db
-        self.batches: dict[tuple[int, str], _Batch] = {}
+_facts: FactsCache[Any, _MapperFacts] = FactsCache(_mapper_facts)
 
 
-#: Set and reset by the flush wrapper around the flush: the mapper events of that flush find it here.
-_FLUSH: ContextVar[_Flush | None] = ContextVar("sigtrace_sqlalchemy_flush", default=None)
-
-_db_cache: weakref.WeakKeyDictionary[Any, tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
-
-
-def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
-    """``db.system.name`` and ``db.namespace`` of an engine or connection (cached per bind)."""
-    if bind is None:
-        return None, None
-    try:
-        return _db_cache[bind]
-    except (KeyError, TypeError):
-        pass
+def _database_of_bind(bind: Any) -> tuple[str | None, str | None]:
+    """``db.system.name`` from the dialect, ``db.namespace`` from the URL's database (never for SQLite)."""
     dialect = getattr(getattr(bind, "dialect", None), "name", None)
     system = semconv.db_system_name(dialect) if isinstance(dialect, str) else None
-    namespace = None
-    if system is not None and system != "sqlite":
-        url = getattr(bind, "url", None) or getattr(getattr(bind, "engine", None), "url", None)
-        database = getattr(url, "database", None)
-        namespace = database if isinstance(database, str) and database else None
-    db = (system, namespace)
-    with contextlib.suppress(TypeError):  # a bind that takes no weak reference: not cached
-        _db_cache[bind] = db
-    return db
+    if system is None or system == "sqlite":
+        return system, None
+    url = getattr(bind, "url", None) or getattr(getattr(bind, "engine", None), "url", None)
+    database = getattr(url, "database", None)
+    return system, database if isinstance(database, str) and database else None
+
+
+_databases: FactsCache[Any, tuple[str | None, str | None]] = FactsCache(_database_of_bind)
 
 
 def _db_of_session(session: Any, mapper: Any = None) -> tuple[str | None, str | None]:
@@ -192,21 +161,25 @@ def _db_of_session(session: Any, mapper: Any = None) -> tuple[str | None, str | 
             bind = session.get_bind(mapper=mapper) if mapper is not None else session.get_bind()
         except Exception:  # noqa: BLE001 - binds per mapper only, or none: the flush names no database
             return None, None
-    return _db_of_bind(bind)
+    return _databases(bind) if bind is not None else (None, None)
 
 
-def _pk_text(facts: _Mapper, state: Any) -> str | None:
-    """The pk of an object without loading anything: its identity, else the pk attributes it holds."""
-    identity = state.identity if state.key is not None else None
-    if identity is None:
-        values = [state.dict.get(key) for key in facts.pk_keys]
-        if not values or any(value is None for value in values):
-            return None
-        identity = values
-    return str(identity[0]) if len(identity) == 1 else ",".join(str(part) for part in identity)
+# --- what an object's state says, without loading anything ---
 
 
-def _changes(facts: _Mapper, state: Any, with_values: bool) -> tuple[tuple[str, ...], dict[str, list[Any]] | None]:
+def _pk_of_values(facts: _MapperFacts, values: Mapping[str, Any]) -> str | None:
+    parts = [values.get(key) for key in facts.pk_keys]
+    return None if not parts or any(part is None for part in parts) else pk_text(parts)
+
+
+def _pk_of(facts: _MapperFacts, state: Any) -> str | None:
+    """The pk of an object: its identity, else the pk attributes it holds (all of them, or none)."""
+    if state.key is not None:
+        return pk_text(state.identity)
+    return _pk_of_values(facts, state.dict)
+
+
+def _changes(facts: _MapperFacts, state: Any, with_values: bool) -> tuple[tuple[str, ...], dict[str, list[Any]] | None]:
     """The columns with a net change (committed attribute history, never loading), and ``[old, new]`` of each."""
     changed: list[str] = []
     values: dict[str, list[Any]] | None = {} if with_values else None
@@ -227,7 +200,7 @@ def _changes(facts: _Mapper, state: Any, with_values: bool) -> tuple[tuple[str, 
     return tuple(changed), values
 
 
-def _has_changes(facts: _Mapper, state: Any) -> bool:
+def _has_changes(facts: _MapperFacts, state: Any) -> bool:
     columns = facts.columns
     for key in list(state.committed_state):
         if key in columns:
@@ -237,16 +210,17 @@ def _has_changes(facts: _Mapper, state: Any) -> bool:
     return False
 
 
+# --- what a statement says ---
+
+
 def _statement_table(statement: Any) -> str | None:
     table = getattr(statement, "table", None)
     name = getattr(table, "name", None)
     if isinstance(name, str):
         return name
     # An ORM entity as the target (``update(Order)``): its mapper's table.
-    try:
-        return _Mapper(_sa.inspect(table)).table
-    except Exception:  # noqa: BLE001 - not an entity
-        return None
+    mapper = getattr(_sa.inspect(table, raiseerr=False), "mapper", None)
+    return _facts(mapper).collection if mapper is not None else None
 
 
 def _filter_text(statement: Any) -> str | None:
@@ -263,24 +237,14 @@ def _filter_text(statement: Any) -> str | None:
 #: Filter text per compiled statement: SQLAlchemy compiles each statement shape once (its compiled cache)
 #: and hands the same compiled object to every execution of that shape; compiling a WHERE clause here
 #: costs more than a small UPDATE itself, so it is done once per compiled object.
-_filters: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+_filters: FactsCache[Any, str | None] = FactsCache(lambda compiled: _filter_text(compiled.statement))
 
 
 def _filter_of(statement: Any, result: Any) -> str | None:
     compiled = getattr(getattr(result, "context", None), "compiled", None)
-    if compiled is None:
+    if getattr(compiled, "statement", None) is None:
         return _filter_text(statement)
-    try:
-        return _filters[compiled]
-    except KeyError:
-        pass
-    except TypeError:  # a compiled object that takes no weak reference
-        return _filter_text(statement)
-    compiled_statement = getattr(compiled, "statement", None)
-    text = _filter_text(statement if compiled_statement is None else compiled_statement)
-    with contextlib.suppress(TypeError):
-        _filters[compiled] = text
-    return text
+    return _filters(compiled)
 
 
 def _rows_of(result: Any, state: Any) -> int | None:
@@ -303,6 +267,47 @@ def _rows_of(result: Any, state: Any) -> int | None:
     return None
 
 
+def _bulk_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[_MapperFacts, Any, list[Any], bool, bool]:
+    """``Session._bulk_save_mappings(mapper, mappings, isupdate, isstates, ...)``: its facts, mapper and arguments."""
+    mapper = _sa.inspect(args[0] if args else kwargs["mapper"])
+    mappings = args[1] if len(args) > 1 else kwargs["mappings"]
+    isupdate = bool(args[2] if len(args) > 2 else kwargs.get("isupdate"))
+    isstates = bool(args[3] if len(args) > 3 else kwargs.get("isstates"))
+    return _facts(mapper), mapper, mappings, isupdate, isstates
+
+
+# --- one flush in this context ---
+
+
+class _Batch:
+    """One (mapper, operation) batch of a flush: its operation (``None``: nothing written yet), the objects
+    begun and written, their audit items, and the objects that have nothing to write (no net change)."""
+
+    __slots__ = ("done", "items", "op", "skipped", "started")
+
+    def __init__(self, op: Operation | None, skipped: set[int] | None = None) -> None:
+        self.op = op
+        self.started = 0
+        self.done = 0
+        self.items: list[dict[str, Any]] = []
+        self.skipped: set[int] = set() if skipped is None else skipped
+
+
+class _Flush:
+    """The flush running in this context: its session, its database and its batches."""
+
+    __slots__ = ("batches", "db", "session")
+
+    def __init__(self, session: Any, db: tuple[str | None, str | None]) -> None:
+        self.session = session
+        self.db = db
+        self.batches: dict[tuple[int, str], _Batch] = {}
+
+
+#: Set by the flush's entry and cleared when the flush returns: the mapper events of that flush find it here.
+_FLUSH: ContextVar[_Flush | None] = ContextVar("sigtrace_sqlalchemy_flush", default=None)
+
+
 class SQLAlchemySource(Source):
     """Traces the SQLAlchemy ORM: flushes, their batches, ORM DML statements and bulk writes."""
 
@@ -310,16 +315,10 @@ class SQLAlchemySource(Source):
 
     def __init__(self, engine: Engine, options: Any = None) -> None:
         super().__init__(engine, options)
-        self._mappers: weakref.WeakKeyDictionary[Any, _Mapper] = weakref.WeakKeyDictionary()
         self._seq = itertools.count()
-
-    @property
-    def _capture_values(self) -> bool:
-        return bool(getattr(self.options, "capture_values", False))
-
-    @property
-    def _audit_reads(self) -> bool:
-        return bool(getattr(self.options, "audit_reads", False))
+        self._flush = self.entry("flush", self._flush_entry, track=True)
+        self._execute = self.entry("execute", self._statement_entry, self._statement_done, track=True)
+        self._bulk = self.entry("bulk", self._bulk_entry, self._bulk_done, track=True)
 
     def attach(self) -> None:
         version = str(_sa.__version__)
@@ -331,9 +330,9 @@ class SQLAlchemySource(Source):
         session_module = importlib.import_module("sqlalchemy.orm.session")
         self.patch(session_module, "Session.flush", self._wrap_flush)
         self.patch(session_module, "Session._bulk_save_mappings", self._wrap_bulk)
-        mapper_class = _orm.Mapper
         for event_name, operation, before in _MAPPER_EVENTS:
-            self._listen(mapper_class, event_name, self._before(operation) if before else self._after(operation))
+            hook = self._before(operation) if before else self._after(operation)
+            self._listen(_orm.Mapper, event_name, self.receiver("batch", hook))
         self._listen(_orm.Session, "do_orm_execute", self._on_orm_execute)
         TRACKER.acquire()
         self.on_detach(TRACKER.release)
@@ -342,108 +341,67 @@ class SQLAlchemySource(Source):
         _sa.event.listen(target, name, listener)
         self.on_detach(lambda: _sa.event.remove(target, name, listener))
 
-    def _facts(self, mapper: Any) -> _Mapper:
-        facts = self._mappers.get(mapper)
-        if facts is None:
-            facts = self._mappers[mapper] = _Mapper(mapper)
-        return facts
-
     # --- flushes ---
 
     def _wrap_flush(self, wrapped: Callable[..., Any], session: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         # The cheap path first: a clean session's flush (every query's autoflush) does nothing.
         if session._flushing or session._is_clean() or _FLUSH.get() is not None:
             return wrapped(*args, **kwargs)
-        engine = self.engine
-        op: Operation | None = None
-        record: _Flush | None = None
-        key: Hashable = None
         try:
-            # An excluded flush (``operation:flush``) still runs its batches in an observing scope.
-            if not instrumentation_suppressed():
-                db = _db_of_session(session)
-                record = _Flush(session, db)
-                op = _FlushOperation(
-                    source=SOURCE,
-                    name=semconv.OPERATION_FLUSH,
-                    db_system=db[0],
-                    namespace=db[1],
-                    audit_items=(),  # its objects are audited, by their batches
-                )
-                key = ("flush", id(record))
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_FLUSH, exc)
-        if record is None or op is None:
-            return wrapped(*args, **kwargs)
-        token = _FLUSH.set(record)
-        try:
-            with engine.entry(op, expect=key) as scope:
-                if scope.operation is not None:
-                    # In the in-flight table: a flush that never returns is reaped as an orphan.
-                    engine.claim(key, obj=record)
-                try:
-                    return wrapped(*args, **kwargs)
-                except BaseException as exc:
-                    # The batches the failure interrupted end first, at once; the scope then ends the flush.
-                    for batch in list(record.batches.values()):
-                        if batch.op is not _NO_OP and not batch.op.done:
-                            engine.end(op=batch.op, error=exc)
-                    raise
+            return self._flush(wrapped, session, args, kwargs)
         finally:
-            _FLUSH.reset(token)
+            _FLUSH.set(None)  # it was None when the flush began
+
+    def _flush_entry(self, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        if instrumentation_suppressed():
+            return None
+        record = _Flush(session, _db_of_session(session))
+        # Set even where the flush itself is excluded (``operation:flush``): its batches are still traced,
+        # inside the entry scope, which ends those a failure interrupts at once.
+        _FLUSH.set(record)
+        op = _FlushOperation(
+            source=SOURCE,
+            name=semconv.OPERATION_FLUSH,
+            db_system=record.db[0],
+            namespace=record.db[1],
+            audit_items=(),  # its objects are audited, by their batches
+        )
+        return op, ("flush", next(self._seq))
 
     def _before(self, operation: str) -> Callable[[Any, Any, Any], None]:
-        def before(mapper: Any, connection: Any, target: Any) -> None:
+        def before_write(mapper: Any, connection: Any, target: Any) -> None:
             record = _FLUSH.get()
-            if record is None:
-                return  # a flush begun before install(), or the flush itself excluded
-            try:
+            if record is not None:  # None: a flush begun before install()
                 self._begin_item(record, operation, mapper, target)
-            except Exception as exc:  # noqa: BLE001 - the safety net
-                safety.report(_KIND_BATCH, exc)
 
-        return before
+        return before_write
 
     def _after(self, operation: str) -> Callable[[Any, Any, Any], None]:
-        def after(mapper: Any, connection: Any, target: Any) -> None:
+        def after_write(mapper: Any, connection: Any, target: Any) -> None:
             record = _FLUSH.get()
-            if record is None:
-                return
-            try:
+            if record is not None:
                 self._end_item(record, operation, mapper, target)
-            except Exception as exc:  # noqa: BLE001 - the safety net
-                safety.report(_KIND_BATCH, exc)
 
-        return after
+        return after_write
 
     def _begin_item(self, record: _Flush, operation: str, mapper: Any, target: Any) -> None:
-        facts = self._facts(mapper)
+        facts = _facts(mapper)
         state = _instance_state(target)
+        key = (id(mapper), operation)
+        batch = record.batches.get(key)
         if operation == semconv.OPERATION_UPDATE and not _has_changes(facts, state):
-            batch = record.batches.get((id(mapper), operation))
-            if batch is not None:
-                batch.skipped.add(id(state))
-            else:
-                # Not written: remember it on a batch that may never begin (nothing to report).
-                record.batches[(id(mapper), operation)] = batch = _Batch(_NO_OP)
-                batch.skipped.add(id(state))
+            # Not written: remembered (on a batch that may never begin) so that its after event is ignored.
+            if batch is None:
+                batch = record.batches[key] = _Batch(None)
+            batch.skipped.add(id(state))
             return
-        batch = record.batches.get((id(mapper), operation))
-        if batch is None or batch.op is _NO_OP or batch.op.done:
-            skipped = batch.skipped if batch is not None and batch.op is _NO_OP else set()
-            op = Operation(
-                source=SOURCE,
-                name=operation,
-                model=facts.model,
-                collection=facts.table,
-                db_system=record.db[0],
-                namespace=record.db[1],
-            )
+        if batch is None or batch.op is None or batch.op.done:
+            op = facts.operation(SOURCE, operation, db_system=record.db[0], namespace=record.db[1])
             started = self.engine.begin(op, ("batch", next(self._seq)))
             if started is None:
                 return  # excluded (model, operation) or suppressed
-            batch = record.batches[(id(mapper), operation)] = _Batch(started)
-            batch.skipped = skipped
+            skipped = batch.skipped if batch is not None and batch.op is None else None
+            batch = record.batches[key] = _Batch(started, skipped)
             tx = TRACKER.current(record.session)
             if tx is not None:
                 started.transaction = tx
@@ -458,12 +416,12 @@ class SQLAlchemySource(Source):
             batch.skipped.discard(id(state))
             return
         op = batch.op
-        if op is _NO_OP or op.done:
+        if op is None or op.done:
             return
-        facts = self._facts(mapper)
-        item: dict[str, Any] = {"pk": _pk_text(facts, state)}
+        facts = _facts(mapper)
+        item: dict[str, Any] = {"pk": _pk_of(facts, state)}
         if operation != semconv.OPERATION_DELETE:
-            capture = self._capture_values
+            capture = self.capture_values
             changed, values = _changes(facts, state, capture)
             item["changed_fields"] = list(changed)
             if capture:
@@ -483,60 +441,36 @@ class SQLAlchemySource(Source):
     # --- ORM statements through Session.execute ---
 
     def _on_orm_execute(self, state: Any) -> Any:
-        op: Operation | None = None
-        key: Hashable = None
-        try:
-            op = self._statement_op(state)
-            key = ("execute", next(self._seq))
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_EXECUTE, exc)
-        if op is None:
+        if not (state.is_update or state.is_delete or state.is_insert or (state.is_select and self.audit_reads)):
             return None  # SQLAlchemy goes on as if no listener were here
-        engine = self.engine
-        with engine.entry(op, expect=key) as scope:
-            traced = scope.operation
-            if traced is not None:
-                engine.claim(key)
-            result = state.invoke_statement()
-            if traced is not None:
-                try:
-                    self._statement_done(traced, state, result)
-                except Exception as exc:  # noqa: BLE001 - the safety net
-                    safety.report(_KIND_EXECUTE, exc)
-        return result
+        return self._execute(state.invoke_statement, state, (), {})
 
-    def _statement_op(self, state: Any) -> Operation | None:
+    def _statement_entry(self, state: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
         if state.is_update:
             name = semconv.OPERATION_UPDATE
         elif state.is_delete:
             name = semconv.OPERATION_DELETE
         elif state.is_insert:
             name = semconv.OPERATION_INSERT
-        elif state.is_select and self._audit_reads:
+        elif state.is_select and self.audit_reads and _FLUSH.get() is None:  # a load inside a flush: part of it
             name = semconv.OPERATION_SELECT
         else:
             return None
-        if _FLUSH.get() is not None and name == semconv.OPERATION_SELECT:
-            return None  # a load inside a flush (cascades): part of the flush
         mapper = state.bind_mapper
-        statement = state.statement
-        model = getattr(getattr(mapper, "class_", None), "__name__", None) if mapper is not None else None
-        table = self._facts(mapper).table if mapper is not None else _statement_table(statement)
-        if not self.engine.enabled(SOURCE, model, name):
+        facts = _facts(mapper) if mapper is not None else None
+        if not self.engine.enabled(SOURCE, facts.model if facts is not None else None, name):
             return None
         db = _db_of_session(state.session, mapper)
-        op = Operation(
-            source=SOURCE,
-            name=name,
-            model=model,
-            collection=table,
-            db_system=db[0],
-            namespace=db[1],
-            write=name != semconv.OPERATION_SELECT,
-        )
-        return op
+        fields: dict[str, Any] = {"db_system": db[0], "namespace": db[1], "write": name != semconv.OPERATION_SELECT}
+        if facts is not None:
+            op = facts.operation(SOURCE, name, **fields)
+        else:
+            op = Operation(source=SOURCE, name=name, collection=_statement_table(state.statement), **fields)
+        return op, ("execute", next(self._seq))
 
-    def _statement_done(self, op: Operation, state: Any, result: Any) -> None:
+    def _statement_done(
+        self, op: Operation, state: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> None:
         where = _filter_of(state.statement, result)
         if where is not None:
             op.audit[semconv.AUDIT_FILTER] = where
@@ -552,75 +486,39 @@ class SQLAlchemySource(Source):
     # --- bulk_save_objects / bulk_insert_mappings / bulk_update_mappings ---
 
     def _wrap_bulk(self, wrapped: Callable[..., Any], session: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        op: Operation | None = None
-        mappings: list[Any] = []
-        isstates = False
-        facts: _Mapper | None = None
-        try:
-            mapper = _sa.inspect(args[0] if args else kwargs["mapper"])
-            given = args[1] if len(args) > 1 else kwargs["mappings"]
-            if not isinstance(given, list | tuple):
-                given = list(given)  # an iterator (bulk_save_objects groups): hand the library the same items
-                if len(args) > 1:
-                    args = (args[0], given, *args[2:])
-                else:
-                    kwargs = {**kwargs, "mappings": given}
-            mappings = list(given)
-            isupdate = bool(args[2] if len(args) > 2 else kwargs.get("isupdate"))
-            isstates = bool(args[3] if len(args) > 3 else kwargs.get("isstates"))
-            facts = self._facts(mapper)
-            db = _db_of_session(session, mapper)
-            op = Operation(
-                source=SOURCE,
-                name=semconv.OPERATION_UPDATE if isupdate else semconv.OPERATION_INSERT,
-                model=facts.model,
-                collection=facts.table,
-                db_system=db[0],
-                namespace=db[1],
-                signal="bulk_save_mappings",
-                attributes={semconv.DB_OPERATION_BATCH_SIZE: len(mappings)},
-            )
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_BULK, exc)
-        if op is None or facts is None:
-            return wrapped(*args, **kwargs)
-        engine = self.engine
-        key = ("bulk", next(self._seq))
-        with engine.entry(op, expect=key) as scope:
-            traced = scope.operation
-            if traced is not None:
-                engine.claim(key)
-            result = wrapped(*args, **kwargs)
-            if traced is not None:
-                try:
-                    _bulk_audit(traced, facts, mappings, isstates)
-                    tx = TRACKER.current(session)
-                    if tx is not None:
-                        traced.transaction = tx
-                except Exception as exc:  # noqa: BLE001 - the safety net
-                    safety.report(_KIND_BULK, exc)
-        return result
+        # An iterator of mappings (each group of bulk_save_objects) is read once: the library gets its items
+        # as a list, which the audit reads again after the call.
+        if len(args) > 1:
+            if not isinstance(args[1], list | tuple):
+                args = (args[0], list(args[1]), *args[2:])
+        elif "mappings" in kwargs and not isinstance(kwargs["mappings"], list | tuple):
+            kwargs = {**kwargs, "mappings": list(kwargs["mappings"])}
+        return self._bulk(wrapped, session, args, kwargs)
 
+    def _bulk_entry(self, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        facts, mapper, mappings, isupdate, _ = _bulk_call(args, kwargs)
+        db = _db_of_session(session, mapper)
+        op = facts.operation(
+            SOURCE,
+            semconv.OPERATION_UPDATE if isupdate else semconv.OPERATION_INSERT,
+            db_system=db[0],
+            namespace=db[1],
+            signal="bulk_save_mappings",
+            attributes={semconv.DB_OPERATION_BATCH_SIZE: len(mappings)},
+        )
+        return op, ("bulk", next(self._seq))
 
-#: Marks a batch key whose objects had nothing to write (an update without a net change).
-_NO_OP: Final = Operation(source=SOURCE, name="none")
-
-
-def _bulk_audit(op: Operation, facts: _Mapper, mappings: Iterable[Any], isstates: bool) -> None:
-    pks: list[str] = []
-    rows = 0
-    for item in mappings:
-        rows += 1
+    def _bulk_done(
+        self, op: Operation, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> None:
+        facts, _, mappings, _, isstates = _bulk_call(args, kwargs)
         if isstates:
-            pk = _pk_text(facts, item)
+            pks = (_pk_of(facts, item) for item in mappings)
         else:
-            values = [item.get(key) for key in facts.pk_keys] if isinstance(item, Mapping) else []
-            pk = None if not values or any(v is None for v in values) else ",".join(str(v) for v in values)
-        if pk is not None:
-            pks.append(pk)
-    op.attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
-    op.audit[semconv.AUDIT_ROWS] = rows
-    if pks:
-        op.audit[semconv.AUDIT_PKS] = pks[: semconv.MAX_AUDIT_PKS]
-        if len(pks) > semconv.MAX_AUDIT_PKS:
-            op.audit[semconv.AUDIT_PKS_TRUNCATED] = True
+            pks = (_pk_of_values(facts, item) if isinstance(item, Mapping) else None for item in mappings)
+        rows = len(mappings)
+        op.attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
+        op.audit.update(batch_audit(pks, rows=rows))
+        tx = TRACKER.current(session)
+        if tx is not None:
+            op.transaction = tx

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from typing import Any
 
 import blinker
@@ -51,6 +52,10 @@ class Shelf:
 
     def touch(self) -> str:
         return "touched"
+
+    def hold(self, during: Any) -> Any:
+        """A call that sends no signal at all (as SQLAlchemy's flush): ``during`` runs inside it."""
+        return during()
 
 
 FACTS = ModelFacts("Shelf", "shelves", "sqlite")
@@ -148,6 +153,38 @@ def test_build_returning_none_runs_the_call_untraced() -> None:
             source.detach()
         assert cap.audit_events == []
         assert list(cap.spans) == []
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_tracked_entry_is_in_flight_and_reaped_if_it_never_returns(track: bool) -> None:
+    with capture(sources=["blinker"], orphan_timeout=0.05) as cap:
+        assert cap.installation is not None
+        installation = cap.installation
+        source = ShelfSource(installation.engine, installation.options)
+        source.patch(
+            __name__,
+            "Shelf.hold",
+            source.entry("hold", lambda i, a, k: (FACTS.operation("shelf", "hold"), "k"), track=track),
+        )
+        seen: list[int] = []
+
+        def during() -> None:
+            seen.append(installation.in_flight())
+            deadline = time.monotonic() + 5.0
+            while track and installation.in_flight() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the reaper ends a call that takes longer than orphan_timeout
+
+        try:
+            Shelf().hold(during)
+        finally:
+            source.detach()
+        assert seen == [1 if track else 0]
+        span = cap.span("hold shelves")
+        assert span.attributes is not None
+        assert bool(span.attributes.get(semconv.SIGTRACE_ORPHANED)) is track
+        (event,) = cap.audit_events
+        assert event["outcome"] == ("unknown" if track else "ok")
+        assert installation.in_flight() == 0
 
 
 def test_async_entry_builds_when_the_call_runs() -> None:

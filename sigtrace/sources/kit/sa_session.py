@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any, Final
 
 from sigtrace.core import safety
@@ -53,10 +54,10 @@ class SessionTransactions:
         self._event: Any = None
         self._by_transaction: weakref.WeakKeyDictionary[Any, Transaction] = weakref.WeakKeyDictionary()
         self._listeners = (
-            ("after_transaction_create", self._on_create),
-            ("after_commit", self._on_commit),
-            ("after_rollback", self._on_rollback),
-            ("after_transaction_end", self._on_end),
+            ("after_transaction_create", _guarded(self._on_create)),
+            ("after_commit", _guarded(self._on_commit)),
+            ("after_rollback", _guarded(self._on_rollback)),
+            ("after_transaction_end", _guarded(self._on_end)),
         )
 
     # --- life cycle ---
@@ -106,45 +107,33 @@ class SessionTransactions:
     # --- listeners ---
 
     def _on_create(self, session: Any, transaction: Any) -> None:
-        try:
-            if transaction.nested:
-                parent = self._tracked_parent(transaction)
-                if parent is None or parent.closed:
-                    return  # its outermost transaction began before install(): not known
-                tx = parent.savepoint()
-            elif transaction.parent is None:
-                tx = Transaction()
-            else:
-                return  # a subtransaction (e.g. around a flush): part of its parent
-            with self._lock:
-                self._by_transaction[transaction] = tx
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND, exc)
+        if transaction.nested:
+            parent = self._tracked_parent(transaction)
+            if parent is None or parent.closed:
+                return  # its outermost transaction began before install(): not known
+            tx = parent.savepoint()
+        elif transaction.parent is None:
+            tx = Transaction()
+        else:
+            return  # a subtransaction (e.g. around a flush): part of its parent
+        with self._lock:
+            self._by_transaction[transaction] = tx
 
     def _on_commit(self, session: Any) -> None:
-        try:
-            tx = self._target(session)
-            if tx is not None:
-                tx.commit()
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND, exc)
+        tx = self._target(session)
+        if tx is not None:
+            tx.commit()
 
     def _on_rollback(self, session: Any) -> None:
-        try:
-            tx = self._target(session)
-            if tx is not None:
-                tx.rollback()
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND, exc)
+        tx = self._target(session)
+        if tx is not None:
+            tx.rollback()
 
     def _on_end(self, session: Any, transaction: Any) -> None:
-        try:
-            with self._lock:
-                tx = self._by_transaction.pop(transaction, None)
-            if tx is not None and not tx.closed:
-                tx.rollback()  # closed without a commit: the database discarded its writes
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND, exc)
+        with self._lock:
+            tx = self._by_transaction.pop(transaction, None)
+        if tx is not None and not tx.closed:
+            tx.rollback()  # closed without a commit: the database discarded its writes
 
     # --- helpers ---
 
@@ -163,6 +152,18 @@ class SessionTransactions:
                 return tx
             parent = parent.parent
         return None
+
+
+def _guarded(listener: Callable[..., None]) -> Callable[..., None]:
+    """A session event listener under the safety net (``source.sqlalchemy.transactions``)."""
+
+    def guarded(*args: Any) -> None:
+        try:
+            listener(*args)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(_KIND, exc)
+
+    return guarded
 
 
 def _innermost(session: Any) -> Any:

@@ -173,13 +173,15 @@ class Source:
 
     # --- entry points ---
 
-    def entry(self, kind: str, build: Build, after: After | None = None) -> Wrapper:
+    def entry(self, kind: str, build: Build, after: After | None = None, *, track: bool = False) -> Wrapper:
         """A wrapt wrapper that runs a library call inside the engine's entry scope for ``build``'s operation.
 
         The operation's span is the caller's child and current for the whole call (driver spans
         nest under it); the call's pre signal claims it by its key; an exception leaving the call
         ends it as an error at once; the call's return ends it if no post signal did. A failing
         ``build`` or ``after`` is reported as ``source.<name>.<kind>`` and the call runs untraced.
+        ``track``: a call no pre signal claims (SQLAlchemy's flush) is claimed by its key as it
+        starts, so that it is in flight and reaped as an orphan if it never returns.
         """
         engine = self.engine
         where = self.where(kind)
@@ -196,6 +198,8 @@ class Source:
                 return wrapped(*args, **kwargs)
             op, expect = entry
             with engine.entry(op, expect=expect) as scope:
+                if track and expect is not None and scope.op is not None:
+                    engine.claim(expect)
                 result = wrapped(*args, **kwargs)
                 own = scope.op
                 if after is not None and own is not None and not own.done:

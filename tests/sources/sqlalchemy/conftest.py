@@ -1,5 +1,6 @@
 """Back ends for the SQLAlchemy source tests: SQLite always, the real PostgreSQL at 127.0.0.1:5432 when it is up
-(psycopg 3 for sync sessions, asyncpg for ``AsyncSession``), in a database of our own."""
+(psycopg 3 for sync sessions, asyncpg for ``AsyncSession``), in a database of our own; and the vocabulary check
+of every span and audit event these tests produce (``tests/vocabulary.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.sources.sqlalchemy.models import Base
+from tests.vocabulary import Recorder
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -34,6 +36,17 @@ def _ensure_pg_database() -> str | None:
     except psycopg.OperationalError as exc:
         return f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable ({exc})"
     return None
+
+
+@pytest.fixture(autouse=True)
+def vocabulary_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    """The test module's ``capture`` seen by a recorder; after the test, everything it saw uses documented names."""
+    recorder = Recorder()
+    original = getattr(request.module, "capture", None)
+    if original is not None:
+        monkeypatch.setattr(request.module, "capture", recorder.wrap(original))
+    yield recorder
+    recorder.check()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Three related models (customers -> orders -> lines, cascading deletes) for the SQLAlchemy source tests.
+"""Three related models (customers -> orders -> lines, cascading deletes) and one with a composite pk (stock)
+for the SQLAlchemy source tests.
 
 ``Order`` defines ``__eq__`` by value, as application models may: the source must correlate by identity.
 """
@@ -52,7 +53,16 @@ class Line(Base):
     order: orm.Mapped[Order] = orm.relationship(back_populates="lines")
 
 
-TABLES = ("sa_customers", "sa_orders", "sa_lines")
+class Stock(Base):
+    """A composite primary key: its pk text is the parts joined by ``|``."""
+
+    __tablename__ = "sa_stock"
+    warehouse: orm.Mapped[str] = orm.mapped_column(sa.String(10), primary_key=True)
+    sku: orm.Mapped[str] = orm.mapped_column(sa.String(20), primary_key=True)
+    quantity: orm.Mapped[int] = orm.mapped_column(default=0)
+
+
+TABLES = ("sa_customers", "sa_orders", "sa_lines", "sa_stock")
 
 
 def audit_by(events: list[dict[str, Any]], operation: str, model: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ def broken(*_args: Any, **_kwargs: Any) -> Any:
 
 def test_a_broken_source_never_breaks_the_application(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(source, "_changes", broken)  # inside every batch's end
-    monkeypatch.setattr(source, "_filter_text", broken)  # inside every ORM statement's start
+    monkeypatch.setattr(source, "_filter_text", broken)  # after every ORM statement ran
     monkeypatch.setattr(_sa_session, "_innermost", broken)  # inside every commit and rollback event
     before = safety.error_counts()
     with safety.strict(False), capture(sources=["sqlalchemy"]) as cap, orm.Session(engine) as session:
@@ -38,7 +38,7 @@ def test_a_broken_source_never_breaks_the_application(engine: sa.Engine, monkeyp
         assert session.get(Order, 1).total == 2  # type: ignore[union-attr]
         assert cap.metric_total(semconv.METRIC_INTERNAL_ERRORS) >= 3
     after = safety.error_counts()
-    for kind in ("source.sqlalchemy.batch", "source.sqlalchemy.execute", "source.sqlalchemy.transactions"):
+    for kind in ("source.sqlalchemy.batch", "source.sqlalchemy.execute.after", "source.sqlalchemy.transactions"):
         assert after.get(kind, 0) > before.get(kind, 0), kind
 
 

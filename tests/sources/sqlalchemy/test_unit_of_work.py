@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
-from tests.sources.sqlalchemy.models import Customer, Line, Order, audit_by
+from tests.sources.sqlalchemy.models import Customer, Line, Order, Stock, audit_by
 
 
 @pytest.fixture
@@ -172,6 +172,23 @@ def test_bulk_save_objects_and_insert_values(engine: sa.Engine, cap: Capture) ->
     assert all(e["outcome"] == semconv.OUTCOME_OK for e in cap.audit_events)
     with orm.Session(engine) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Line)) == 8
+
+
+def test_a_composite_pk_is_its_parts_joined_by_a_bar(engine: sa.Engine, cap: Capture) -> None:
+    with orm.Session(engine) as session:
+        stock = Stock(warehouse="w1", sku="tea", quantity=3)
+        session.add(stock)
+        session.flush()  # pending: the pk from the attributes it holds
+        stock.quantity = 4
+        session.flush()  # persistent: the pk from its identity
+        session.bulk_insert_mappings(Stock, [{"warehouse": "w2", "sku": f"s{i}"} for i in range(2)])
+        session.commit()
+    assert [(e["operation"], e.get("pk"), e.get("pks")) for e in cap.audit_events] == [
+        ("insert", "w1|tea", None),
+        ("update", "w1|tea", None),
+        ("insert", None, ["w2|s0", "w2|s1"]),
+    ]
+    assert attrs(cap.span("update sa_stock"))[semconv.SIGTRACE_PK] == "w1|tea"
 
 
 @pytest.mark.parametrize("mode", ["auto", "evaluate", "fetch", False])
