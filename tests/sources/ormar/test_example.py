@@ -54,7 +54,7 @@ def test_request_tree_and_audit(tmp_path: Path) -> None:
         ("save", "ok", "alice"),
         ("save", "error", None),
         ("update", "ok", None),
-        ("queryset_update", "ok", None),
+        ("update", "ok", None),
         ("delete", "ok", "bob"),
     ]
     assert cap.audit_events[2]["changed_fields"] == ["play_count"]
