@@ -17,7 +17,7 @@ from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.sources.ormar import trace_custom_signal, trace_custom_signals
 from sigtrace.testing import Capture, capture
-from tests.sources.ormar.helpers import attrs, children, hex_id, ormar_spans, parent_of, span_id
+from tests.sources.async_orm import attrs, children, hex_id, parent_of, span_id, spans_of
 from tests.sources.ormar.models import Models
 
 
@@ -247,7 +247,7 @@ async def test_sigtrace_errors_never_reach_save(
         await tag.update(name="safer")
         await tag.delete()
     assert await m.Tag.objects.count() == 0
-    assert len(ormar_spans(cap)) == 3  # the entry scopes still report each call
+    assert len(spans_of(cap, "ormar")) == 3  # the entry scopes still report each call
 
 
 async def test_user_receivers_keep_working_and_may_set_context(cap: Capture, make_models: Any) -> None:

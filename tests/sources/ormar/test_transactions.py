@@ -19,6 +19,7 @@ import sqlalchemy
 
 from sigtrace.testing import Capture, capture
 from tests.outcomes import counted, events_of, outcomes_of
+from tests.sources.async_orm import drop_tables, recreate_tables
 
 TABLE = "tx_ormar_accounts"
 SAVE = f"save {TABLE}"
@@ -51,14 +52,11 @@ def define(url: str, **options: Any) -> Bank:
 async def bank(db_url: str) -> AsyncIterator[Bank]:
     bank = define(db_url)
     await bank.database.connect()
-    async with bank.database.engine.begin() as conn:
-        await conn.run_sync(bank.metadata.drop_all)
-        await conn.run_sync(bank.metadata.create_all)
+    await recreate_tables(bank.database.engine, bank.metadata)
     try:
         yield bank
     finally:
-        async with bank.database.engine.begin() as conn:
-            await conn.run_sync(bank.metadata.drop_all)
+        await drop_tables(bank.database.engine, bank.metadata)
         await bank.database.disconnect()
 
 
