@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sigtrace import semconv
+from sigtrace._config import Options
 from sigtrace.core.correlation import identity_key
+from sigtrace.core.engine import Engine
 from sigtrace.core.operation import Operation
 from sigtrace.sources.kit import (
     ConnectionTransactions,
@@ -213,7 +215,7 @@ class OrmarSource(Source):
 
     name = "ormar"
 
-    def __init__(self, engine: Any, options: Any = None) -> None:
+    def __init__(self, engine: Engine, options: Options | None = None) -> None:
         super().__init__(engine, options)
         self._signal_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._transactions = ConnectionTransactions(self.name)
@@ -373,9 +375,8 @@ class OrmarSource(Source):
     def _queryset_delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
         if args or any(k != "each" for k in kwargs):
             return None  # ormar re-enters delete() on ``self.filter(*args, **kwargs)``: that inner call is traced
-        return self._operation(
-            _facts(instance.model), semconv.OPERATION_DELETE, audit=self._filter_audit(instance)
-        ), None
+        op = self._operation(_facts(instance.model), semconv.OPERATION_DELETE, audit=self._filter_audit(instance))
+        return op, None
 
     def _bulk_create_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
         objects = _objects(args, kwargs)
