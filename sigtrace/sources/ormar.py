@@ -9,11 +9,10 @@ How it attaches (see docs/sources/ormar.md for the per-operation table):
   receiver lists untouched. It runs in the caller's task, before (pre signals) or after (post
   signals) ormar gathers the user's receivers, so it never runs in one of ormar's receiver tasks.
 * **Parenting and failures** — ormar's own entry points (``Model.save/update/delete``, relation
-  ``add/remove/clear``, ``QuerySet.update/delete/bulk_create/bulk_update``) are wrapped in the core's
-  ``Engine.entry`` scope: the operation span is a child of the caller's span, it is current for
-  the whole call (the SQL spans of opentelemetry-instrumentation-sqlalchemy nest under it), the pre
-  signal claims it (signal name, pk, changed fields) and an exception leaving the call — a
-  constraint violation, a user receiver raising — ends it as an ERROR at once.
+  ``add/remove/clear``, ``QuerySet.update/delete/bulk_create/bulk_update``) run in the kit's entry
+  wrappers: the operation span is a child of the caller's span and current for the whole call (the
+  SQL spans of opentelemetry-instrumentation-sqlalchemy nest under it), the pre signal claims it
+  (signal name, pk, changed fields) and an exception leaving the call ends it as an ERROR at once.
 * **Writes without a signal** — ``QuerySet.update``/``delete`` and ``bulk_create`` send nothing; the
   entry wrappers alone give them a span and an audit event.
 
@@ -24,77 +23,47 @@ signal see the same proxy object, so they share a key.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.util.types import AttributeValue
-
 from sigtrace import semconv
-from sigtrace.core import safety
+from sigtrace._config import Options
 from sigtrace.core.correlation import identity_key
-from sigtrace.core.engine import EntryScope
+from sigtrace.core.engine import Engine
 from sigtrace.core.operation import Operation
-from sigtrace.sources.kit import Source
-from sigtrace.sources.kit.transactions import ConnectionTransactions
+from sigtrace.sources.kit import (
+    ConnectionTransactions,
+    Declarations,
+    Entry,
+    FactsCache,
+    ModelFacts,
+    Source,
+    batch_audit,
+    database_of_url,
+    pk_text,
+)
 
-__all__ = [
-    "RELATED_MODEL",
-    "RELATED_PK",
-    "RELATION_NAME",
-    "CustomSignal",
-    "OrmarSource",
-    "trace_custom_signal",
-    "trace_custom_signals",
-]
-
-#: Span attributes of relation operations (the owner is ``sigtrace.model`` / ``sigtrace.pk``).
-RELATION_NAME = "sigtrace.relation.name"
-RELATED_MODEL = "sigtrace.relation.model"
-RELATED_PK = "sigtrace.relation.pk"
+__all__ = ["CustomSignal", "OrmarSource", "trace_custom_signal", "trace_custom_signals"]
 
 #: pre/post signal -> operation name, for the lifecycle signals of Model.save/update/delete.
 _LIFECYCLE_PRE = {"pre_save": "save", "pre_update": "update", "pre_delete": "delete"}
 _LIFECYCLE_POST = {"post_save": "save", "post_update": "update", "post_delete": "delete"}
-_RELATION_PRE = {"pre_relation_add": "relation_add", "pre_relation_remove": "relation_remove"}
-_RELATION_POST = {"post_relation_add": "relation_add", "post_relation_remove": "relation_remove"}
+_RELATION_PRE = {
+    "pre_relation_add": semconv.OPERATION_RELATION_ADD,
+    "pre_relation_remove": semconv.OPERATION_RELATION_REMOVE,
+}
+_RELATION_POST = {
+    "post_relation_add": semconv.OPERATION_RELATION_ADD,
+    "post_relation_remove": semconv.OPERATION_RELATION_REMOVE,
+}
 _BULK_UPDATE = "post_bulk_update"
 BUILTIN_SIGNALS = frozenset((*_LIFECYCLE_PRE, *_LIFECYCLE_POST, *_RELATION_PRE, *_RELATION_POST, _BULK_UPDATE))
 
-#: At most this many primary keys are listed in the audit event of a bulk operation.
-MAX_AUDIT_PKS = 100
-
-
 Wrapped = Callable[..., Awaitable[Any]]
-#: What an entry wrapper knows before the call: the operation and the key its pre signal will carry.
-Entry = tuple[Operation, Hashable | None]
-#: Builds the :data:`Entry` of one call from ``(instance, args, kwargs)`` of the wrapped method.
-Build = Callable[[Any, tuple[Any, ...], dict[str, Any]], Entry]
-#: Fills in what only the call's result tells: ``(operation, instance, args, kwargs, result)``.
-After = Callable[[Operation, Any, tuple[Any, ...], dict[str, Any], Any], None]
-
-_ENTRY_KINDS = (
-    "save",
-    "update",
-    "delete",
-    "relation_add",
-    "relation_remove",
-    "relation_clear",
-    "queryset_update",
-    "queryset_delete",
-    "bulk_create",
-    "bulk_update",
-)
-# Guards are stateless: one instance per kind, not one per call.
-_GUARD_BUILD = {kind: safety.guard(f"source.ormar.{kind}") for kind in _ENTRY_KINDS}
-_GUARD_AFTER = {kind: safety.guard(f"source.ormar.{kind}.after") for kind in _ENTRY_KINDS}
-_GUARD_SIGNAL = safety.guard("source.ormar.signal")
-_GUARD_TRANSACTION = safety.guard("source.ormar.transaction")
 
 
 # --- custom signals (declared by the user; module-level so they work before or after install) ---
@@ -114,30 +83,17 @@ class CustomSignal:
     operation: str | None = None
     models: frozenset[str] | None = None
     write: bool = True
-    _names: tuple[str, ...] = field(default=(), repr=False)
 
     def applies_to(self, model: str) -> bool:
         return self.models is None or model in self.models
 
     def untrace(self) -> None:
         """Stop tracing this signal."""
-        with _custom_lock:
-            for name in self._names:
-                declared = _custom.get(name)
-                if declared is not None and self in declared:
-                    declared.remove(self)
-                    if not declared:
-                        del _custom[name]
+        _DECLARED.remove(self)
 
 
-_custom_lock = threading.Lock()
-_custom: dict[str, list[CustomSignal]] = {}
-
-
-def _model_names(models: Iterable[Any] | None) -> frozenset[str] | None:
-    if models is None:
-        return None
-    return frozenset(m if isinstance(m, str) else m.__name__ for m in models)
+#: Every declared custom signal, by the signal names it answers to (read by the ``Signal.send`` wrapper).
+_DECLARED: Declarations[CustomSignal] = Declarations()
 
 
 def _declare(custom: CustomSignal) -> CustomSignal:
@@ -145,11 +101,13 @@ def _declare(custom: CustomSignal) -> CustomSignal:
     for name in names:
         if name in BUILTIN_SIGNALS:
             raise ValueError(f"{name!r} is one of ormar's own signals; sigtrace traces it already")
-    custom._names = names
-    with _custom_lock:
-        for name in names:
-            _custom.setdefault(name, []).append(custom)
-    return custom
+    return _DECLARED.add(custom, names)
+
+
+def _model_names(models: Iterable[Any] | None) -> frozenset[str] | None:
+    if models is None:
+        return None
+    return frozenset(m if isinstance(m, str) else m.__name__ for m in models)
 
 
 def trace_custom_signal(
@@ -170,55 +128,65 @@ def trace_custom_signals(
     return _declare(CustomSignal(pre, post, operation or default, _model_names(models), write))
 
 
-def _custom_for(name: str) -> list[CustomSignal]:
-    if name not in _custom:  # the common case, without the lock (a dict lookup is atomic)
-        return []
-    with _custom_lock:
-        return list(_custom.get(name, ()))
-
-
 # --- model facts ---
 
 
 @dataclass(frozen=True, slots=True)
-class _ModelInfo:
-    model: str
-    collection: str | None
-    db_system: str | None
-    namespace: str | None
+class _Facts(ModelFacts):
+    #: Relation name -> the facts of its operations: the owner's model, the table the rows are written in.
+    relations: dict[str, ModelFacts] = field(default_factory=dict, compare=False, repr=False)
 
 
-_info_cache: weakref.WeakKeyDictionary[type, _ModelInfo] = weakref.WeakKeyDictionary()
-
-
-def _model_info(cls: Any) -> _ModelInfo:
-    try:
-        return _info_cache[cls]
-    except (KeyError, TypeError):
-        pass
+def _compute_facts(cls: Any) -> _Facts:
     config = getattr(cls, "ormar_config", None)
-    collection = getattr(config, "tablename", None)
-    schema = getattr(config, "schema", None)
-    db_system: str | None = None
-    namespace: str | None = None
     database = getattr(config, "database", None)
     url = getattr(database, "url", None) if database is not None else None
-    if url:
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(str(url))
-        backend = parsed.get_backend_name()
-        db_system = semconv.db_system_name(backend)
-        if db_system != "sqlite" and parsed.database:
-            namespace = f"{parsed.database}|{schema}" if schema else parsed.database
-    info = _ModelInfo(getattr(cls, "__name__", str(cls)), collection, db_system, namespace)
-    with contextlib.suppress(TypeError):
-        _info_cache[cls] = info
-    return info
+    db_system, namespace = database_of_url(url, getattr(config, "schema", None)) if url else (None, None)
+    return _Facts(getattr(cls, "__name__", str(cls)), getattr(config, "tablename", None), db_system, namespace)
 
 
-def _pk_text(value: Any) -> str | None:
-    return None if value is None else str(value)
+_facts = FactsCache(_compute_facts)
+
+
+def _relation_facts(owner_cls: Any, relation: str) -> ModelFacts:
+    """A relation's operations: the owner's model, the table the rows are written in (through or child)."""
+    facts = _facts(owner_cls)
+    found = facts.relations.get(relation)
+    if found is None:
+        spec = getattr(getattr(owner_cls, "ormar_config", None), "model_fields", {}).get(relation)
+        written = getattr(spec, "through" if getattr(spec, "is_multi", False) else "to", None)
+        table = _facts(written) if written is not None else facts
+        found = ModelFacts(facts.model, table.collection, table.db_system, table.namespace)
+        facts.relations[relation] = found
+    return found
+
+
+def _compute_writable(cls: Any) -> tuple[int, frozenset[str]]:
+    config = getattr(cls, "ormar_config", None)
+    fields = getattr(config, "model_fields", None) or {}
+    pkname = getattr(config, "pkname", None)
+    writable = frozenset(
+        name
+        for name, spec in fields.items()
+        if name != pkname and not getattr(spec, "virtual", False) and not getattr(spec, "is_multi", False)
+    )
+    return len(fields), writable
+
+
+_writable = FactsCache(_compute_writable)
+
+
+def _writable_fields(cls: Any) -> frozenset[str]:
+    """The columns an update writes: every field but the pk, virtual (reverse) and many-to-many ones.
+
+    Recomputed when the model's field count changes (ormar adds the reverse side of a relation to
+    ``model_fields`` when a related model is declared later).
+    """
+    count, writable = _writable(cls)
+    if count != len(getattr(getattr(cls, "ormar_config", None), "model_fields", None) or {}):
+        _writable.forget(cls)
+        count, writable = _writable(cls)
+    return writable
 
 
 def _class_of(instance: Any) -> Any:
@@ -242,62 +210,39 @@ def _transaction_connection() -> Any:
     return None if var is None else var.get()
 
 
-_writable_cache: weakref.WeakKeyDictionary[type, tuple[int, frozenset[str]]] = weakref.WeakKeyDictionary()
-
-
-def _writable_fields(cls: Any) -> frozenset[str]:
-    """The columns an update writes: every field but the pk, virtual (reverse) and many-to-many ones.
-
-    Cached per model and recomputed when the model's field count changes (ormar adds the reverse
-    side of a relation to ``model_fields`` when a related model is declared later).
-    """
-    config = getattr(cls, "ormar_config", None)
-    fields = getattr(config, "model_fields", None) or {}
-    try:
-        count, writable = _writable_cache[cls]
-        if count == len(fields):
-            return writable
-    except (KeyError, TypeError):
-        pass
-    pkname = getattr(config, "pkname", None)
-    writable = frozenset(
-        name
-        for name, spec in fields.items()
-        if name != pkname and not getattr(spec, "virtual", False) and not getattr(spec, "is_multi", False)
-    )
-    with contextlib.suppress(TypeError):
-        _writable_cache[cls] = (len(fields), writable)
-    return writable
-
-
 class OrmarSource(Source):
     """Traces ormar 0.26: class-level ``Signal.send`` wrapper plus entry-point scopes."""
 
     name = "ormar"
 
-    def __init__(self, engine: Any, options: Any = None) -> None:
+    def __init__(self, engine: Engine, options: Options | None = None) -> None:
         super().__init__(engine, options)
         self._signal_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._transactions = ConnectionTransactions(self.name)
-
-    @property
-    def _capture_values(self) -> bool:
-        return bool(getattr(self.options, "capture_values", False))
+        self._signal_guard = self.guard("signal")
+        self._transaction_guard = self.guard("transaction")
 
     def attach(self) -> None:
         import ormar  # noqa: F401 - fails early if the library is missing
 
+        entry = self.async_entry
+        model, relation, proxy, queryset = (
+            "ormar.models.model",
+            "ormar.relations.relation_proxy",
+            "ormar.relations.querysetproxy",
+            "ormar.queryset.queryset",
+        )
         self.patch("ormar.signals.signal", "Signal.send", self._wrap_send)
-        self.patch("ormar.models.model", "Model.save", self._wrap_save)
-        self.patch("ormar.models.model", "Model.update", self._wrap_update)
-        self.patch("ormar.models.model", "Model.delete", self._wrap_delete)
-        self.patch("ormar.relations.relation_proxy", "RelationProxy.add", self._wrap_relation_add)
-        self.patch("ormar.relations.relation_proxy", "RelationProxy.remove", self._wrap_relation_remove)
-        self.patch("ormar.relations.querysetproxy", "QuerysetProxy.clear", self._wrap_relation_clear)
-        self.patch("ormar.queryset.queryset", "QuerySet.update", self._wrap_queryset_update)
-        self.patch("ormar.queryset.queryset", "QuerySet.delete", self._wrap_queryset_delete)
-        self.patch("ormar.queryset.queryset", "QuerySet.bulk_create", self._wrap_bulk_create)
-        self.patch("ormar.queryset.queryset", "QuerySet.bulk_update", self._wrap_bulk_update)
+        self.patch(model, "Model.save", entry("save", self._save_entry))
+        self.patch(model, "Model.update", entry("update", self._update_entry))
+        self.patch(model, "Model.delete", entry("delete", self._delete_entry))
+        self.patch(relation, "RelationProxy.add", entry("relation_add", self._relation_add_entry, _after_add))
+        self.patch(relation, "RelationProxy.remove", entry("relation_remove", self._relation_remove_entry))
+        self.patch(proxy, "QuerysetProxy.clear", entry("relation_clear", self._relation_clear_entry, _rows_after))
+        self.patch(queryset, "QuerySet.update", entry("queryset_update", self._queryset_update_entry, _rows_after))
+        self.patch(queryset, "QuerySet.delete", entry("queryset_delete", self._queryset_delete_entry, _rows_after))
+        self.patch(queryset, "QuerySet.bulk_create", entry("bulk_create", self._bulk_create_entry, _after_bulk_create))
+        self.patch(queryset, "QuerySet.bulk_update", entry("bulk_update", self._bulk_update_entry))
         self.patch("ormar.databases.transaction", "Transaction.__aenter__", self._wrap_transaction_enter)
         self.patch("ormar.databases.transaction", "Transaction.__aexit__", self._wrap_transaction_exit)
 
@@ -307,7 +252,7 @@ class OrmarSource(Source):
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         result = await wrapped(*args, **kwargs)
-        with _GUARD_TRANSACTION:
+        with self._transaction_guard:
             connection = instance._connection
             database = instance._database
             if instance._force_rollback and getattr(database, "_global_transaction", None) is instance:
@@ -323,7 +268,7 @@ class OrmarSource(Source):
     ) -> Any:
         rollback = True
         connection: Any = None
-        with _GUARD_TRANSACTION:
+        with self._transaction_guard:
             # What ormar's own __aexit__ decides: an exception, or force_rollback, rolls back.
             exc_type = args[0] if args else kwargs.get("exc_type")
             rollback = exc_type is not None or bool(instance._force_rollback)
@@ -332,12 +277,12 @@ class OrmarSource(Source):
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            with _GUARD_TRANSACTION:
+            with self._transaction_guard:
                 self._transactions.failed(instance, exc, committing=not rollback)
                 if connection is not None:
                     self._transactions.close(connection)
             raise
-        with _GUARD_TRANSACTION:
+        with self._transaction_guard:
             self._transactions.end(instance, committed=not rollback)
             if connection is not None:
                 self._transactions.close(connection)  # anything still open on it never ended
@@ -345,91 +290,29 @@ class OrmarSource(Source):
 
     # --- building operations ---
 
-    def _operation(
-        self,
-        name: str,
-        cls: Any,
-        *,
-        pk: Any = None,
-        signal: str | None = None,
-        write: bool = True,
-        attributes: dict[str, AttributeValue] | None = None,
-        audit: dict[str, Any] | None = None,
-    ) -> Operation:
-        info = _model_info(cls)
-        op = Operation(
-            source=self.name,
-            name=name,
-            model=info.model,
-            collection=info.collection,
-            db_system=info.db_system,
-            namespace=info.namespace,
-            pk=_pk_text(pk),
-            signal=signal,
-            write=write,
-            attributes=attributes or {},
-            audit=audit or {},
-        )
+    def _operation(self, facts: ModelFacts, name: str, **fields: Any) -> Operation:
+        op = facts.operation(self.name, name, **fields)
         connection = _transaction_connection()
         if connection is not None:
             # Reported when that transaction ends: ``ok`` at the outermost commit, else ``rolled_back``.
             op.transaction = self._transactions.current(connection)
         return op
 
-    async def _scoped(
-        self,
-        kind: str,
-        build: Build,
-        wrapped: Wrapped,
-        instance: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        after: After | None = None,
-    ) -> Any:
-        """Run ``wrapped`` inside an entry scope for the operation ``build`` describes.
-
-        The wrappers are plain functions returning this coroutine (no ``async def`` of their own):
-        one coroutine frame fewer between the caller and ormar, resumed at every await of the call.
-        """
-        scope: EntryScope | None = None
-        with _GUARD_BUILD[kind]:
-            # Built when the call runs, not when its coroutine is created.
-            op, key = build(instance, args, kwargs)
-            scope = self.engine.entry(op, expect=key)
-        if scope is None:
-            return await wrapped(*args, **kwargs)
-        async with scope:
-            result = await wrapped(*args, **kwargs)
-            operation = scope.operation
-            if after is not None and operation is not None and not operation.done:
-                with _GUARD_AFTER[kind]:
-                    after(operation, instance, args, kwargs, result)
-        return result
-
     # --- Model entry points ---
 
-    def _wrap_save(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._scoped("save", self._save_entry, wrapped, instance, args, kwargs)
-
-    def _wrap_update(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._scoped("update", self._update_entry, wrapped, instance, args, kwargs)
-
-    def _wrap_delete(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._scoped("delete", self._delete_entry, wrapped, instance, args, kwargs)
-
     def _save_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        op = self._operation("save", _class_of(instance), pk=instance.pk, signal="pre_save")
+        op = self._operation(_facts(_class_of(instance)), "save", pk=pk_text(instance.pk), signal="pre_save")
         return op, identity_key(instance, "save")
 
     def _update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        op = self._operation("update", _class_of(instance), pk=instance.pk, signal="pre_update")
+        op = self._operation(_facts(_class_of(instance)), "update", pk=pk_text(instance.pk), signal="pre_update")
         columns = args[0] if args else kwargs.get("_columns")
         passed = {k: v for k, v in kwargs.items() if k != "_columns"}
         self._describe_update(op, instance, passed, columns)
         return op, identity_key(instance, "update")
 
     def _delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        op = self._operation("delete", _class_of(instance), pk=instance.pk, signal="pre_delete")
+        op = self._operation(_facts(_class_of(instance)), "delete", pk=pk_text(instance.pk), signal="pre_delete")
         return op, identity_key(instance, "delete")
 
     def _describe_update(
@@ -439,123 +322,101 @@ class OrmarSource(Source):
         op.changed_fields = _changed_fields(instance, passed, columns)
         if _inferred(instance, passed):
             op.audit["changed_fields_inferred"] = True
-        if self._capture_values:
+        if self.capture_values:
             op.values = _values_of(instance, op.changed_fields, passed)
 
-    # --- relations ---
+    # --- relations (the span names the table written: the through table, or the child's) ---
 
     def _relation_operation(
-        self, name: str, owner: Any, child: Any, relation_name: str, signal: str | None
+        self, name: str, owner: Any, relation: str, related: Any, signal: str | None, child: Any = None
     ) -> Operation:
-        child_cls = _class_of(child)
-        child_pk = _pk_text(getattr(child, "pk", None))
-        attributes: dict[str, AttributeValue] = {
-            RELATION_NAME: relation_name,
-            RELATED_MODEL: getattr(child_cls, "__name__", str(child_cls)),
-        }
-        audit: dict[str, Any] = {"relation": relation_name, "related_model": attributes[RELATED_MODEL]}
-        if child_pk is not None:
-            attributes[RELATED_PK] = child_pk
-            audit["related_pk"] = child_pk
-        return self._operation(name, _class_of(owner), pk=owner.pk, signal=signal, attributes=attributes, audit=audit)
-
-    def _wrap_relation_add(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._scoped("relation_add", self._relation_add_entry, wrapped, instance, args, kwargs, _after_add)
-
-    def _wrap_relation_remove(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        return self._scoped("relation_remove", self._relation_remove_entry, wrapped, instance, args, kwargs)
+        related_model = getattr(related, "__name__", str(related))
+        op = self._operation(
+            _relation_facts(_class_of(owner), relation),
+            name,
+            pk=pk_text(owner.pk),
+            signal=signal,
+            attributes={semconv.SIGTRACE_RELATION_NAME: relation, semconv.SIGTRACE_RELATION_MODEL: related_model},
+            audit={semconv.AUDIT_RELATION: relation, semconv.AUDIT_RELATED_MODEL: related_model},
+        )
+        if child is not None:
+            _fill_related_pk(op, child)
+        return op
 
     def _relation_add_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        return self._relation_entry("relation_add", instance, _item(args, kwargs))
+        return self._relation_entry(semconv.OPERATION_RELATION_ADD, instance, _item(args, kwargs))
 
     def _relation_remove_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        return self._relation_entry("relation_remove", instance, _item(args, kwargs))
+        return self._relation_entry(semconv.OPERATION_RELATION_REMOVE, instance, _item(args, kwargs))
 
     def _relation_entry(self, name: str, proxy: Any, item: Any) -> Entry:
-        owner = proxy._owner
-        op = self._relation_operation(name, owner, item, proxy.field_name, f"pre_{name}")
-        return op, identity_key(owner, name, proxy.field_name, id(item))
-
-    def _wrap_relation_clear(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        return self._scoped("relation_clear", self._relation_clear_entry, wrapped, instance, args, kwargs, _rows_after)
+        owner, relation = proxy._owner, proxy.field_name
+        op = self._relation_operation(name, owner, relation, _class_of(item), f"pre_{name}", item)
+        return op, identity_key(owner, name, relation, id(item))
 
     def _relation_clear_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        owner = instance._owner
-        relation_name = instance.relation.field_name
-        related = getattr(instance.to, "__name__", str(instance.to))
-        op = self._operation(
-            "relation_clear",
-            _class_of(owner),
-            pk=owner.pk,
-            attributes={RELATION_NAME: relation_name, RELATED_MODEL: related},
-            audit={"relation": relation_name, "related_model": related},
+        op = self._relation_operation(
+            semconv.OPERATION_RELATION_CLEAR, instance._owner, instance.relation.field_name, instance.to, None
         )
         return op, None
 
     # --- query-set writes (no signal, or only post_bulk_update) ---
 
-    def _wrap_queryset_update(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        return self._scoped(
-            "queryset_update", self._queryset_update_entry, wrapped, instance, args, kwargs, _rows_after
-        )
-
     def _queryset_update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
         model = instance.model
         own = set(model.extract_db_own_fields()) | set(model.extract_related_names())
         passed = {k: v for k, v in kwargs.items() if k in own}
-        op = self._operation("queryset_update", model, audit=_filter_audit(instance))
+        op = self._operation(_facts(model), semconv.OPERATION_UPDATE, audit=self._filter_audit(instance))
         op.changed_fields = sorted(passed)
-        if self._capture_values:
+        if self.capture_values:
             op.values = passed
         return op, None
 
-    def _wrap_queryset_delete(
-        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _queryset_delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
         if args or any(k != "each" for k in kwargs):
-            # ormar re-enters delete() on ``self.filter(*args, **kwargs)``: that inner call is traced.
-            return wrapped(*args, **kwargs)
-        return self._scoped(
-            "queryset_delete", self._queryset_delete_entry, wrapped, instance, args, kwargs, _rows_after
-        )
-
-    def _queryset_delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        return self._operation("queryset_delete", instance.model, audit=_filter_audit(instance)), None
-
-    def _wrap_bulk_create(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._scoped("bulk_create", self._bulk_create_entry, wrapped, instance, args, kwargs, _after_bulk_create)
+            return None  # ormar re-enters delete() on ``self.filter(*args, **kwargs)``: that inner call is traced
+        op = self._operation(_facts(instance.model), semconv.OPERATION_DELETE, audit=self._filter_audit(instance))
+        return op, None
 
     def _bulk_create_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
         objects = _objects(args, kwargs)
-        op = self._operation(
-            "bulk_create",
-            instance.model,
-            attributes={semconv.DB_OPERATION_BATCH_SIZE: len(objects or ())},
-        )
+        op = self._bulk_operation(semconv.OPERATION_BULK_CREATE, instance.model, objects, None, pks=False)
         return op, identity_key(objects, "bulk_create")
-
-    def _wrap_bulk_update(self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return self._scoped("bulk_update", self._bulk_update_entry, wrapped, instance, args, kwargs)
 
     def _bulk_update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
         objects = _objects(args, kwargs)
+        op = self._bulk_operation(semconv.OPERATION_BULK_UPDATE, instance.model, objects, _BULK_UPDATE)
         columns = args[1] if len(args) > 1 else kwargs.get("columns")
-        op = self._operation(
-            "bulk_update",
-            instance.model,
-            signal=_BULK_UPDATE,
-            attributes={semconv.DB_OPERATION_BATCH_SIZE: len(objects or ())},
-        )
         if columns:
             op.changed_fields = sorted(str(c) for c in columns)
-        _bulk_audit(op, objects)
         return op, identity_key(objects, "bulk_update")
+
+    def _bulk_operation(
+        self, name: str, model: Any, objects: Any, signal: str | None, *, pks: bool = True
+    ) -> Operation:
+        items = list(objects or ())
+        op = self._operation(
+            _facts(model),
+            name,
+            signal=signal,
+            attributes={semconv.DB_OPERATION_BATCH_SIZE: len(items)},
+            audit={semconv.AUDIT_BATCH_SIZE: len(items)},
+        )
+        if pks:
+            _bulk_pks(op, items)
+        return op
+
+    def _filter_audit(self, queryset: Any) -> dict[str, Any]:
+        """The query set's WHERE clause as SQL text with placeholders (never the bound values)."""
+        with self.guard("filter"):
+            from ormar.queryset.queries.filter_query import FilterQuery
+
+            expr = FilterQuery(filter_clauses=queryset.filter_clauses).apply(queryset.table.delete())
+            expr = FilterQuery(filter_clauses=queryset.exclude_clauses, exclude=True).apply(expr)
+            where = expr.whereclause
+            if where is not None:
+                return {semconv.AUDIT_FILTER: str(where)}
+        return {}
 
     # --- signals ---
 
@@ -577,7 +438,7 @@ class OrmarSource(Source):
         name: str | None = None
         sender = kwargs.get("sender", args[0] if args else None)
         payload = kwargs if "sender" in kwargs else {**kwargs, "sender": sender}
-        with _GUARD_SIGNAL:
+        with self._signal_guard:
             name = self._signal_name(signal, sender)
             if name is not None:
                 self._before_receivers(name, payload)
@@ -585,7 +446,7 @@ class OrmarSource(Source):
         if name is not None:
             # After the user's receivers returned: a raising receiver fails the call (and the
             # operation, through the entry scope) instead of being reported as a success.
-            with _GUARD_SIGNAL:
+            with self._signal_guard:
                 self._after_receivers(name, payload)
         return result
 
@@ -599,7 +460,7 @@ class OrmarSource(Source):
             key = identity_key(instance, op_name)
             if self.engine.claim(key, obj=instance, signal=name) is not None:
                 return  # the entry wrapper's operation: it knows the pk and the changed fields already
-            op = self._operation(op_name, sender, pk=instance.pk, signal=name)
+            op = self._operation(_facts(sender), op_name, pk=pk_text(instance.pk), signal=name)
             target = self.engine.begin(op, key, obj=instance)
             if target is not None and op_name == "update" and target.changed_fields is None:
                 self._describe_update(target, instance, kw.get("passed_args") or {}, None)
@@ -613,8 +474,9 @@ class OrmarSource(Source):
             if claimed is not None:
                 _fill_related_pk(claimed, child)
                 return
-            op = self._relation_operation(op_name, instance, child, str(relation), name)
-            self.engine.begin(op, key)
+            self.engine.begin(
+                self._relation_operation(op_name, instance, str(relation), _class_of(child), name, child), key
+            )
         elif name not in BUILTIN_SIGNALS:
             self._custom_before(name, kw)
 
@@ -625,7 +487,7 @@ class OrmarSource(Source):
             if instance is None or _is_parent_echo(sender, instance):
                 return
             op_name = _LIFECYCLE_POST[name]
-            self.engine.end(identity_key(instance, op_name), obj=instance, signal=name, pk=_pk_text(instance.pk))
+            self.engine.end(identity_key(instance, op_name), obj=instance, signal=name, pk=pk_text(instance.pk))
         elif name in _RELATION_POST:
             instance, child, relation = kw.get("instance"), kw.get("child"), kw.get("relation_name")
             if instance is None or child is None:
@@ -639,9 +501,7 @@ class OrmarSource(Source):
         elif name == _BULK_UPDATE:
             instances = kw.get("instances")
             key = identity_key(instances, "bulk_update")
-            op = self._operation("bulk_update", sender, signal=name)
-            op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(instances or ())
-            _bulk_audit(op, instances)
+            op = self._bulk_operation(semconv.OPERATION_BULK_UPDATE, sender, instances, name)
             if self.engine.begin(op, key) is not None:
                 self.engine.end(key, signal=name)
         elif name not in BUILTIN_SIGNALS:  # a built-in pre signal has nothing to do after its receivers
@@ -650,12 +510,12 @@ class OrmarSource(Source):
     def _custom_before(self, name: str, kw: Mapping[str, Any]) -> None:
         sender = kw["sender"]
         model = getattr(sender, "__name__", None)
-        for custom in _custom_for(name):
+        for custom in _DECLARED.get(name):
             if model is not None and not custom.applies_to(model):
                 continue
             instance = kw.get("instance")
-            pk = getattr(instance, "pk", None) if instance is not None else None
-            op = self._operation(custom.operation or name, sender, pk=pk, signal=name, write=custom.write)
+            pk = pk_text(getattr(instance, "pk", None)) if instance is not None else None
+            op = self._operation(_facts(sender), custom.operation or name, pk=pk, signal=name, write=custom.write)
             if custom.post is None:
                 self.engine.record_event(op)
             elif name == custom.pre:
@@ -665,7 +525,7 @@ class OrmarSource(Source):
     def _custom_after(self, name: str, kw: Mapping[str, Any]) -> None:
         sender = kw["sender"]
         model = getattr(sender, "__name__", None)
-        for custom in _custom_for(name):
+        for custom in _DECLARED.get(name):
             if custom.post != name or (model is not None and not custom.applies_to(model)):
                 continue
             instance = kw.get("instance")
@@ -706,34 +566,15 @@ def _values_of(instance: Any, names: Iterable[str] | None, passed: Mapping[str, 
 
 
 def _fill_related_pk(op: Operation, child: Any) -> None:
-    pk = _pk_text(getattr(child, "pk", None))
-    if pk is not None and RELATED_PK not in op.attributes:
-        op.attributes[RELATED_PK] = pk
-        op.audit["related_pk"] = pk
+    """The one related row of an add/remove: ``sigtrace.relation.pk``, audit ``related_pks`` (once known)."""
+    pk = pk_text(getattr(child, "pk", None))
+    if pk is not None and semconv.SIGTRACE_RELATION_PK not in op.attributes:
+        op.attributes[semconv.SIGTRACE_RELATION_PK] = pk
+        op.audit[semconv.AUDIT_RELATED_PKS] = [pk]
 
 
-def _bulk_audit(op: Operation, objects: Iterable[Any] | None) -> None:
-    items = list(objects or ())
-    pks = [_pk_text(getattr(obj, "pk", None)) for obj in items]
-    known = [pk for pk in pks if pk is not None]
-    op.audit["count"] = len(items)
-    if known:
-        op.audit["pks"] = known[:MAX_AUDIT_PKS]
-        if len(known) > MAX_AUDIT_PKS:
-            op.audit["pks_truncated"] = True
-
-
-def _filter_audit(queryset: Any) -> dict[str, Any]:
-    """The query set's WHERE clause as SQL text with placeholders (never the bound values)."""
-    with safety.guard("source.ormar.filter"):
-        from ormar.queryset.queries.filter_query import FilterQuery
-
-        expr = FilterQuery(filter_clauses=queryset.filter_clauses).apply(queryset.table.delete())
-        expr = FilterQuery(filter_clauses=queryset.exclude_clauses, exclude=True).apply(expr)
-        where = expr.whereclause
-        if where is not None:
-            return {"filter": str(where)}
-    return {}
+def _bulk_pks(op: Operation, objects: Iterable[Any]) -> None:
+    op.audit.update(batch_audit(getattr(obj, "pk", None) for obj in objects))
 
 
 def _item(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -754,10 +595,12 @@ def _after_add(op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict
 def _after_bulk_create(
     op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
 ) -> None:
-    _bulk_audit(op, _objects(args, kwargs))
+    # ormar sets no autoincrement key on the objects: only those the caller gave are known.
+    _bulk_pks(op, _objects(args, kwargs) or ())
 
 
 def _rows_after(op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
     """``rows``: what a query-set write or a relation clear returned (the number of rows)."""
     if isinstance(result, int) and not isinstance(result, bool):
-        op.audit["rows"] = result
+        op.audit[semconv.AUDIT_ROWS] = result
+        op.attributes[semconv.SIGTRACE_ROWS_AFFECTED] = result

@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.sources.async_orm import BACKENDS
 from tests.sources.edgy.helpers import PG_URL, pg_lock, postgres_unavailable, sqlite_url
 from tests.sources.edgy.models import Models, define_models
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def backend_url(backend: str) -> str:

@@ -3,57 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.sources.async_orm import BACKENDS, PostgresDatabase, sqlite_url
 from tests.sources.ormar.models import Models, define
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_DATABASE = "sigtrace_ormar"
-PG_URL = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{PG_DATABASE}"
-
-
-async def _ensure_pg_database() -> str | None:
-    """Create our own database if needed; return why PostgreSQL is unusable, or None."""
-    try:
-        import asyncpg
-    except ImportError:
-        return "asyncpg is not installed"
-    try:
-        conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres", timeout=3)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        return f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable ({type(exc).__name__}: {exc})"
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE)
-        if not exists:
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
-                await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
-    finally:
-        await conn.close()
-    return None
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    reason = asyncio.run(_ensure_pg_database())
-    if reason is not None:
-        pytest.skip(reason)
-    return PG_URL
-
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+POSTGRES = PostgresDatabase("sigtrace_ormar")
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test's database; the PostgreSQL one held alone while the test runs (other sessions share it)."""
     if request.param == "postgresql":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return f"sqlite+aiosqlite:///{tmp_path / 'ormar.sqlite'}"
+        url = POSTGRES.url_or_skip()
+        with POSTGRES.lock():
+            yield url
+    else:
+        yield sqlite_url(tmp_path)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from typing import Any
 import ormar
 import sqlalchemy
 
+from tests.sources.async_orm import drop_tables, recreate_tables
+
 
 @dataclass
 class Models:
@@ -25,14 +27,11 @@ class Models:
 
     async def create_all(self) -> None:
         await self.database.connect()
-        async with self.database.engine.begin() as conn:
-            await conn.run_sync(self.metadata.drop_all)
-            await conn.run_sync(self.metadata.create_all)
+        await recreate_tables(self.database.engine, self.metadata)
 
     async def drop_all(self) -> None:
         if self.database.is_connected:
-            async with self.database.engine.begin() as conn:
-                await conn.run_sync(self.metadata.drop_all)
+            await drop_tables(self.database.engine, self.metadata)
             await self.database.disconnect()
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sigtrace import semconv
 from sigtrace.testing import capture
-from tests.sources.ormar.helpers import attrs, hex_id, ormar_spans, parent_of
+from tests.sources.async_orm import attrs, hex_id, parent_of, spans_of
 from tests.sources.ormar.models import Models
 
 TASKS = 1_000
@@ -31,7 +31,7 @@ async def test_thousand_tasks_pair_and_parent_exactly(make_models: Any) -> None:
         results = await asyncio.gather(*(one(i) for i in range(TASKS)))
 
         by_parent: dict[int | None, list[Any]] = defaultdict(list)
-        spans = ormar_spans(cap)
+        spans = spans_of(cap, "ormar")
         for span in spans:
             by_parent[parent_of(span)].append(span)
         assert len(spans) == 3 * TASKS

@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import sigtrace
 from sigtrace.testing import Capture
 from tests.examples import load_example
-from tests.sources.ormar.helpers import attrs, children, parent_of, span_id
+from tests.sources.async_orm import attrs, children, parent_of, span_id
 
 
 def test_request_tree_and_audit(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_request_tree_and_audit(tmp_path: Path) -> None:
         ("save", "ok", "alice"),
         ("save", "error", None),
         ("update", "ok", None),
-        ("queryset_update", "ok", None),
+        ("update", "ok", None),
         ("delete", "ok", "bob"),
     ]
     assert cap.audit_events[2]["changed_fields"] == ["play_count"]

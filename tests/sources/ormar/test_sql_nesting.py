@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
 from sigtrace.testing import Capture, capture
-from tests.sources.ormar.helpers import children, ormar_spans, parent_of, span_id
+from tests.sources.async_orm import children, parent_of, span_id, spans_of
 from tests.sources.ormar.models import Models
 
 
@@ -38,18 +38,18 @@ async def test_sql_spans_nest_under_the_ormar_span(cap: Capture, make_models: An
     finally:
         SQLAlchemyInstrumentor().uninstrument()
     assert found.play_count == 1
-    for span in ormar_spans(cap):
+    for span in spans_of(cap, "ormar"):
         assert span.kind.name == "CLIENT"
-    for name in ("save albums", "save tags", "queryset_update albums"):
+    for name in ("save albums", "save tags", "update albums"):
         op = cap.span(name)
         assert parent_of(op) == span_id(request)
         sql = [s for s in children(cap, op) if s in sql_spans(cap)]
         assert sql, f"no SQL span under {name}: {[(s.name, parent_of(s)) for s in cap.spans]}"
-    add = cap.span("relation_add albums")
+    add = cap.span("relation_add albums_tags")
     (through,) = [s for s in children(cap, add) if s.name.startswith("save ")]
     assert [s for s in children(cap, through) if s in sql_spans(cap)]
     # Every SQL span of a write sits under an ormar span; the read's sits under nothing of ours.
-    ormar_ids = {span_id(s) for s in ormar_spans(cap)}
+    ormar_ids = {span_id(s) for s in spans_of(cap, "ormar")}
     statements = [s for s in sql_spans(cap) if s.name != "connect"]  # pool connects have no caller
     orphans = [s for s in statements if parent_of(s) not in ormar_ids]
     assert [s.name.split()[0] for s in orphans] == ["SELECT"]
