@@ -1,19 +1,17 @@
 """Edgy source: lifecycle, query-set, bulk, relation and migrate signals as operations.
 
-What Edgy sends (edgy 0.37, measured: ../shared/signal-semantics.md):
+What Edgy sends (edgy 0.37; docs/sources/edgy.md, "How it attaches"):
 
 * ``pre/post_{save,update,delete}`` (instance and ``QuerySet`` operations) are sent with
-  ``send_async`` and awaited one receiver after the other IN THE CALLER'S TASK: the pre receiver
-  makes the operation span current (``begin(..., activate=True)``) and the post receiver ends it
-  in the same context, so the SQL spans of the write nest under it.
+  ``send_async`` and awaited one receiver after the other IN THE CALLER'S TASK, and only the pre
+  signal on a failure. ``DatabaseMixin.real_save``, ``.update``, ``.delete`` and
+  ``QuerySet.update``/``.delete`` run in the engine's entry scope: the span is current for the call
+  (the SQL spans nest under it), the pre receiver claims and describes it, the post receiver ends
+  it, an exception leaving the call ends it as an ERROR at once.
 * ``pre/post_bulk`` and ``pre/post_relation_{add,remove}`` run their receivers under
-  ``asyncio.gather`` (one task each): a receiver cannot make a span current for the caller. The
-  source wraps the entry points (``QuerySet.bulk_*``, ``ManyRelation``/``SingleRelation``
-  ``add_many``/``remove_many``/``save_related``) in ``Engine.entry``: the span is current for the
-  whole call and the receivers (in child tasks, with a copied context) claim it.
-* On a failure (``IntegrityError``...) Edgy sends only the pre signal. ``DatabaseMixin.real_save``,
-  ``.update``, ``.delete`` and ``QuerySet.update``/``.delete`` are wrapped in an observing
-  ``Engine.entry`` scope, so an exception leaving the call ends the operation as an ERROR at once.
+  ``asyncio.gather`` (one task each): ``QuerySet.bulk_*`` and ``ManyRelation``/``SingleRelation``
+  ``add_many``/``remove_many``/``save_related`` run in the entry scope and the receivers, in child
+  tasks with a copied context, claim its operation.
 * ``SkipOperation`` raised by a pre receiver makes Edgy send the post with ``operation_skipped=True``:
   outcome ``skipped``.
 * ``pre/post_migrate`` are sync, with string senders (``upgrade``, ``downgrade``, ``revision``);
@@ -22,8 +20,9 @@ What Edgy sends (edgy 0.37, measured: ../shared/signal-semantics.md):
 Every model is covered, also one whose ``Meta.signals`` (or ``set_lifecycle_signals_from``) replaces
 the global signals with its own: the source connects to each model's ``meta.signals`` through a
 persistent callback on every Edgy ``Registry`` (existing models and models registered later), and
-the entry-point wrappers re-check the model's signals at each call (signals re-wired after install).
+the entry points re-check the model's signals at each call (signals re-wired after install).
 
+Writes inside a databasez transaction are held until it ends (``kit.ConnectionTransactions``).
 Custom signals (``User.meta.signals.on_verify = edgy.Signal()``) are traced on request through the
 generic blinker source: ``trace_model_signal`` / ``trace_model_signals``.
 """
@@ -31,10 +30,9 @@ generic blinker source: ``trace_model_signal`` / ``trace_model_signals``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,26 +43,32 @@ from edgy.core.db.querysets.base import BaseQuerySet
 from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
-from sigtrace.core import safety
-from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
 from sigtrace.core.transactions import Transaction
 from sigtrace.sources.blinker import SignalPair, SingleSignal, trace_signal, trace_signals
-from sigtrace.sources.kit import Source
-from sigtrace.sources.kit.transactions import ConnectionTransactions
+from sigtrace.sources.kit import (
+    ConnectionTransactions,
+    Entry,
+    FactsCache,
+    ModelFacts,
+    Source,
+    batch_audit,
+    database_of_url,
+    pk_text,
+)
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
 
 SOURCE: Final = "edgy"
 
-#: Span attributes of this source (sigtrace.* namespace, no OpenTelemetry equivalent).
+#: Span attributes only Edgy has (the shared ones are in ``sigtrace/semconv.py``).
 ATTR_IS_UPDATE: Final = "sigtrace.edgy.is_update"
 ATTR_QUERYSET: Final = "sigtrace.edgy.queryset"
 ATTR_FILTER: Final = "sigtrace.edgy.filter"
-ATTR_ROW_COUNT: Final = "sigtrace.edgy.row_count"
-ATTR_RELATION: Final = "sigtrace.edgy.relation"
-ATTR_RELATION_FIELD: Final = "sigtrace.edgy.relation.field"
+#: Edgy's relation kind: ``many_to_many`` or ``one_to_many``.
+ATTR_RELATION_KIND: Final = "sigtrace.edgy.relation.kind"
+#: Edgy's relation operation: ``add`` or ``save_related``.
 ATTR_RELATION_OPERATION: Final = "sigtrace.edgy.relation.operation"
 ATTR_MIGRATE_DIRECTION: Final = "sigtrace.edgy.migrate.direction"
 ATTR_MIGRATE_REVISION: Final = "sigtrace.edgy.migrate.revision"
@@ -78,81 +82,48 @@ _MAX_FILTER: Final = 1024
 
 #: family -> (pre signal name, post signal name).
 _FAMILY_SIGNALS: Final = {family: (f"pre_{family}", f"post_{family}") for family in FAMILIES}
-# Guards are stateless: one instance per kind, not one per call.
-_GUARD_ENTRY: Final = safety.guard("source.edgy.entry")
-_GUARD_TRANSACTION: Final = safety.guard("source.edgy.transaction")
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-_db_cache: weakref.WeakKeyDictionary[Any, tuple[str | None, str | None]] = weakref.WeakKeyDictionary()
-
-
-def _db_fields(database: Any) -> tuple[str | None, str | None]:
-    """(db.system.name, db.namespace) of an Edgy/databasez ``Database``, parsed once per database."""
-    try:
-        return _db_cache[database]
-    except (KeyError, TypeError):
-        pass
-    url = getattr(database, "url", None)
-    if url is None:
-        return None, None
-    system = semconv.db_system_name(str(getattr(url, "dialect", "") or ""))
-    namespace = getattr(url, "database", None)
-    fields = system, (str(namespace) if namespace else None)
-    with contextlib.suppress(TypeError):
-        _db_cache[database] = fields
-    return fields
-
-
-def _model_class(sender: Any) -> Any:
-    return sender if isinstance(sender, type) else type(sender)
-
-
-def _tablename(model: Any) -> str | None:
-    meta = getattr(model, "meta", None)
-    name = getattr(meta, "tablename", None)
-    return str(name) if name else None
+# --------------------------------------------------------------------------- facts
 
 
 @dataclass(frozen=True, slots=True)
-class _ModelFacts:
-    """What every operation of a model reports about the model, looked up once per model class."""
+class _Facts(ModelFacts):
+    """A model's facts, and the field of a single-column pk that is a plain instance attribute."""
 
-    name: str
-    collection: str | None
-    #: The field holding a single-column pk, if it is a plain instance attribute (else ``None``).
-    pk_name: str | None
-
-
-_facts_cache: weakref.WeakKeyDictionary[type, _ModelFacts] = weakref.WeakKeyDictionary()
+    #: Read from the instance's ``__dict__``: Edgy's ``pk`` property costs several µs (descriptor
+    #: and context-variable round trips). ``None``: composite, or a class attribute shadows it.
+    pk_name: str | None = None
 
 
-def _facts_of(model: type) -> _ModelFacts:
-    try:
-        return _facts_cache[model]
-    except KeyError:
-        pass
+def _tablename(model: Any) -> str | None:
+    name = getattr(getattr(model, "meta", None), "tablename", None)
+    return str(name) if name else None
+
+
+def _compute_facts(model: type) -> _Facts:
     names: tuple[str, ...] = tuple(getattr(model, "pknames", None) or ())
     pk_name: str | None = names[0] if len(names) == 1 else None
     if pk_name is not None and any(pk_name in vars(klass) for klass in model.__mro__):
         pk_name = None  # a class attribute (a descriptor) would take precedence over the instance's value
-    facts = _ModelFacts(model.__name__, _tablename(model), pk_name)
-    if facts.collection is not None:  # a model without a table yet (abstract...) is looked up again
-        _facts_cache[model] = facts
-    return facts
+    return _Facts(model.__name__, _tablename(model), pk_name=pk_name)
 
+
+#: A model without a table yet (abstract, being defined) is looked up again.
+_facts: FactsCache[type, _Facts] = FactsCache(_compute_facts, keep=lambda facts: facts.collection is not None)
+#: ``(db.system.name, db.namespace)`` of an Edgy/databasez ``Database``, from its URL.
+_database_fields: FactsCache[Any, tuple[str | None, str | None]] = FactsCache(
+    lambda database: database_of_url(getattr(database, "url", None))
+)
 
 _MISSING: Final = object()
 
 
 def _pk_of(instance: Any) -> str | None:
+    """``kit.pk_text`` of an instance's pk (a composite one is a mapping: ``"a|b"``)."""
     if instance is None:
         return None
-    # Edgy's ``pk`` property costs several µs (descriptor and context-variable round trips); a
-    # single-column pk already set is the instance's own attribute. Anything else asks ``pk``.
-    name = _facts_of(type(instance)).pk_name
+    name = _facts(type(instance)).pk_name
     state = getattr(instance, "__dict__", None) if name is not None else None
     pk = state.get(name, _MISSING) if isinstance(state, dict) else _MISSING
     if pk is _MISSING:
@@ -160,9 +131,56 @@ def _pk_of(instance: Any) -> str | None:
             pk = instance.pk
         except Exception:  # noqa: BLE001 - not loaded / deleted: no pk to show
             return None
-    if pk is None or (isinstance(pk, dict) and all(v is None for v in pk.values())):
-        return None
-    return str(pk)
+    return pk_text(pk)
+
+
+def _model_class(sender: Any) -> Any:
+    return sender if isinstance(sender, type) else type(sender)
+
+
+def _database_of(subject: Any, model: Any) -> Any:
+    """The ``Database`` a call's queries go to: the instance's or query set's (``using``), else the model's."""
+    database = getattr(subject, "database", None)
+    return database if database is not None else getattr(model, "database", None)
+
+
+def _related_pks(raw: Any, target: Any, owner: Any) -> Iterator[str | None]:
+    """The related rows' pks of a relation call: its children's, or those of the related side of its through rows."""
+    if not isinstance(raw, list):
+        return
+    for item in raw:
+        row = item[0] if isinstance(item, tuple) and item else item
+        if row is None:
+            continue
+        if isinstance(target, type) and not isinstance(row, target):
+            state = getattr(row, "__dict__", {})
+            names = getattr(getattr(row, "meta", None), "foreign_key_fields", ())
+            row = next((v for n in names if isinstance(v := state.get(n), target) and v is not owner), None)
+        yield _pk_of(row)
+
+
+def _describe_relation(op: Operation, params: Mapping[str, Any]) -> None:
+    """A relation operation's names from Edgy's signal parameters (the relation's field, kind and sides)."""
+    field, kind = params.get("field"), params.get("relation")
+    source = getattr(params.get("source"), "__name__", None)
+    target = getattr(params.get("target"), "__name__", None)
+    if field:
+        op.attributes[semconv.SIGTRACE_RELATION_NAME] = str(field)
+        op.audit[semconv.AUDIT_RELATION] = str(field)
+    if target:
+        op.attributes[semconv.SIGTRACE_RELATION_MODEL] = target
+        op.audit[semconv.AUDIT_RELATED_MODEL] = target
+        op.audit["relation_target"] = target
+    if source:
+        op.audit["relation_source"] = source
+    if kind:
+        op.attributes[ATTR_RELATION_KIND] = str(kind)
+        op.audit["relation_kind"] = str(kind)
+    if params.get("operation"):
+        op.attributes[ATTR_RELATION_OPERATION] = str(params["operation"])
+
+
+# --------------------------------------------------------------------------- databasez internals
 
 
 def _connection_of(database: Any) -> Any:
@@ -193,18 +211,6 @@ def _savepoint_begins_transaction(connection: Any) -> bool:
     return getattr(driver, "in_transaction", None) is False
 
 
-def _is_queryset(obj: Any) -> bool:
-    return isinstance(obj, BaseQuerySet)
-
-
-def _scope_tag() -> int | None:
-    """Identifies the entry call we are in (same in pre and post, also in gathered child tasks)."""
-    scope = current_scope()
-    if scope is None:
-        return None
-    return id(scope.op if scope.op is not None else scope)
-
-
 def _op_key(instance: Any, family: str, tag: int | None) -> Hashable:
     return identity_key(instance, SOURCE, family, tag)
 
@@ -213,6 +219,10 @@ def _names(values: Any) -> list[str] | None:
     if isinstance(values, Mapping):
         return sorted(map(str, values))
     return None
+
+
+def _rows(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --------------------------------------------------------------------------- the source
@@ -230,7 +240,6 @@ class EdgySource(Source):
         self._watched: dict[int, Any] = {}
         self._registries: dict[int, Registry] = {}
         self._receivers: dict[str, Callable[..., Any]] = {}
-        self._capture_values = bool(getattr(options, "capture_values", False))
         self._transactions = ConnectionTransactions(SOURCE)
         #: The transactions of ``_fresh`` savepoints (weakly: they end with their connection's stack).
         self._fresh_transactions: weakref.WeakSet[Transaction] = weakref.WeakSet()
@@ -249,8 +258,8 @@ class EdgySource(Source):
             self._receivers[f"post_{family}"] = self._make_post(family)
         for signal_name in self._receivers:
             self._watch(getattr(edgy_signals, signal_name), signal_name)
-        self.connect(edgy_signals.pre_migrate, self._on_pre_migrate)
-        self.connect(edgy_signals.post_migrate, self._on_post_migrate)
+        self.connect(edgy_signals.pre_migrate, self._on_pre_migrate, kind="pre_migrate")
+        self.connect(edgy_signals.post_migrate, self._on_post_migrate, kind="post_migrate")
         self._patch_entry_points()
         self._patch_transactions()
         # Every model, also those with their own Broadcaster and those registered after install().
@@ -266,12 +275,12 @@ class EdgySource(Source):
             if id(signal) in self._watched:
                 return
             self._watched[id(signal)] = signal
-            self.connect(signal, self._receivers[signal_name])
+            self.connect(signal, self._receivers[signal_name], kind=signal_name)
             self.on_detach(lambda: self._watched.pop(id(signal), None))
 
     def watch_model(self, model: Any) -> None:
         """Connect to the lifecycle signals of one model's ``meta.signals`` (a registry callback)."""
-        with safety.guard("source.edgy.watch_model"):
+        with self.guard("watch_model"):
             signals = getattr(getattr(model, "meta", None), "signals", None)
             if not isinstance(signals, dict):
                 return
@@ -291,7 +300,7 @@ class EdgySource(Source):
     def _known_registries(self) -> Iterator[Registry]:
         seen: set[int] = set()
         stack: list[type[Any]] = [edgy.Model]
-        with safety.guard("source.edgy.registries"):
+        with self.guard("registries"):
             from edgy.core.db.models.base import EdgyBaseModel
 
             stack.append(EdgyBaseModel)
@@ -324,86 +333,76 @@ class EdgySource(Source):
 
     def _wrap_registry_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.edgy.registry_init"):
+        with self.guard("registry_init"):
             self._hook_registry(instance)
         return result
 
-    # --- operation building ---
+    # --- operations ---
 
-    def _operation(self, family: str, sender: Any, kwargs: Mapping[str, Any], signal: str) -> tuple[Operation, Any]:
+    def _new(self, name: str, model: Any, database: Any, signal: str, *, table: Any = None, **fields: Any) -> Operation:
+        """Every operation of this source: the model's facts, the database's, the connection's open transaction.
+
+        ``table``: the model whose table the rows are written in, if not ``model`` (a relation's).
+        """
+        db_system, namespace = _database_fields(database)
+        if table is not None:
+            fields["collection"] = _facts(table).collection
+        op = _facts(model).operation(SOURCE, name, db_system=db_system, namespace=namespace, signal=signal, **fields)
+        op.transaction = self._transaction_of(database)
+        return op
+
+    def _transaction_of(self, database: Any) -> Transaction | None:
+        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
+        with self.guard("transaction"):
+            return self._transactions.current(_connection_of(database))
+        return None  # the guard reported a failure: the write is reported when it returns
+
+    def _tag(self) -> int | None:
+        """Identifies the entry call we are in (same in pre and post, also in gathered child tasks)."""
+        op = self.current_entry()
+        return None if op is None else id(op)
+
+    def _from_signal(self, family: str, sender: Any, kwargs: Mapping[str, Any], signal: str) -> tuple[Operation, Any]:
         """The operation a signal describes, and the object its key is built on."""
         model = _model_class(sender)
-        facts = _facts_of(model)
         instance = kwargs.get("instance")
-        model_instance = kwargs.get("model_instance")
-        database = getattr(model_instance if model_instance is not None else instance, "database", None)
-        if database is None:
-            database = getattr(model, "database", None)
-        db_system, namespace = _db_fields(database)
-        attributes: dict[str, AttributeValue] = {}
-        audit: dict[str, Any] = {}
-        values: Mapping[str, Any] | None = None
-        changed: list[str] | None = None
-        name = family
         if family in _IN_TASK:
+            model_instance = kwargs.get("model_instance")
             subject = model_instance if model_instance is not None else instance
-            if model_instance is None and _is_queryset(instance):
-                # The same names as the ormar source: query-set operations are not instance operations.
-                name = f"queryset_{family}"
-                attributes[ATTR_QUERYSET] = True
+            op = self._new(family, model, _database_of(subject, model), signal, pk=_pk_of(model_instance))
+            if model_instance is None and isinstance(instance, BaseQuerySet):
+                op.attributes[ATTR_QUERYSET] = True  # a query set's write: its filter, no pk
             if family != "delete":
-                changed = _names(kwargs.get("values"))
+                op.changed_fields = _names(kwargs.get("values"))
                 is_update = kwargs.get("is_update")
                 if family == "save" and isinstance(is_update, bool):
-                    attributes[ATTR_IS_UPDATE] = is_update
-                    audit["is_update"] = is_update
-                if self._capture_values:
-                    values = self._values(model_instance, kwargs.get("values"), family)
+                    op.attributes[ATTR_IS_UPDATE] = is_update
+                    op.audit["is_update"] = is_update
+                if self.capture_values:
+                    op.values = self._values(model_instance, kwargs.get("values"), family)
+            return op, subject
+        raw = kwargs.get("raw_values")
+        size = len(raw) if isinstance(raw, list) else None
+        if family == "bulk":
+            op = self._new(str(kwargs.get("operation") or "bulk"), model, _database_of(instance, model), signal)
+            if size is not None and size > 1:
+                op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = size
         else:
-            subject = instance
-            if family == "bulk":
-                name = str(kwargs.get("operation") or "bulk")
-                raw = kwargs.get("raw_values")
-                if isinstance(raw, list) and len(raw) > 1:
-                    attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(raw)
-                audit["count"] = len(raw) if isinstance(raw, list) else None
-            else:
-                relation = kwargs.get("relation")
-                field = kwargs.get("field")
-                source_model = kwargs.get("source")
-                target_model = kwargs.get("target")
-                if relation:
-                    attributes[ATTR_RELATION] = str(relation)
-                if field:
-                    attributes[ATTR_RELATION_FIELD] = str(field)
-                if kwargs.get("operation"):
-                    attributes[ATTR_RELATION_OPERATION] = str(kwargs["operation"])
-                raw = kwargs.get("raw_values")
-                audit.update(
-                    relation=relation,
-                    field=field,
-                    relation_source=getattr(source_model, "__name__", None),
-                    relation_target=getattr(target_model, "__name__", None),
-                    related_model=getattr(target_model, "__name__", None),
-                    owner_pk=_pk_of(instance),
-                    count=len(raw) if isinstance(raw, list) else None,
-                )
-        op = Operation(
-            source=SOURCE,
-            name=name,
-            model=facts.name,
-            collection=facts.collection,
-            db_system=db_system,
-            namespace=namespace,
-            pk=_pk_of(model_instance) if family in _IN_TASK else None,
-            signal=signal,
-            attributes=attributes,
-            changed_fields=changed,
-            values=values,
-            audit={k: v for k, v in audit.items() if v is not None},
-        )
-        op.transaction = self._transaction_of(database)
-        return op, subject
+            # The owner is the model and pk; the sender (through or child model) owns the table written.
+            owner = _model_class(instance) if instance is not None else model
+            op = self._new(family, owner, _database_of(instance, model), signal, table=model, pk=_pk_of(instance))
+            _describe_relation(op, kwargs)
+            listed = batch_audit(_related_pks(raw, kwargs.get("target"), instance))
+            related = listed.get(semconv.AUDIT_PKS)
+            if related:
+                op.audit[semconv.AUDIT_RELATED_PKS] = related
+                if len(related) == 1:
+                    op.attributes[semconv.SIGTRACE_RELATION_PK] = related[0]
+            if listed.get(semconv.AUDIT_PKS_TRUNCATED):
+                op.audit[semconv.AUDIT_RELATED_PKS_TRUNCATED] = True
+        if size is not None:
+            op.audit[semconv.AUDIT_BATCH_SIZE] = size
+        return op, instance
 
     def _values(self, model_instance: Any, new: Any, family: str) -> dict[str, Any] | None:
         """``{field: [old, new]}`` where the old value is known (instance update), else ``{field: new}``."""
@@ -423,39 +422,35 @@ class EdgySource(Source):
 
     async def _filter_shape(self, op: Operation, queryset: Any) -> None:
         """The WHERE clause of a query-set operation with bind-parameter names, never values."""
-        with safety.guard("source.edgy.filter"):
+        with self.guard("filter"):
             clause = await queryset.build_where_clause()
             if clause is None:
                 return
             shape = str(clause)[:_MAX_FILTER]
             op.attributes[ATTR_FILTER] = shape
-            op.audit["filter"] = shape
-            if self._capture_values:
+            op.audit[semconv.AUDIT_FILTER] = shape
+            if self.capture_values:
                 params = clause.compile().params
                 merged = dict(op.values or {})
                 merged["filter"] = dict(params)
                 op.values = merged
 
-    # --- lifecycle receivers ---
+    # --- lifecycle receivers (connected guarded, as ``source.edgy.<signal name>``) ---
 
     def _make_pre(self, family: str) -> Callable[..., Any]:
         signal_name = f"pre_{family}"
         activate = family in _IN_TASK
         engine = self.engine
 
-        guard = safety.guard(f"source.edgy.{signal_name}")
-
         async def on_pre(sender: Any, **kwargs: Any) -> None:
-            with guard:
-                op, subject = self._operation(family, sender, kwargs, signal_name)
-                if ATTR_QUERYSET in op.attributes:
-                    # Not for an excluded operation: this builds the WHERE clause once more. (Anything
-                    # else is checked by begin() itself.)
-                    if not engine.enabled(SOURCE, op.model, op.name, signal_name):
-                        return
-                    await self._filter_shape(op, subject)
-                key = _op_key(subject, family, _scope_tag())
-                engine.begin(op, key, obj=subject, activate=activate)
+            op, subject = self._from_signal(family, sender, kwargs, signal_name)
+            if ATTR_QUERYSET in op.attributes:
+                # Not for an excluded operation: this builds the WHERE clause once more. (Anything
+                # else is checked by begin() itself.)
+                if not engine.enabled(SOURCE, op.model, op.name, signal_name):
+                    return
+                await self._filter_shape(op, subject)
+            engine.begin(op, _op_key(subject, family, self._tag()), obj=subject, activate=activate)
 
         on_pre.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_pre
@@ -465,45 +460,42 @@ class EdgySource(Source):
         engine = self.engine
         in_task = family in _IN_TASK
 
-        guard = safety.guard(f"source.edgy.{signal_name}")
-
         async def on_post(sender: Any, **kwargs: Any) -> None:
-            with guard:
-                instance = kwargs.get("instance")
-                model_instance = kwargs.get("model_instance")
-                subject = model_instance if family in _IN_TASK and model_instance is not None else instance
-                key = _op_key(subject, family, _scope_tag())
-                skipped = bool(kwargs.get("operation_skipped"))
-                outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
-                if in_task:
-                    # The entry wrapper's operation, if its pre signal never reached us (muted).
-                    claimed = engine.claim(key, obj=subject, signal=signal_name)
-                    if claimed is not None and claimed.changed_fields is None and family != "delete":
-                        claimed.changed_fields = _names(kwargs.get("values"))
-                attributes: dict[str, AttributeValue] = {}
-                audit: dict[str, Any] = {}
-                row_count = kwargs.get("row_count")
-                if row_count is None and family == "bulk":
-                    counts = [kwargs.get("row_count_create"), kwargs.get("row_count_update")]
-                    if any(isinstance(c, int) for c in counts):
-                        row_count = sum(c for c in counts if isinstance(c, int))
-                if isinstance(row_count, int) and not isinstance(row_count, bool):
-                    attributes[ATTR_ROW_COUNT] = row_count
-                    audit["rows"] = row_count
-                pk = _pk_of(model_instance) if family in _IN_TASK else None
-                op = engine.end(
-                    key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
-                )
-                if op is not None or not skipped:
-                    return
-                # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
-                # unless this is a second post of the same call (models with their own signals).
-                scope = current_scope()
-                if scope is not None and scope.op is not None and scope.op.key == key:
-                    return
-                op, _ = self._operation(family, sender, kwargs, signal_name)
-                if engine.begin(op, key, obj=subject) is not None:
-                    engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
+            instance = kwargs.get("instance")
+            model_instance = kwargs.get("model_instance")
+            subject = model_instance if in_task and model_instance is not None else instance
+            key = _op_key(subject, family, self._tag())
+            skipped = bool(kwargs.get("operation_skipped"))
+            outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
+            if in_task:
+                # The entry wrapper's operation, if its pre signal never reached us (muted).
+                claimed = engine.claim(key, obj=subject, signal=signal_name)
+                if claimed is not None and claimed.changed_fields is None and family != "delete":
+                    claimed.changed_fields = _names(kwargs.get("values"))
+            attributes: dict[str, AttributeValue] = {}
+            audit: dict[str, Any] = {}
+            rows = _rows(kwargs.get("row_count"))
+            if rows is None and family == "bulk":
+                counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
+                known = [c for c in counts if c is not None]
+                rows = sum(known) if known else None
+            if rows is not None:
+                attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
+                audit[semconv.AUDIT_ROWS] = rows
+            pk = _pk_of(model_instance) if in_task else None
+            op = engine.end(
+                key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
+            )
+            if op is not None or not skipped:
+                return
+            # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
+            # unless this is a second post of the same call (models with their own signals).
+            own = self.current_entry()
+            if own is not None and own.key == key:
+                return
+            op, _ = self._from_signal(family, sender, kwargs, signal_name)
+            if engine.begin(op, key, obj=subject) is not None:
+                engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
 
         on_post.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_post
@@ -511,32 +503,24 @@ class EdgySource(Source):
     # --- migrate (sync signals, string senders) ---
 
     def _on_pre_migrate(self, sender: Any, **kwargs: Any) -> None:
-        with safety.guard("source.edgy.pre_migrate"):
-            direction = str(sender)
-            revision = kwargs.get("revision") if direction != "revision" else kwargs.get("revision_id")
-            attributes: dict[str, AttributeValue] = {ATTR_MIGRATE_DIRECTION: direction}
-            audit: dict[str, Any] = {"direction": direction}
-            if revision is not None:
-                attributes[ATTR_MIGRATE_REVISION] = str(revision)
-                audit["revision"] = str(revision)
-            for name in ("message", "autogenerate", "sql", "tag"):
-                value = kwargs.get(name)
-                if value not in (None, False):
-                    audit[name] = value
-            op = Operation(
-                source=SOURCE,
-                name="migrate",
-                signal="pre_migrate",
-                attributes=attributes,
-                audit=audit,
-            )
-            config = kwargs.get("config")
-            self.engine.begin(op, _op_key(config, "migrate", None), obj=config, activate=True)
+        direction = str(sender)
+        revision = kwargs.get("revision") if direction != "revision" else kwargs.get("revision_id")
+        attributes: dict[str, AttributeValue] = {ATTR_MIGRATE_DIRECTION: direction}
+        audit: dict[str, Any] = {"direction": direction}
+        if revision is not None:
+            attributes[ATTR_MIGRATE_REVISION] = str(revision)
+            audit["revision"] = str(revision)
+        for name in ("message", "autogenerate", "sql", "tag"):
+            value = kwargs.get(name)
+            if value not in (None, False):
+                audit[name] = value
+        op = Operation(source=SOURCE, name="migrate", signal="pre_migrate", attributes=attributes, audit=audit)
+        config = kwargs.get("config")
+        self.engine.begin(op, _op_key(config, "migrate", None), obj=config, activate=True)
 
     def _on_post_migrate(self, sender: Any, **kwargs: Any) -> None:
-        with safety.guard("source.edgy.post_migrate"):
-            config = kwargs.get("config")
-            self.engine.end(_op_key(config, "migrate", None), obj=config, signal="post_migrate")
+        config = kwargs.get("config")
+        self.engine.end(_op_key(config, "migrate", None), obj=config, signal="post_migrate")
 
     def _wrap_alembic(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         """``alembic.command.*`` under an Edgy migrate signal: a failure ends the span at once."""
@@ -545,10 +529,10 @@ class EdgySource(Source):
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            with safety.guard("source.edgy.migrate_failed"):
+            with self.guard("migrate_failed"):
                 self.engine.end(key, obj=config, error=exc)
             raise
-        with safety.guard("source.edgy.migrate_result"):
+        with self.guard("migrate_result"):
             op = self.engine.lookup(key)
             revision = getattr(result, "revision", None)
             if op is not None and isinstance(revision, str):
@@ -569,7 +553,7 @@ class EdgySource(Source):
     def _wrap_bound_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         """A transaction or savepoint begins on a connection (databasez creates it under the connection's lock)."""
         wrapped(*args, **kwargs)
-        with _GUARD_TRANSACTION:
+        with self.guard("transaction"):
             connection = instance.connection
             transaction = instance.transaction
             if transaction._force_rollback and getattr(connection, "connection_transaction", None) is transaction:
@@ -584,12 +568,10 @@ class EdgySource(Source):
                 # The first such transaction is the write's own: later ones inside the same call (a
                 # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
                 self._fresh_transactions.add(txn)
-                scope = current_scope()
-                op = scope.op if scope is not None else None
+                op = self.current_entry()
                 if (
                     op is not None
                     and not op.done
-                    and op.source == SOURCE
                     and (op.transaction is None or op.transaction not in self._fresh_transactions)
                 ):
                     op.transaction = txn
@@ -597,28 +579,27 @@ class EdgySource(Source):
     async def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``)."""
         fresh = False
-        with _GUARD_TRANSACTION:
+        with self.guard("transaction"):
             fresh = _savepoint_begins_transaction(instance.async_connection)
         result = await wrapped(*args, **kwargs)
         if fresh:
-            with _GUARD_TRANSACTION:
+            with self.guard("transaction"):
                 self._fresh.add(instance)
         return result
 
     def _forget_rolled_back_fresh(self) -> None:
         """A call that goes on after its own transaction rolled back (Edgy inserts that ignore a
         conflict roll theirs back, then write otherwise): what it writes next decides its fate."""
-        scope = current_scope()
-        op = scope.op if scope is not None else None
+        op = self.current_entry()
         txn = op.transaction if op is not None and not op.done else None
         if txn is not None and txn in self._fresh_transactions and txn.outcome == semconv.OUTCOME_ROLLED_BACK:
             op.transaction = None  # type: ignore[union-attr]
 
     def _bound_end(self, *, committing: bool) -> Callable[..., Any]:
         transactions = self._transactions
-
         finishing = self._finishing
         released = self._released
+        guard = self.guard("transaction")
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             # A second commit/rollback while one is finishing is refused by databasez: not an end.
@@ -632,11 +613,11 @@ class EdgySource(Source):
             try:
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
-                with _GUARD_TRANSACTION:
+                with guard:
                     transactions.failed(instance, exc, committing=committing)
                 raise
             else:
-                with _GUARD_TRANSACTION:
+                with guard:
                     transactions.end(instance, committed=committing)
                     if not committing:
                         self._forget_rolled_back_fresh()
@@ -656,152 +637,104 @@ class EdgySource(Source):
         try:
             closing = await wrapped(*args, **kwargs)
         except BaseException:
-            with _GUARD_TRANSACTION:
+            with self.guard("transaction"):
                 self._transactions.close(instance)
             raise
         if closing:
-            with _GUARD_TRANSACTION:
+            with self.guard("transaction"):
                 if id(instance) in self._finishing:
                     self._released.add(id(instance))  # closed by the commit/rollback that released it
                 else:
                     self._transactions.close(instance)
         return closing
 
-    # --- entry points ---
+    # --- entry points (the kit's entry scope: build the operation, run the call in it) ---
 
     def _patch_entry_points(self) -> None:
         db = "edgy.core.db.models.mixins.db"
         qs = "edgy.core.db.querysets.queryset"
         rel = "edgy.core.db.relationships.relation"
-        self.patch(db, "DatabaseMixin.real_save", self._observing("save"))
-        self.patch(db, "DatabaseMixin.update", self._observing("update"))
-        self.patch(db, "DatabaseMixin.delete", self._observing("delete"))
-        self.patch(qs, "QuerySet.update", self._observing("update", queryset=True))
-        self.patch(qs, "QuerySet.delete", self._observing("delete", queryset=True))
+        self.patch(db, "DatabaseMixin.real_save", self._write_entry("save"))
+        self.patch(db, "DatabaseMixin.update", self._write_entry("update"))
+        self.patch(db, "DatabaseMixin.delete", self._write_entry("delete"))
+        self.patch(qs, "QuerySet.update", self._write_entry("update", queryset=True))
+        self.patch(qs, "QuerySet.delete", self._write_entry("delete", queryset=True))
         for method in ("bulk_create", "bulk_update", "bulk_update_or_create", "bulk_get_or_create"):
-            self.patch(qs, f"QuerySet.{method}", self._gathered("bulk", method))
+            self.patch(qs, f"QuerySet.{method}", self._bulk_entry(method))
         for cls in ("ManyRelation", "SingleRelation"):
-            self.patch(rel, f"{cls}.add_many", self._gathered("relation_add", "relation_add"))
-            self.patch(rel, f"{cls}.save_related", self._gathered("relation_add", "relation_add", staged=True))
-            self.patch(rel, f"{cls}.remove_many", self._gathered("relation_remove", "relation_remove"))
+            self.patch(rel, f"{cls}.add_many", self._relation_entry("relation_add"))
+            self.patch(rel, f"{cls}.save_related", self._relation_entry("relation_add", staged=True))
+            self.patch(rel, f"{cls}.remove_many", self._relation_entry("relation_remove"))
         for command in ("upgrade", "downgrade", "revision"):
             self.patch("alembic.command", command, self._wrap_alembic)
 
-    def _observing(self, family: str, *, queryset: bool = False) -> Callable[..., Any]:
-        """Instance / query-set operation: the wrapper's own operation, current for the call.
+    def _write_entry(self, family: str, *, queryset: bool = False) -> Callable[..., Any]:
+        """Instance / query-set write: the entry scope's operation, claimed and described by the pre signal.
 
-        The call's pre signal claims it (and describes it: changed fields, values, filter), its
-        post signal ends it, an exception leaving the call ends it as an error. When no signal
-        reaches sigtrace (``Model.meta.signals.pre_save.muted()``, a global signal muted) the
-        operation still ends when the call returns: the write is audited whatever the
-        application does with Edgy's signals. ``queryset``: the wrapped method is a
-        ``QuerySet``'s (known here: no type check per call).
+        When no signal reaches sigtrace (``Model.meta.signals.pre_save.muted()``, a global signal
+        muted) the operation still ends when the call returns: the write is audited whatever the
+        application does with Edgy's signals. ``queryset``: the wrapped method is a ``QuerySet``'s.
         """
-        engine = self.engine
-        name = f"queryset_{family}" if queryset else family
         signal_name = f"pre_{family}"
+        capture_values = self.capture_values
 
-        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            op: Operation | None = None
-            expect: Hashable | None = None
-            with _GUARD_ENTRY:
-                model = instance.model_class if queryset else type(instance)
-                self._ensure(model, family)
-                op = self._entry_operation(name, model, instance, signal_name)
-                if family == "update":
-                    op.changed_fields = sorted(map(str, kwargs))
-                    if self._capture_values:
-                        op.values = dict(kwargs) if queryset else self._values(instance, kwargs, family)
-                if queryset:
-                    op.attributes[ATTR_QUERYSET] = True
-                expect = _op_key(instance, family, id(op))
-            if op is None:
-                return await wrapped(*args, **kwargs)
-            async with engine.entry(op, expect=expect):
-                result = await wrapped(*args, **kwargs)
-                if not op.done:
-                    # No post signal ended it (muted): what the call itself tells.
-                    with _GUARD_ENTRY:
-                        if queryset:
-                            if isinstance(result, int) and not isinstance(result, bool):
-                                op.attributes[ATTR_ROW_COUNT] = result
-                                op.audit["rows"] = result
-                        elif op.pk is None:
-                            op.pk = _pk_of(instance)
-            return result
+        def build(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+            model = instance.model_class if queryset else type(instance)
+            self._ensure(model, family)
+            database = _database_of(instance, model)
+            op = self._new(family, model, database, signal_name, pk=None if queryset else _pk_of(instance))
+            if family == "update":
+                op.changed_fields = sorted(map(str, kwargs))
+                if capture_values:
+                    op.values = dict(kwargs) if queryset else self._values(instance, kwargs, family)
+            if queryset:
+                op.attributes[ATTR_QUERYSET] = True
+            return op, _op_key(instance, family, id(op))
 
-        return wrapper
+        def after(op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+            # No post signal ended it (muted): what the call itself tells.
+            if queryset:
+                rows = _rows(result)
+                if rows is not None:
+                    op.attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
+                    op.audit[semconv.AUDIT_ROWS] = rows
+            elif op.pk is None:
+                op.pk = _pk_of(instance)
 
-    def _entry_operation(self, name: str, model: Any, subject: Any, signal: str) -> Operation:
-        """What an entry wrapper knows before the call: model, table, database, transaction."""
-        facts = _facts_of(model)
-        database = getattr(subject, "database", None)
-        if database is None:
-            database = getattr(model, "database", None)
-        db_system, namespace = _db_fields(database)
-        op = Operation(
-            source=SOURCE,
-            name=name,
-            model=facts.name,
-            collection=facts.collection,
-            db_system=db_system,
-            namespace=namespace,
-            pk=None if _is_queryset(subject) else _pk_of(subject),
-            signal=signal,
-        )
-        op.transaction = self._transaction_of(database)
-        return op
+        return self.async_entry("entry", build, after)
 
-    def _transaction_of(self, database: Any) -> Any:
-        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
-        with _GUARD_TRANSACTION:
-            return self._transactions.current(_connection_of(database))
-        return None  # the guard reported a failure: the write is reported when it returns
+    def _bulk_entry(self, method: str) -> Callable[..., Any]:
+        """A bulk call: the span is current for the call, the gathered ``pre/post_bulk`` receivers claim it."""
 
-    def _gathered(self, family: str, name: str, *, staged: bool = False) -> Callable[..., Any]:
-        """Bulk / relation operation: the span is current for the call, the gathered receivers claim it.
+        def build(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
+            model = instance.model_class
+            self._ensure(model, "bulk")
+            op = self._new(method, model, _database_of(instance, model), "pre_bulk")
+            return op, _op_key(instance, "bulk", id(op))
 
-        Relation calls with nothing to do (``add_many()`` without children, ``save_related()``
-        without staged children) send no signal and get no span.
+        return self.async_entry("entry", build)
+
+    def _relation_entry(self, family: str, *, staged: bool = False) -> Callable[..., Any]:
+        """A relation call, like a bulk call; the owner is the model and pk, the table is the one written.
+
+        A call with nothing to do (``add_many()`` without children, ``save_related()`` without staged
+        children) sends no signal and gets no span.
         """
-        engine = self.engine
 
-        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            op: Operation | None = None
-            expect: Hashable | None = None
-            if family != "bulk" and not (getattr(instance, "refs", None) if staged else args):
-                return await wrapped(*args, **kwargs)
-            with _GUARD_ENTRY:
-                if family == "bulk":
-                    model, owner = instance.model_class, instance
-                    models: Iterable[Any] = (model,)
-                else:
-                    owner = instance.instance
-                    many = hasattr(instance, "through")
-                    model = instance.through if many else instance.to
-                    params = instance._shared_relation_signals_params
-                    models = (params.get("source"), params.get("target"), model)
-                for each in models:
-                    self._ensure(each, family)
-                db_system, namespace = _db_fields(getattr(model, "database", None))
-                facts = _facts_of(model)
-                op = Operation(
-                    source=SOURCE,
-                    name=name,
-                    model=facts.name,
-                    collection=facts.collection,
-                    db_system=db_system,
-                    namespace=namespace,
-                )
-                database = getattr(owner, "database", None) or getattr(model, "database", None)
-                op.transaction = self._transaction_of(database)
-                expect = _op_key(owner, family, id(op))
-            if op is None:
-                return await wrapped(*args, **kwargs)
-            async with engine.entry(op, expect=expect):
-                return await wrapped(*args, **kwargs)
+        def build(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+            if not (instance.refs if staged else args):
+                return None
+            owner = instance.instance
+            table = instance.through if hasattr(instance, "through") else instance.to
+            params = instance._shared_relation_signals_params
+            for model in (params.get("source"), params.get("target"), table):
+                self._ensure(model, family)
+            database = _database_of(owner, table)
+            op = self._new(family, type(owner), database, f"pre_{family}", table=table, pk=_pk_of(owner))
+            _describe_relation(op, params)
+            return op, _op_key(owner, family, id(op))
 
-        return wrapper
+        return self.async_entry("entry", build)
 
 
 # --------------------------------------------------------------------------- custom signals

@@ -223,18 +223,18 @@ def test_ormar_receivers(names: list[str], instance: Any, kw: dict[str, Any]) ->
 )
 @FUZZ
 def test_edgy_receivers(which: list[int], sender: Any, kw: dict[str, Any]) -> None:
+    from edgy.core import signals as edgy_signals
+
     with safety.strict(False), capture(sources=["edgy"]):
-        source = installed("edgy")
-        receivers = sorted(source._receivers.items())
+        names = sorted(installed("edgy")._receivers)  # every lifecycle signal sigtrace listens to
 
-        async def call_all() -> None:
+        async def send_all() -> None:
             for index in which:
-                _name, receiver = receivers[index % len(receivers)]
-                await receiver(sender, **kw)
+                await getattr(edgy_signals, names[index % len(names)]).send_async(sender, **kw)
 
-        asyncio.run(call_all())
-        source._on_pre_migrate(sender, **kw)
-        source._on_post_migrate(sender, **kw)
+        asyncio.run(send_all())
+        edgy_signals.pre_migrate.send(sender, **kw)
+        edgy_signals.post_migrate.send(sender, **kw)
 
 
 # --- Django ----------------------------------------------------------------

@@ -202,6 +202,27 @@ def test_async_entry_builds_when_the_call_runs() -> None:
         assert outcomes == [("fig", "ok"), ("kiwi", "error")]
 
 
+def test_current_entry_is_the_entry_calls_own_operation() -> None:
+    seen: list[Operation | None] = []
+    with capture(sources=["blinker"]) as cap:
+        source = _attached(cap)
+
+        def on_pre(sender: Any, **kwargs: Any) -> None:
+            seen.append(source.current_entry())
+
+        pre_put.connect(on_pre)
+        try:
+            Shelf().put("kiwi")
+            pre_put.send(Shelf(), item="outside")  # no entry call of this source runs here
+        finally:
+            pre_put.disconnect(on_pre)
+            source.detach()
+        inside, outside = seen
+        assert inside is not None and inside.source == "shelf" and inside.pk == "kiwi"
+        assert outside is None
+        assert source.current_entry() is None
+
+
 @pytest.mark.parametrize("broken", ["build", "receiver"])
 def test_a_failing_hook_never_reaches_the_application(broken: str) -> None:
     before = safety.error_counts().get(f"source.shelf.{'put' if broken == 'build' else 'on_pre'}", 0)

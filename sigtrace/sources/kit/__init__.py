@@ -3,7 +3,8 @@
 A source is one module on this kit (see ``sigtrace/sources/pynamodb.py`` for a small one):
 
 - :class:`Source` (``kit/source.py``): connect guarded receivers, patch entry points with
-  :meth:`Source.entry` / :meth:`Source.async_entry`, the one safety net (:meth:`Source.guard`),
+  :meth:`Source.entry` / :meth:`Source.async_entry` (and, from a hook inside such a call, its
+  operation: :meth:`Source.current_entry`), the one safety net (:meth:`Source.guard`),
   the options a source reads, and a :meth:`Source.detach` that undoes everything.
 - :class:`ModelFacts` and :class:`FactsCache` (``kit/facts.py``): per-model facts computed once,
   :func:`database_of_url`, :func:`pk_text`, :func:`batch_audit`.

@@ -23,6 +23,7 @@ from opentelemetry.metrics import Meter
 
 from sigtrace._config import Options
 from sigtrace.core import safety
+from sigtrace.core.context import current_scope
 from sigtrace.core.engine import Engine
 from sigtrace.core.operation import Operation
 
@@ -210,6 +211,16 @@ class Source:
             return result
 
         return wrapper
+
+    def current_entry(self) -> Operation | None:
+        """The operation of this source's entry call running in this context (or a task it gathered), if any.
+
+        For a hook inside the call (a receiver, a transaction the library begins) that must know which
+        call it belongs to. It may have ended already (``op.done``): a second post signal of one call.
+        """
+        scope = current_scope()
+        op = scope.op if scope is not None else None
+        return op if op is not None and op.source == self.name else None
 
     def async_entry(self, kind: str, build: Build, after: After | None = None) -> Wrapper:
         """:meth:`entry` for a coroutine method: the operation is built when the call runs, not when it is made.

@@ -63,7 +63,7 @@ async def test_thousand_concurrent_operations_pair_and_parent_exactly(db: Models
         "create": "save users",
         "update": "update users",
         "delete": "delete users",
-        "qs_update": "queryset_update users",
+        "qs_update": "update users",
         "bulk_create": "bulk_create users",
         "relation_add": "relation_add usertagsthrough",
     }

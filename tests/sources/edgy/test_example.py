@@ -63,7 +63,7 @@ def test_request_tree_and_audit(tmp_path: Path) -> None:
     join = server(f"POST /users/{user_id}/teams", 200)
     under("relation_add userteamsthrough", join)
     under("save teams", join)  # get_or_create
-    under("queryset_update users", server("POST /users/reset-karma", 200))
+    under("update users", server("POST /users/reset-karma", 200))
     under("delete users", server(f"DELETE /users/{user_id}", 204))
 
     events = cap.audit_events
@@ -74,7 +74,7 @@ def test_request_tree_and_audit(tmp_path: Path) -> None:
         ("update", "ok"),
         ("save", "ok"),
         ("relation_add", "ok"),
-        ("queryset_update", "ok"),
+        ("update", "ok"),
         ("delete", "ok"),
     ]
     assert events[0]["actor"] == "alice" and events[-1]["actor"] == "bob" and events[5]["actor"] == "bob"

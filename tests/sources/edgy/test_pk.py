@@ -76,4 +76,4 @@ async def test_composite_pk(pk_models: PkModels, cap: Capture) -> None:
     spans = cap.spans_named("save pairs")
     assert len(spans) == 2
     for span in spans:
-        assert attrs(span)[semconv.SIGTRACE_PK] == str(item.pk)
+        assert attrs(span)[semconv.SIGTRACE_PK] == "1|2"  # the columns' values joined by "|" (kit.pk_text)

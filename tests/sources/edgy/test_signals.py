@@ -69,7 +69,7 @@ async def test_instance_update_and_delete(db: Models, cap: Capture) -> None:
     await user.delete()
     update = only(cap, "update users")
     assert audit_of(cap, update)["changed_fields"] == ["age"]
-    assert attrs(update)["sigtrace.edgy.row_count"] == 1
+    assert attrs(update)[semconv.SIGTRACE_ROWS_AFFECTED] == 1
     delete = only(cap, "delete users")
     event = audit_of(cap, delete)
     assert event["outcome"] == "ok" and event["pk"] == str(user.pk) and event["rows"] == 1
@@ -80,7 +80,7 @@ async def test_queryset_update_and_delete_record_the_filter_shape_not_values(db:
     cap.clear()
     assert await db.User.query.filter(age__gte=2, name="c2").update(password="hunter2") == 1
     await db.User.query.filter(name="c1").delete()
-    update = only(cap, "queryset_update users")
+    update = only(cap, "update users")
     a = attrs(update)
     assert a["sigtrace.edgy.queryset"] is True
     shape = a["sigtrace.edgy.filter"]
@@ -89,7 +89,7 @@ async def test_queryset_update_and_delete_record_the_filter_shape_not_values(db:
     event = audit_of(cap, update)
     assert event["filter"] == shape and event["changed_fields"] == ["password"]
     assert "values" not in event and "hunter2" not in repr({k: v for k, v in event.items() if k != "trace_id"})
-    delete = only(cap, "queryset_delete users")
+    delete = only(cap, "delete users")
     assert audit_of(cap, delete)["rows"] == 1
     assert "c1" not in audit_of(cap, delete)["filter"] and "values" not in audit_of(cap, delete)
 
@@ -102,7 +102,7 @@ async def test_capture_values_are_redacted(db: Models) -> None:
     insert = audit_of(cap, cap.spans_named("save users")[0])
     assert insert["values"]["name"] == "eve"
     assert insert["values"]["password"] != "s3cret" and "s3cret" not in repr(cap.audit_events)
-    update, qs_update = cap.spans_named("update users") + cap.spans_named("queryset_update users")
+    update, qs_update = cap.spans_named("update users")
     assert audit_of(cap, update)["values"]["age"] == [0, 3]  # the old value is known for an instance update
     assert audit_of(cap, qs_update)["values"]["filter"] == {"name_1": "eve"}
 
@@ -156,10 +156,18 @@ async def test_relation_add_and_remove_many_to_many_and_one_to_many(db: Models, 
         assert parent_id(span) == request.get_span_context().span_id
         assert audit_of(cap, span)["outcome"] == "ok"
     event = audit_of(cap, add)
-    assert event["relation"] == "many_to_many" and event["field"] == "tags"
+    assert event["relation_kind"] == "many_to_many" and event["relation"] == "tags"
     assert event["relation_source"] == "User" and event["relation_target"] == "Tag"
-    assert event["owner_pk"] == str(user.pk) and event["count"] == 1 and event["rows"] == 1
-    assert audit_of(cap, fk_add)["relation"] == "one_to_many"
+    assert event["pk"] == str(user.pk) and event["batch_size"] == 1 and event["rows"] == 1
+    assert audit_of(cap, fk_add)["relation_kind"] == "one_to_many"
+    # the owner is the model and pk, the related rows are listed (docs/conventions.md, "One name per act")
+    assert event["model"] == "User" and event["related_model"] == "Tag" and event["related_pks"] == [str(tag.pk)]
+    assert audit_of(cap, fk_remove)["related_pks"] == [str(post.pk)]
+    a = attrs(add)
+    assert a[semconv.SIGTRACE_MODEL] == "User" and a[semconv.SIGTRACE_PK] == str(user.pk)
+    assert a[semconv.SIGTRACE_RELATION_NAME] == "tags" and a[semconv.SIGTRACE_RELATION_MODEL] == "Tag"
+    assert a[semconv.SIGTRACE_RELATION_PK] == str(tag.pk)
+    assert attrs(fk_add)[semconv.SIGTRACE_RELATION_NAME] == "posts"
     assert attrs(fk_remove)[semconv.SIGTRACE_SIGNAL] == "post_relation_remove"
     assert cap.installation is not None and cap.installation.in_flight() == 0
 
