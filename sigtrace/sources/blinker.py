@@ -2,25 +2,25 @@
 and any single signal as a span event plus an audit event.
 
 Pairs are declared with :func:`sigtrace.trace_signals` / :func:`sigtrace.trace_signal`, before or
-after ``install()``; the source connects every declaration while installed. Receivers are held
-strongly: blinker's default weak references would drop them silently.
+after ``install()``: declarations live in one :class:`~sigtrace.sources.kit.Declarations`, and an
+installed source listens to it, connecting each declaration as it comes and disconnecting it at
+``untrace()``. What is specific to blinker is here: the operation a pair's receivers build from
+``(sender, **kwargs)``, and the key that correlates them.
 """
 
 from __future__ import annotations
 
-import inspect
 import threading
 import uuid
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
-from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
-from sigtrace.sources.kit import Source
+from sigtrace.sources.kit import Declarations, Source
 
 __all__ = [
     "BlinkerSource",
@@ -68,8 +68,6 @@ class SignalPair:
     asynchronous: bool = False
     write: bool = True
     activate: bool = True
-    #: The source instance that connected this pair, if installed.
-    _attached: BlinkerSource | None = field(default=None, repr=False)
 
     def untrace(self) -> None:
         """Stop tracing this pair (disconnects its receivers if installed)."""
@@ -87,35 +85,24 @@ class SingleSignal:
     source: str = "blinker"
     asynchronous: bool = False
     write: bool = True
-    _attached: BlinkerSource | None = field(default=None, repr=False)
 
     def untrace(self) -> None:
         undeclare(self)
 
 
 Declaration = SignalPair | SingleSignal
-_lock = threading.Lock()
-_declared: list[Declaration] = []
-_active: list[BlinkerSource] = []
+#: Every declaration of the process; installed sources listen to it.
+DECLARATIONS: Declarations[Declaration] = Declarations()
 
 
 def declare(declaration: Declaration) -> Declaration:
-    """Remember a declaration and connect it at once if sigtrace is installed."""
-    with _lock:
-        _declared.append(declaration)
-        sources = list(_active)
-    for source in sources:
-        source.connect_declaration(declaration)
-    return declaration
+    """Remember a declaration; an installed source connects it at once."""
+    return DECLARATIONS.add(declaration)
 
 
 def undeclare(declaration: Declaration) -> None:
-    with _lock:
-        if declaration in _declared:
-            _declared.remove(declaration)
-    source = declaration._attached
-    if source is not None:
-        source.disconnect_declaration(declaration)
+    """Forget a declaration; an installed source disconnects it."""
+    DECLARATIONS.remove(declaration)
 
 
 def _resolve(spec: NameSpec, default: str, sender: Any, kwargs: Mapping[str, Any]) -> str:
@@ -137,121 +124,7 @@ def _resolve_attributes(spec: AttributesSpec, sender: Any, kwargs: Mapping[str, 
 def _model_of(sender: Any) -> str | None:
     if sender is None:
         return None
-    cls = sender if inspect.isclass(sender) else type(sender)
-    return cls.__name__
-
-
-class BlinkerSource(Source):
-    """Connects the declared signal pairs and single signals."""
-
-    name = "blinker"
-
-    def __init__(self, engine: Any, options: Any = None) -> None:
-        super().__init__(engine, options)
-        self._receivers: dict[int, list[tuple[Any, Callable[..., Any]]]] = {}
-
-    def attach(self) -> None:
-        with _lock:
-            _active.append(self)
-            declarations = list(_declared)
-        self.on_detach(self._deactivate)
-        for declaration in declarations:
-            self.connect_declaration(declaration)
-
-    def _deactivate(self) -> None:
-        with _lock:
-            if self in _active:
-                _active.remove(self)
-        for receivers in self._receivers.values():
-            for signal, receiver in receivers:
-                signal.disconnect(receiver)
-        self._receivers.clear()
-
-    # --- connecting ---
-
-    def connect_declaration(self, declaration: Declaration) -> None:
-        if id(declaration) in self._receivers:
-            return
-        if isinstance(declaration, SignalPair):
-            pairs = self._pair_receivers(declaration)
-        else:
-            pairs = [(declaration.signal, self._single_receiver(declaration))]
-        for signal, receiver in pairs:
-            signal.connect(receiver, weak=False)
-        self._receivers[id(declaration)] = pairs
-        declaration._attached = self
-
-    def disconnect_declaration(self, declaration: Declaration) -> None:
-        for signal, receiver in self._receivers.pop(id(declaration), []):
-            signal.disconnect(receiver)
-        declaration._attached = None
-
-    def _pair_receivers(self, pair: SignalPair) -> list[tuple[Any, Callable[..., Any]]]:
-        engine = self.engine
-        pre_name = _signal_name(pair.pre)
-        post_name = _signal_name(pair.post)
-        default_op = _operation_name(pair.pre)
-
-        # Receivers catch with try/except + safety.report: the net of ``with safety.guard``, fewer calls per signal.
-        def on_pre(sender: Any, **kwargs: Any) -> None:
-            try:
-                model = pair.model or _model_of(sender)
-                op = Operation(
-                    source=pair.source,
-                    name=_resolve(pair.name, default_op, sender, kwargs),
-                    model=model,
-                    collection=pair.collection,
-                    signal=pre_name,
-                    write=pair.write,
-                    attributes=_resolve_attributes(pair.attributes, sender, kwargs),
-                )
-                key = pair.key(sender, **kwargs)
-                op.correlation_id = _correlation_id(key)
-                engine.begin(op, (id(pair), key), activate=pair.activate)
-            except Exception as exc:  # noqa: BLE001 - the safety net
-                safety.report("source.blinker.pre", exc)
-
-        def on_post(sender: Any, **kwargs: Any) -> None:
-            try:
-                key = pair.key(sender, **kwargs)
-                engine.end((id(pair), key), signal=post_name)
-            except Exception as exc:  # noqa: BLE001 - the safety net
-                safety.report("source.blinker.post", exc)
-
-        if not pair.asynchronous:
-            return [(pair.pre, on_pre), (pair.post, on_post)]
-
-        async def on_pre_async(sender: Any, **kwargs: Any) -> None:
-            on_pre(sender, **kwargs)
-
-        async def on_post_async(sender: Any, **kwargs: Any) -> None:
-            on_post(sender, **kwargs)
-
-        return [(pair.pre, on_pre_async), (pair.post, on_post_async)]
-
-    def _single_receiver(self, single: SingleSignal) -> Callable[..., Any]:
-        engine = self.engine
-        signal_name = _signal_name(single.signal)
-
-        def on_signal(sender: Any, **kwargs: Any) -> None:
-            with safety.guard("source.blinker.single"):
-                op = Operation(
-                    source=single.source,
-                    name=_resolve(single.name, signal_name, sender, kwargs),
-                    model=single.model or _model_of(sender),
-                    signal=signal_name,
-                    write=single.write,
-                    attributes=_resolve_attributes(single.attributes, sender, kwargs),
-                )
-                engine.record_event(op)
-
-        if not single.asynchronous:
-            return on_signal
-
-        async def on_signal_async(sender: Any, **kwargs: Any) -> None:
-            on_signal(sender, **kwargs)
-
-        return on_signal_async
+    return (sender if isinstance(sender, type) else type(sender)).__name__
 
 
 def _correlation_id(key: Hashable) -> str | None:
@@ -259,6 +132,123 @@ def _correlation_id(key: Hashable) -> str | None:
     if isinstance(key, str | int | uuid.UUID) and not isinstance(key, bool):
         return str(key)
     return None
+
+
+Receivers = list[tuple[Any, Callable[..., Any]]]
+
+
+class BlinkerSource(Source):
+    """Connects the declared signal pairs and single signals, and those declared while it is installed."""
+
+    name = "blinker"
+
+    def __init__(self, engine: Any, options: Any = None) -> None:
+        super().__init__(engine, options)
+        #: id(declaration) -> the (signal, guarded receiver) pairs connected for it.
+        self._receivers: dict[int, Receivers] = {}
+        #: A declaration made while attaching is both listed and announced: connected once.
+        self._lock = threading.Lock()
+
+    def attach(self) -> None:
+        self.on_detach(self._disconnect_all)
+        self.on_detach(DECLARATIONS.listen(self._declared))
+        for declaration in DECLARATIONS.all():
+            self._connect(declaration)
+
+    def _declared(self, declaration: Declaration, added: bool) -> None:
+        if added:
+            self._connect(declaration)
+        else:
+            self._disconnect(declaration)
+
+    def _connect(self, declaration: Declaration) -> None:
+        with self._lock:
+            if id(declaration) in self._receivers:
+                return
+            if isinstance(declaration, SignalPair):
+                receivers = self._pair_receivers(declaration)
+            else:
+                receivers = [(declaration.signal, self._single_receiver(declaration))]
+            for signal, receiver in receivers:
+                signal.connect(receiver, weak=False)
+            self._receivers[id(declaration)] = receivers
+
+    def _disconnect(self, declaration: Declaration) -> None:
+        with self._lock:
+            receivers = self._receivers.pop(id(declaration), ())
+        for signal, receiver in receivers:
+            signal.disconnect(receiver)
+
+    def _disconnect_all(self) -> None:
+        with self._lock:
+            connected, self._receivers = self._receivers, {}
+        for receivers in connected.values():
+            for signal, receiver in receivers:
+                signal.disconnect(receiver)
+
+    # --- the receivers (guarded by the kit: ``source.blinker.pre`` / ``.post`` / ``.single``) ---
+
+    def _pair_receivers(self, pair: SignalPair) -> Receivers:
+        begin = self.engine.begin
+        end = self.engine.end
+        pair_id = id(pair)
+        pre_name = _signal_name(pair.pre)
+        post_name = _signal_name(pair.post)
+        default_op = _operation_name(pair.pre)
+
+        def on_pre(sender: Any, **kwargs: Any) -> None:
+            # The hot path: the common cases (no name or attributes callable) spelled inline.
+            name, attributes = pair.name, pair.attributes
+            key = pair.key(sender, **kwargs)
+            op = Operation(
+                source=pair.source,
+                name=default_op if name is None else _resolve(name, default_op, sender, kwargs),
+                model=pair.model or _model_of(sender),
+                collection=pair.collection,
+                correlation_id=None if type(key) is tuple else _correlation_id(key),
+                signal=pre_name,
+                write=pair.write,
+                attributes={} if attributes is None else _resolve_attributes(attributes, sender, kwargs),
+            )
+            begin(op, (pair_id, key), activate=pair.activate)
+
+        def on_post(sender: Any, **kwargs: Any) -> None:
+            end((pair_id, pair.key(sender, **kwargs)), signal=post_name)
+
+        if pair.asynchronous:
+
+            async def on_pre_async(sender: Any, **kwargs: Any) -> None:
+                on_pre(sender, **kwargs)
+
+            async def on_post_async(sender: Any, **kwargs: Any) -> None:
+                on_post(sender, **kwargs)
+
+            return [(pair.pre, self.receiver("pre", on_pre_async)), (pair.post, self.receiver("post", on_post_async))]
+        return [(pair.pre, self.receiver("pre", on_pre)), (pair.post, self.receiver("post", on_post))]
+
+    def _single_receiver(self, single: SingleSignal) -> Callable[..., Any]:
+        record_event = self.engine.record_event
+        signal_name = _signal_name(single.signal)
+
+        def on_signal(sender: Any, **kwargs: Any) -> None:
+            record_event(
+                Operation(
+                    source=single.source,
+                    name=_resolve(single.name, signal_name, sender, kwargs),
+                    model=single.model or _model_of(sender),
+                    signal=signal_name,
+                    write=single.write,
+                    attributes=_resolve_attributes(single.attributes, sender, kwargs),
+                )
+            )
+
+        if single.asynchronous:
+
+            async def on_signal_async(sender: Any, **kwargs: Any) -> None:
+                on_signal(sender, **kwargs)
+
+            return self.receiver("single", on_signal_async)
+        return self.receiver("single", on_signal)
 
 
 # --- declaring signals (re-exported as sigtrace.trace_signals / sigtrace.trace_signal) ---

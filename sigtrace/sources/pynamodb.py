@@ -27,8 +27,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
@@ -40,11 +38,9 @@ from pynamodb.models import Model
 from pynamodb.signals import post_dynamodb_send, pre_dynamodb_send
 
 from sigtrace import semconv
-from sigtrace.core import safety
-from sigtrace.core.context import current_scope
 from sigtrace.core.engine import EntryScope
 from sigtrace.core.operation import Operation
-from sigtrace.sources.kit import Source
+from sigtrace.sources.kit import FactsCache, Source, batch_audit, pk_text
 
 __all__ = ["DB_SYSTEM", "WRITE_OPERATIONS", "PynamoDBSource", "error_code"]
 
@@ -61,9 +57,9 @@ ITEM_WRITES: Final = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWri
 TABLE_WRITES: Final = frozenset({"CreateTable", "DeleteTable", "UpdateTable", "UpdateTimeToLive"})
 WRITE_OPERATIONS: Final = ITEM_WRITES | TABLE_WRITES
 
-#: At most this many item keys are listed in the audit event of a batch or transaction
-#: (DynamoDB allows 25 per BatchWriteItem and 100 per TransactWriteItems).
-MAX_LISTED_KEYS: Final = 100
+#: At most this many items are listed in the audit event of a batch or transaction (``pks``, ``items``):
+#: the shared cap of every source (DynamoDB allows 25 per BatchWriteItem and 100 per TransactWriteItems).
+MAX_LISTED_ITEMS: Final = semconv.MAX_AUDIT_PKS
 
 _TRANSACT_ACTIONS: Final = (("Put", "put"), ("Update", "update"), ("Delete", "delete"), ("ConditionCheck", "check"))
 _BATCH_ACTIONS: Final = (("PutRequest", "Item", "put"), ("DeleteRequest", "Key", "delete"))
@@ -187,38 +183,18 @@ class _Keys:
         return None
 
 
-def _pk(key: Mapping[str, str] | None) -> str | None:
-    """``hash`` or ``hash|range``."""
-    return "|".join(key.values()) if key else None
+def _owner_of(connection: Any) -> str | None:
+    """The Model class that owns a Connection (PynamoDB creates one Connection per Model class), if any."""
+    for cls in _model_classes():
+        if getattr(cls.__dict__.get("_connection"), "connection", None) is connection:
+            return cls.__name__
+    return None
 
 
-class _ModelIndex:
-    """Which Model class owns a Connection (PynamoDB creates one Connection per Model class).
+class _Dispatched(Operation):
+    """An operation built by the ``Connection.dispatch`` wrapper: its post signal leaves the end to the wrapper."""
 
-    A Connection seen for the first time triggers one walk of ``Model``'s subclasses; the answer,
-    including "none" for a Connection used directly, is kept in a weak dictionary.
-    """
-
-    def __init__(self) -> None:
-        self._owners: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def name(self, connection: Any) -> str | None:
-        try:
-            return self._owners[connection]
-        except KeyError:
-            pass
-        except TypeError:  # not weak-referenceable: not a Connection we know
-            return None
-        with self._lock:
-            for cls in _model_classes():
-                table_connection = cls.__dict__.get("_connection")
-                owned = getattr(table_connection, "connection", None)
-                if owned is not None and owned not in self._owners:
-                    self._owners[owned] = cls.__name__
-            if connection not in self._owners:
-                self._owners[connection] = None
-            return self._owners[connection]
+    __slots__ = ()
 
 
 def _model_classes() -> Iterator[type[Any]]:
@@ -243,12 +219,12 @@ class PynamoDBSource(Source):
 
     def __init__(self, engine: Any, options: Any = None) -> None:
         super().__init__(engine, options)
-        self._models = _ModelIndex()
-        self._capture_values = bool(getattr(options, "capture_values", False))
+        #: Connection -> its model's name (one walk of Model's subclasses per Connection; "none" kept too).
+        self._models: FactsCache[Any, str | None] = FactsCache(_owner_of)
 
     def attach(self) -> None:
-        self.connect(pre_dynamodb_send, self._on_pre)
-        self.connect(post_dynamodb_send, self._on_post)
+        self.connect(pre_dynamodb_send, self._on_pre, kind="pre")
+        self.connect(post_dynamodb_send, self._on_post, kind="post")
         self.patch(Connection, "dispatch", self._dispatch)
 
     # --- the entry point ---
@@ -257,24 +233,25 @@ class PynamoDBSource(Source):
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         entry: EntryScope | None = None
-        with safety.guard("source.pynamodb.dispatch"):
+        with self.guard("dispatch"):
             op = self._describe(instance, args, kwargs)
             if op is not None:
                 entry = self.engine.entry(op)
         if entry is None:
             return wrapped(*args, **kwargs)
+        # Not Source.entry: a failure is described (DynamoDB's error code) before the scope ends it.
         with entry as scope:
             try:
                 data = wrapped(*args, **kwargs)
             except BaseException as exc:
-                with safety.guard("source.pynamodb.failure"):
-                    own = scope.operation
-                    if own is not None and not own.done:
-                        _describe_failure(own, exc)
-                raise
-            with safety.guard("source.pynamodb.response"):
                 own = scope.operation
                 if own is not None and not own.done:
+                    with self.guard("failure"):
+                        _describe_failure(own, exc)
+                raise
+            own = scope.operation
+            if own is not None and not own.done:
+                with self.guard("response"):
                     self.engine.end(op=own, attributes=_response_attributes(data))
             return data
 
@@ -282,9 +259,9 @@ class PynamoDBSource(Source):
         operation = args[0] if args else kwargs.get("operation_name")
         if not isinstance(operation, str):
             return None
-        op = Operation(source=SOURCE, name=operation, db_system=DB_SYSTEM, write=operation in WRITE_OPERATIONS)
+        op = _Dispatched(source=SOURCE, name=operation, db_system=DB_SYSTEM, write=operation in WRITE_OPERATIONS)
         # What the request tells: a failure here leaves a plainer span, never an untracked call.
-        with safety.guard("source.pynamodb.describe"):
+        with self.guard("describe"):
             params = args[1] if len(args) > 1 else kwargs.get("operation_kwargs")
             if not isinstance(params, Mapping):
                 params = {}
@@ -298,7 +275,7 @@ class PynamoDBSource(Source):
                 if isinstance(value, bool | int | str):
                     attributes[name] = value
             op.update(
-                model=self._models.name(connection),
+                model=self._models(connection),
                 collection=tables[0] if len(tables) == 1 else None,
                 attributes=attributes,
             )
@@ -312,66 +289,66 @@ class PynamoDBSource(Source):
             names = _Keys.names(connection, table)
             item = params.get("Item")
             key = _Keys.of(params.get("Key"), names, is_key=True) or _Keys.of(item, names, is_key=False)
-            op.pk = _pk(key)
+            op.pk = pk_text(key) if key else None  # "hash" or "hash|range"
             if key and op.write:
                 op.audit["key"] = key
             if operation == "PutItem" and isinstance(item, Mapping):
                 op.changed_fields = [str(name) for name in item]
-                if self._capture_values:
+                if self.capture_values:
                     op.values = {str(k): _plain(v) for k, v in item.items()}
             elif operation == "UpdateItem":
                 op.changed_fields, values = _update_fields(params)
-                if self._capture_values:
+                if self.capture_values:
                     op.values = values
             return
-        entries = _batch_entries(connection, operation, params, self._capture_values)
+        entries = _batch_entries(connection, operation, params, self.capture_values)
         if entries is None:
             return
         if len(entries) >= 2:
             op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(entries)
         if op.write:
+            listed = entries[:MAX_LISTED_ITEMS]
             op.audit["table_names"] = _table_names(params)
-            op.audit["keys"] = [{k: v for k, v in e.items() if k != "item"} for e in entries[:MAX_LISTED_KEYS]]
-            if len(entries) > MAX_LISTED_KEYS:
-                op.audit["keys_omitted"] = len(entries) - MAX_LISTED_KEYS
-            if self._capture_values:
-                op.values = {"items": [e for e in entries[:MAX_LISTED_KEYS] if "item" in e]}
+            op.audit[semconv.AUDIT_BATCH_SIZE] = len(entries)
+            op.audit.update(batch_audit(entry.get("pk") for entry in entries))
+            op.audit["items"] = [{k: v for k, v in e.items() if k != "item"} for e in listed]
+            if len(entries) > MAX_LISTED_ITEMS:
+                op.audit[semconv.AUDIT_PKS_TRUNCATED] = True
+            if self.capture_values:
+                op.values = {"items": [e for e in listed if "item" in e]}
 
-    # --- the signals ---
+    # --- the signals (guarded by the kit: ``source.pynamodb.pre`` / ``.post``) ---
 
     def _on_pre(self, sender: Any, **kwargs: Any) -> None:
-        with safety.guard("source.pynamodb.pre"):
-            req_uuid = kwargs.get("req_uuid")
-            operation = kwargs.get("operation_name")
-            if req_uuid is None or not isinstance(operation, str):
-                return
-            table = kwargs.get("table_name")
-            tables = [table] if isinstance(table, str) else []
-            op = Operation(
-                source=SOURCE,
-                name=operation,
-                model=self._models.name(sender),
-                collection=table if isinstance(table, str) else None,
-                db_system=DB_SYSTEM,
-                correlation_id=str(req_uuid),
-                signal=PRE_SIGNAL,
-                write=operation in WRITE_OPERATIONS,
-                attributes=_base_attributes(operation, tables),
-            )
-            self.engine.begin(op, req_uuid)
+        req_uuid = kwargs.get("req_uuid")
+        operation = kwargs.get("operation_name")
+        if req_uuid is None or not isinstance(operation, str):
+            return
+        table = kwargs.get("table_name")
+        tables = [table] if isinstance(table, str) else []
+        op = Operation(
+            source=SOURCE,
+            name=operation,
+            model=self._models(sender),
+            collection=table if isinstance(table, str) else None,
+            db_system=DB_SYSTEM,
+            correlation_id=str(req_uuid),
+            signal=PRE_SIGNAL,
+            write=operation in WRITE_OPERATIONS,
+            attributes=_base_attributes(operation, tables),
+        )
+        self.engine.begin(op, req_uuid)
 
     def _on_post(self, sender: Any, **kwargs: Any) -> None:
-        with safety.guard("source.pynamodb.post"):
-            req_uuid = kwargs.get("req_uuid")
-            if req_uuid is None:
-                return
-            scope = current_scope()
-            own = scope.op if scope is not None else None
-            if own is not None and own.key == req_uuid and not own.done:
-                # Inside the dispatch wrapper: it ends the call with what the response tells.
-                own.signal = POST_SIGNAL
-                return
-            self.engine.end(req_uuid, signal=POST_SIGNAL)
+        req_uuid = kwargs.get("req_uuid")
+        if req_uuid is None:
+            return
+        own = self.engine.lookup(req_uuid)
+        if isinstance(own, _Dispatched) and not own.done:
+            # The dispatch wrapper's own call: it ends it with what the response tells.
+            own.signal = POST_SIGNAL
+            return
+        self.engine.end(req_uuid, signal=POST_SIGNAL)
 
 
 def _base_attributes(operation: str, tables: list[str]) -> dict[str, AttributeValue]:
@@ -421,7 +398,7 @@ def _batch_entries(
     def add(table: str, action: str, key: dict[str, str] | None, item: Any = None) -> None:
         entry: dict[str, Any] = {"table": table, "action": action}
         if key:
-            entry["pk"] = _pk(key)
+            entry["pk"] = pk_text(key)
             entry["key"] = key
         if with_values and isinstance(item, Mapping):
             entry["item"] = {str(k): _plain(v) for k, v in item.items()}

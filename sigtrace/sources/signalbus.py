@@ -52,7 +52,7 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import error_type_of
 from sigtrace.core.operation import Operation
-from sigtrace.sources.kit import Source
+from sigtrace.sources.kit import FactsCache, ModelFacts, Source, database_of_url, pk_text
 from sigtrace.sources.kit.sa_session import TRACKER
 
 __all__ = [
@@ -77,10 +77,12 @@ ATTR_SENT: Final = "sigtrace.signalbus.messages.sent"
 ATTR_LEFT_PENDING: Final = "sigtrace.signalbus.messages.left_pending"
 #: Run span attribute: the signal models the run covers.
 ATTR_MODELS: Final = "sigtrace.signalbus.models"
-#: Batch span attribute: the pks of the batch's messages (at most :data:`MAX_BATCH_DETAIL`).
+#: Batch span attribute: the pks of the batch's messages (at most :data:`MAX_BATCH_PKS`).
 ATTR_PKS: Final = "sigtrace.signalbus.pks"
-#: At most this many pks and links on a batch span (the SDK keeps 128 links by default).
-MAX_BATCH_DETAIL: Final = 128
+#: At most this many pks on a batch span: the cap of every source's pks lists.
+MAX_BATCH_PKS: Final = semconv.MAX_AUDIT_PKS
+#: At most this many links on a batch span (the SDK keeps 128 links by default).
+MAX_BATCH_LINKS: Final = 128
 
 _SEND: Final = "send_signalbus_message"
 _SEND_BATCH: Final = "send_signalbus_messages"
@@ -88,24 +90,8 @@ _QUEUE_KEY: Final = "flask_signalbus__signals_to_flush"  # flask_signalbus.signa
 
 
 _W3C = TraceContextTextMapPropagator()
-
-# Kinds of the safety net. The per-operation wrappers spell it ``try/except Exception: safety.report``
-# (as the engine's hot path does): a ``with safety.guard(...)`` block costs an object and two calls.
-_KIND_AUTOFLUSH: Final = "source.signalbus.autoflush"
-_KIND_CHUNK: Final = "source.signalbus.chunk"
-_KIND_SEND: Final = "source.signalbus.send"
-_KIND_SEND_BATCH: Final = "source.signalbus.send_batch"
+#: ``inject_headers`` is the application's call, not a hook of the installed source: its own guard.
 _GUARD_INJECT: Final = safety.guard("source.signalbus.inject_headers")
-
-
-class _Model:
-    """What the spans of a signal model need from its class, looked up once per class."""
-
-    __slots__ = ("name", "table")
-
-    def __init__(self, model: Any) -> None:
-        self.name: str = getattr(model, "__name__", None) or str(model)
-        self.table = _table_of(model)
 
 
 class _Run:
@@ -253,7 +239,7 @@ def _pk_of(row: Any) -> str | None:
         if not values or any(value is None for value in values):
             return None
         identity = tuple(values)
-    return str(identity[0]) if len(identity) == 1 else ",".join(str(part) for part in identity)
+    return pk_text(identity)  # a composite key: its parts joined by "|"
 
 
 def _is_pk(mapper: Any, prop: Any) -> bool:
@@ -262,18 +248,14 @@ def _is_pk(mapper: Any, prop: Any) -> bool:
 
 
 def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
-    """``db.system.name`` and ``db.namespace`` of an engine or connection."""
+    """``db.system.name`` and ``db.namespace`` of an engine or connection (its engine's URL)."""
     if bind is None:
         return None, None
+    url = getattr(bind, "url", None) or getattr(getattr(bind, "engine", None), "url", None)
+    if url is not None:
+        return database_of_url(url)
     dialect = getattr(getattr(bind, "dialect", None), "name", None)
-    if not isinstance(dialect, str):
-        return None, None
-    system = semconv.db_system_name(dialect)
-    namespace = None
-    if system != "sqlite":
-        database = getattr(getattr(bind, "url", None), "database", None)
-        namespace = database if isinstance(database, str) and database else None
-    return system, namespace
+    return (semconv.db_system_name(dialect), None) if isinstance(dialect, str) else (None, None)
 
 
 def _db_of_row(row: Any) -> tuple[str | None, str | None]:
@@ -325,7 +307,13 @@ def _mapped_classes() -> list[type]:
 
 
 class SignalBusSource(Source):
-    """Spans, metrics and audit events for the messages Flask-SignalBus sends."""
+    """Spans, metrics and audit events for the messages Flask-SignalBus sends.
+
+    Its wrappers are its own, not :meth:`Source.entry`: each sets a context variable around the
+    library call (the run that counts its sends, the send that contains nested ones) and counts
+    what a failed call left pending before the call's scope ends the operation. Their hooks run
+    under the kit's guards (``source.signalbus.<kind>``).
+    """
 
     name = "signalbus"
 
@@ -336,9 +324,8 @@ class SignalBusSource(Source):
             _SEND: weakref.WeakSet(),
             _SEND_BATCH: weakref.WeakSet(),
         }
-        #: Signal models already instrumented, with their facts: a run or send looks them up here
-        #: instead of scanning the MRO under the lock each time.
-        self._models: weakref.WeakKeyDictionary[type, _Model] = weakref.WeakKeyDictionary()
+        #: A model's name and table, looked up once; a signal model is instrumented on first sight.
+        self._models: FactsCache[Any, ModelFacts] = FactsCache(self._learn)
         self._seq = itertools.count()
         self._left_pending: Any = None
 
@@ -350,9 +337,10 @@ class SignalBusSource(Source):
         self.patch(module, "SignalBus._send_and_delete_signal_instances", self._chunk_wrapper)
 
         mapper_class = _orm.Mapper
-        _sa.event.listen(mapper_class, "mapper_configured", self._on_mapper_configured)
-        self.on_detach(lambda: _sa.event.remove(mapper_class, "mapper_configured", self._on_mapper_configured))
-        with safety.guard("source.signalbus.discover"):
+        configured = self.receiver("mapper_configured", self._on_mapper_configured)
+        _sa.event.listen(mapper_class, "mapper_configured", configured)
+        self.on_detach(lambda: _sa.event.remove(mapper_class, "mapper_configured", configured))
+        with self.guard("discover"):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
 
@@ -369,13 +357,19 @@ class SignalBusSource(Source):
     # --- model instrumentation ---
 
     def _on_mapper_configured(self, _mapper: Any, cls: Any) -> None:
-        with safety.guard("source.signalbus.mapper_configured"):
-            self.instrument_model(cls)
+        self.instrument_model(cls)
 
     def instrument_model(self, cls: Any) -> None:
         """Wrap the send methods of a signal model on the class that defines them (once; undone on detach)."""
-        if cls in self._models or not _is_signal_model(cls):
-            return
+        self._models(cls)
+
+    def _learn(self, cls: Any) -> ModelFacts:
+        """The facts of a model seen for the first time; a signal model's send methods are wrapped first."""
+        if _is_signal_model(cls):
+            self._wrap_sends(cls)
+        return ModelFacts(getattr(cls, "__name__", None) or str(cls), _table_of(cls))
+
+    def _wrap_sends(self, cls: type) -> None:
         for name, wrapper in ((_SEND, self._send_wrapper), (_SEND_BATCH, self._batch_wrapper)):
             owner = next((klass for klass in cls.__mro__ if name in vars(klass)), None)
             if owner is None:
@@ -389,15 +383,6 @@ class SignalBusSource(Source):
                 setattr(owner, name, proxy)
                 done.add(owner)
             self.on_detach(_restorer(owner, name, original, proxy))
-        self._models[cls] = _Model(cls)
-
-    def _model(self, model: Any) -> _Model:
-        """The facts of a model, instrumenting it on first sight (a run may be the first to see it)."""
-        facts = self._models.get(model)
-        if facts is None:
-            self.instrument_model(model)
-            facts = self._models.get(model) or _Model(model)  # not a signal model: not cached
-        return facts
 
     # --- runs ---
 
@@ -406,18 +391,18 @@ class SignalBusSource(Source):
     ) -> Operation:
         op = Operation(source=SOURCE, name=kind, db_system=db[0], namespace=db[1], signal=signal, audit_items=())
         if models is not None:
-            facts = [self._model(model) for model in models]  # (instruments them: they are about to be sent)
+            facts = [self._models(model) for model in models]  # (instruments them: they are about to be sent)
             if len(facts) == 1:
-                op.attributes[ATTR_MODELS] = [facts[0].name]
-                op.model = facts[0].name
-                op.collection = facts[0].table
+                op.attributes[ATTR_MODELS] = [facts[0].model]
+                op.model = facts[0].model
+                op.collection = facts[0].collection
             else:
-                op.attributes[ATTR_MODELS] = sorted({model.name for model in facts})
+                op.attributes[ATTR_MODELS] = sorted({model.model for model in facts})
         return op
 
     def _run_wrapper(self, kind: str) -> Callable[..., Any]:
         engine = self.engine
-        guard = safety.guard(f"source.signalbus.{kind}")  # once per wrapper, not per call
+        guard = self.guard(kind)
 
         def wrapper(wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             op = None
@@ -453,11 +438,12 @@ class SignalBusSource(Source):
     def _autoflush_wrapper(
         self, wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        guard = self.guard("autoflush")
         op = None
         queued: list[Any] = []
         only: type | None = None
         db: tuple[str | None, str | None] = (None, None)
-        try:
+        with guard:
             session = args[0] if args else kwargs.get("session")
             info = getattr(session, "info", None)
             if bus.autoflush and isinstance(info, dict) and info.get(_QUEUE_KEY):
@@ -467,8 +453,6 @@ class SignalBusSource(Source):
                 only = models[0] if len(models) == 1 else None
                 db = _db_of_bind(_bind_of(session, only))
                 op = self._run_op("autoflush", "after_commit", models, db)
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_AUTOFLUSH, exc)
         if op is None or _RUN.get() is not None:
             return wrapped(*args, **kwargs)
         run = _Run("autoflush", op.db_system)
@@ -480,14 +464,12 @@ class SignalBusSource(Source):
                 try:
                     result = wrapped(*args, **kwargs)
                 except BaseException as exc:
-                    try:
+                    with guard:
                         self._count_left_pending(queued, run, exc)
                         run.left_pending = len(queued)
                         _set_counts(op, run)
-                    except Exception as failure:  # noqa: BLE001 - the safety net
-                        safety.report(_KIND_AUTOFLUSH, failure)
                     raise
-                try:
+                with guard:
                     if run.error is not None:
                         # The library logged the failed send, rolled back and returned: every queued row stays.
                         self._count_left_pending(queued, run, run.error)
@@ -498,8 +480,6 @@ class SignalBusSource(Source):
                     else:
                         run.sent = len(queued)
                         _set_counts(op, run)
-                except Exception as failure:  # noqa: BLE001 - the safety net
-                    safety.report(_KIND_AUTOFLUSH, failure)
                 return result
         finally:
             _RUN.reset(token)
@@ -507,32 +487,27 @@ class SignalBusSource(Source):
     def _chunk_wrapper(
         self, wrapped: Callable[..., Any], bus: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        guard = self.guard("chunk")
         model: Any = None
         instances: Any = ()
-        try:
+        with guard:
             model = args[0] if args else kwargs.get("model")
             instances = args[1] if len(args) > 1 else kwargs.get("instances", ())
-            self._model(model)
-        except Exception as failure:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_CHUNK, failure)
+            self._models(model)
         try:
             sent = wrapped(*args, **kwargs)
         except BaseException as exc:
-            try:
+            with guard:
                 rows = list(instances) if isinstance(instances, list | tuple) else []
                 run = _RUN.get()
                 self._count_left_pending(rows, run, exc)
                 if run is not None:
                     run.left_pending += len(rows)
-            except Exception as failure:  # noqa: BLE001 - the safety net
-                safety.report(_KIND_CHUNK, failure)
             raise
-        try:
+        with guard:
             run = _RUN.get()
             if run is not None and isinstance(sent, int):
                 run.sent += sent
-        except Exception as failure:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_CHUNK, failure)
         return sent
 
     def _count_left_pending(self, rows: Iterable[Any], run: _Run | None, error: BaseException) -> None:
@@ -551,7 +526,7 @@ class SignalBusSource(Source):
                 attrs[semconv.DB_OPERATION_NAME] = run.kind
                 if run.db_system:
                     attrs[semconv.DB_SYSTEM_NAME] = run.db_system
-            table = self._model(model).table
+            table = self._models(model).collection
             if table:
                 attrs[semconv.DB_COLLECTION_NAME] = table
             counter.add(count, attrs)
@@ -563,24 +538,14 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         origin: SpanContext | None = None
-        try:
+        with self.guard("send"):
             # (inside the net: even isinstance() raises on a weak proxy whose referent is gone)
             if not _SENDING.get() and row is not None and not isinstance(row, type):
-                model = self._model(type(row))
                 db = _db_of_send(row)
-                op = Operation(
-                    source=SOURCE,
-                    name="send",
-                    model=model.name,
-                    collection=model.table,
-                    db_system=db[0],
-                    namespace=db[1],
-                    pk=_pk_of(row),
-                    signal=_SEND,
+                op = self._models(type(row)).operation(
+                    SOURCE, "send", db_system=db[0], namespace=db[1], pk=_pk_of(row), signal=_SEND
                 )
                 origin = _origin_of(row)
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(_KIND_SEND, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(row, "send", next(self._seq))
@@ -593,19 +558,17 @@ class SignalBusSource(Source):
         origins: list[SpanContext] = []
         rows: list[Any] = []
         if not _SENDING.get():
-            try:
+            with self.guard("send_batch"):
                 if args and not isinstance(args[0], list | tuple):
                     args = (list(args[0]), *args[1:])  # an iterator: hand the library the same items
                 rows = list(args[0]) if args else []
-                model = self._model(cls if isinstance(cls, type) else type(cls))
+                facts = self._models(cls if isinstance(cls, type) else type(cls))
                 db = _db_of_send(rows[0]) if rows else (None, None)
                 pks = [_pk_of(row) for row in rows]
                 batch = len(rows) != 1
-                op = Operation(
-                    source=SOURCE,
-                    name="BATCH send" if batch else "send",
-                    model=model.name,
-                    collection=model.table,
+                op = facts.operation(
+                    SOURCE,
+                    "BATCH send" if batch else "send",
                     db_system=db[0],
                     namespace=db[1],
                     pk=None if batch else pks[0],
@@ -616,10 +579,8 @@ class SignalBusSource(Source):
                 )
                 if batch:
                     op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(rows)
-                    op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_DETAIL]]
+                    op.attributes[ATTR_PKS] = [pk or "" for pk in pks[:MAX_BATCH_PKS]]
                 origins = [origin for origin in map(_origin_of, rows) if origin is not None]
-            except Exception as exc:  # noqa: BLE001 - the safety net
-                safety.report(_KIND_SEND_BATCH, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(rows, "send_batch", next(self._seq))
@@ -637,19 +598,20 @@ class SignalBusSource(Source):
         subject: Any = None,
     ) -> Any:
         engine = self.engine
+        guard = self.guard("send")
+        caller = trace.get_current_span() if origins else None
         sending = _SENDING.set(True)
         try:
             with engine.entry(op, expect=key) as scope:
-                try:
-                    traced = scope.operation
-                    if traced is not None:
+                with guard:
+                    if scope.operation is not None:
                         # In the in-flight table: a send that never returns is reaped as an orphan.
                         # (claim: begin's cheap path for the operation of the scope just entered.)
                         engine.claim(key, obj=row)
                         if origins:
-                            _link_origins(traced, origins)
-                except Exception as exc:  # noqa: BLE001 - the safety net
-                    safety.report(_KIND_SEND, exc)
+                            span = trace.get_current_span()  # the send's own span, current in its scope
+                            if span is not caller:
+                                _link_origins(span, origins)
                 try:
                     result = wrapped(*args, **kwargs)
                 except BaseException as exc:
@@ -657,12 +619,10 @@ class SignalBusSource(Source):
                     if run is not None and run.error is None:
                         run.error = exc
                     raise
-                try:
+                with guard:
                     traced = scope.operation
                     if traced is not None:
                         _hold_on_session(traced, row if row is not None else subject)
-                except Exception as exc:  # noqa: BLE001 - the safety net
-                    safety.report(_KIND_SEND, exc)
                 return result
         finally:
             _SENDING.reset(sending)
@@ -701,10 +661,9 @@ def _set_counts(op: Operation, run: _Run) -> None:
     op.attributes[ATTR_LEFT_PENDING] = run.left_pending
 
 
-def _link_origins(op: Operation, origins: Iterable[SpanContext]) -> None:
+def _link_origins(span: trace.Span, origins: Iterable[SpanContext]) -> None:
     """Link the send span to the contexts that created its rows (not to its own trace: it is there already)."""
-    span = op.span
-    if span is None or not span.is_recording():
+    if not span.is_recording():
         return
     own = span.get_span_context().trace_id
     seen: set[tuple[int, int]] = set()
@@ -712,6 +671,6 @@ def _link_origins(op: Operation, origins: Iterable[SpanContext]) -> None:
         if origin.trace_id == own or (origin.trace_id, origin.span_id) in seen:
             continue
         seen.add((origin.trace_id, origin.span_id))
-        if len(seen) > MAX_BATCH_DETAIL:
+        if len(seen) > MAX_BATCH_LINKS:
             break
         span.add_link(origin)

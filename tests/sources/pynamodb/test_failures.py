@@ -130,7 +130,7 @@ def test_transaction_cancelled(cap: Capture) -> None:
     assert attrs(span)[semconv.ERROR_TYPE] == "TransactionCanceledException"  # type: ignore[arg-type]
     (event,) = cap.audit_events
     assert event["outcome"] == "error"
-    assert {(k["action"], k["pk"]) for k in event["keys"]} == {("put", f"{key}|1"), ("check", key)}
+    assert {(k["action"], k["pk"]) for k in event["items"]} == {("put", f"{key}|1"), ("check", key)}
     assert_ended_here(cap, span)
 
 

@@ -133,8 +133,20 @@ def test_batch_write_and_batch_get_name_their_tables(cap: Capture) -> None:
     assert attrs(write)[semconv.DB_OPERATION_BATCH_SIZE] == 2
     (event,) = cap.audit_events
     assert event["operation"] == "BatchWriteItem" and event["table_names"] == [ORDERS]
-    assert sorted((k["action"], k["pk"]) for k in event["keys"]) == [("delete", f"{key}|1"), ("put", f"{key}|2")]
-    assert "pk" not in event  # several items: see "keys"
+    assert sorted((k["action"], k["pk"]) for k in event["items"]) == [("delete", f"{key}|1"), ("put", f"{key}|2")]
+    assert "pk" not in event  # several items: see "items"
+
+
+def test_batch_audit_lists_the_pks_as_every_source_does(cap: Capture) -> None:
+    key = new_id()
+    with Order.batch_write() as batch:
+        for order_id in range(3):
+            batch.save(Order(key, order_id))
+    (event,) = cap.audit_events
+    assert event["batch_size"] == 3
+    assert sorted(event["pks"]) == [f"{key}|0", f"{key}|1", f"{key}|2"]
+    assert sorted(item["pk"] for item in event["items"]) == sorted(event["pks"])
+    assert "pks_truncated" not in event and "keys" not in event and "keys_omitted" not in event
 
 
 def test_transactions_across_two_tables(cap: Capture) -> None:
@@ -158,7 +170,7 @@ def test_transactions_across_two_tables(cap: Capture) -> None:
     (event,) = cap.audit_events
     assert event["operation"] == "TransactWriteItems"
     assert set(event["table_names"]) == {ORDERS, CUSTOMERS}
-    assert {(k["table"], k["action"], k["pk"]) for k in event["keys"]} == {
+    assert {(k["table"], k["action"], k["pk"]) for k in event["items"]} == {
         (ORDERS, "put", f"{order}|1"),
         (CUSTOMERS, "update", customer),
     }
