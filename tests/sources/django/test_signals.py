@@ -261,17 +261,19 @@ def test_m2m_add_remove_clear_set(cap: Capture, alias: str) -> None:
     add = cap.spans[0]
     a = attrs(add)
     assert a[semconv.SIGTRACE_MODEL] == "Article" and a[semconv.SIGTRACE_PK] == str(article.pk)
-    assert (
-        semconv.SIGTRACE_SIGNAL not in a and a[semconv.SIGTRACE_ROWS_AFFECTED] == 2
-    )  # no m2m_changed receiver: fast add kept
+    # No m2m_changed receiver: the fast add is kept.
+    assert semconv.SIGTRACE_SIGNAL not in a and a[semconv.SIGTRACE_ROWS_AFFECTED] == 2
     assert a[semconv.DB_SYSTEM_NAME] == SYSTEMS[alias]
+    assert a[semconv.SIGTRACE_RELATION_NAME] == "tags" and a[semconv.SIGTRACE_RELATION_MODEL] == "Tag"
+    assert semconv.SIGTRACE_RELATION_PK not in a  # two related rows
     event = one_audit(cap, add)
-    assert event["related_model"] == "Tag" and event["reverse"] is False
+    assert event["related_model"] == "Tag" and event["reverse"] is False and event["relation"] == "tags"
     assert event["related_pks"] == sorted([str(red.pk), str(blue.pk)])
     clear = one_audit(cap, cap.spans[-1])
     assert "related_pks" not in clear and clear["rows"] == 1  # clear: the through rows Django deleted
     removed = one_audit(cap, cap.spans[1])
     assert removed["related_pks"] == [str(red.pk)] and removed["rows"] == 1
+    assert attrs(cap.spans[1])[semconv.SIGTRACE_RELATION_PK] == str(red.pk)  # one related row
     # The through rows are written by the m2m operation itself: no separate bulk_create operation.
     assert not cap.spans_named("bulk_create testapp_article_tags")
     assert not cap.spans_named("delete testapp_article_tags")
@@ -287,6 +289,20 @@ def test_m2m_reverse_side(cap: Capture, alias: str) -> None:
     (span,) = cap.spans
     event = one_audit(cap, span)
     assert event["model"] == "Tag" and event["related_model"] == "Article" and event["reverse"] is True
+    assert event["relation"] == "articles" and attrs(span)[semconv.SIGTRACE_RELATION_NAME] == "articles"
+
+
+def test_m2m_related_pks_are_capped_at_100(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    Tag.objects.using(alias).bulk_create(Tag(label=f"t{i}") for i in range(101))
+    tags = list(Tag.objects.using(alias).filter(label__startswith="t"))
+    cap.clear()
+    article.tags.add(*tags)
+    (span,) = cap.spans
+    event = one_audit(cap, span)
+    assert len(event["related_pks"]) == 100 and event["related_pks_truncated"] is True
+    assert attrs(span)[semconv.SIGTRACE_ROWS_AFFECTED] == 101
 
 
 def test_m2m_failure_is_an_error_at_once(cap: Capture, alias: str) -> None:
@@ -347,6 +363,7 @@ def test_bulk_operations(cap: Capture, alias: str) -> None:
     assert attrs(update)[semconv.SIGTRACE_ROWS_AFFECTED] == 2
     created_event = one_audit(cap, create)
     assert created_event["rows"] == 3 and created_event["changed_fields"] == ["name", "email"]
+    assert created_event["batch_size"] == 3 and attrs(create)[semconv.DB_OPERATION_BATCH_SIZE] == 3
     assert created_event["pks"] == [str(a.pk) for a in authors]
     assert one_audit(cap, bulk_update)["changed_fields"] == ["email"]
     update_event = one_audit(cap, update)
