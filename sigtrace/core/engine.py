@@ -251,6 +251,23 @@ class Engine:
     def lookup(self, key: Hashable) -> Operation | None:
         return self.table.get(key)
 
+    def current(self) -> Operation | None:
+        """The open operation of the entry scope this code runs in (``None``: no scope, none, or ended).
+
+        What a source's hook inside a wrapped call asks instead of reading the scope: the
+        operation its own wrapper built, to add what only the library's internals tell.
+        """
+        scope = current_scope()
+        if scope is None:
+            return None
+        op = scope.op
+        return None if op is None or op.done else op
+
+    def expecting(self) -> Hashable | None:
+        """The ``expect`` of the entry scope this code runs in (also one whose operation is excluded)."""
+        scope = current_scope()
+        return None if scope is None else scope.expect
+
     def entry(self, op: Operation | None = None, *, expect: Hashable | None = None) -> EntryScope:
         """Scope a library entry point: ``op``'s span is current during the call, failures end it at once."""
         return EntryScope(self, op, expect)

@@ -125,7 +125,7 @@ def test_short_names_get_a_narrow_column_and_the_reason_of_an_expected_failure()
 
 def test_audit_columns_fit_the_longest_operation() -> None:
     events = [
-        {"outcome": "ok", "source": "django", "operation": "m2m_add", "collection": "shop_order_labels", "pk": 1},
+        {"outcome": "ok", "source": "django", "operation": "relation_add", "collection": "shop_order_labels", "pk": 1},
         {"outcome": "error", "source": "django", "operation": "save", "collection": "shop_customer", "error_type": "E"},
     ]
     out = io.StringIO()

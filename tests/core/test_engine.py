@@ -312,3 +312,19 @@ def test_claim_leaves_an_excluded_signal_untraced() -> None:
         with engine.entry(Operation("test", "save", collection="t"), expect=key):
             assert engine.claim(key, obj=item, signal="pre_save") is None
             assert engine.claim(key, obj=item, signal="pre_other") is not None
+
+
+def test_current_and_expecting_tell_a_hook_the_entry_scope_it_runs_in() -> None:
+    with capture(sources=["blinker"], exclude=["model:Hidden"]) as cap:
+        engine = engine_of(cap)
+        assert engine.current() is None and engine.expecting() is None  # outside any scope
+        marker = ("call", 1)
+        with engine.entry(Operation("test", "save", collection="t"), expect=marker) as entry:
+            assert engine.current() is entry.operation and engine.expecting() == marker
+            with engine.entry(expect="inner"):
+                assert engine.current() is None and engine.expecting() == "inner"  # an observing scope
+            assert engine.end(op=entry.operation) is not None
+            assert engine.current() is None and engine.expecting() == marker  # ended: no longer current
+        with engine.entry(Operation("test", "save", model="Hidden"), expect=marker):
+            assert engine.current() is None and engine.expecting() == marker  # excluded: the scope still says
+        assert engine.current() is None and engine.expecting() is None

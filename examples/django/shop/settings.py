@@ -17,14 +17,14 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
-    "sigtrace.sources.django",  # installs sigtrace when Django is ready, with the SIGTRACE options below
+    "sigtrace.django",  # installs sigtrace when Django is ready, with the SIGTRACE options below
     "orders",
 ]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "sigtrace.sources.django.middleware.ActorMiddleware",  # request.user names the audit actor
+    "sigtrace.django.ActorMiddleware",  # request.user names the audit actor
 ]
 
 DATABASES = {

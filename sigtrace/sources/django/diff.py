@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import wrapt
 from django.db.models import Model
 
 from sigtrace._config import ConfigError
-from sigtrace.core import safety
 from sigtrace.sources.kit import Source
 
 __all__ = ["LoadedValues"]
@@ -45,9 +45,12 @@ def _kept(value: Any) -> Any:
 class LoadedValues:
     """The loaded-values copy of the models named in ``audit_diff`` (``"app_label.Model"``)."""
 
-    def __init__(self, labels: Iterable[str]) -> None:
+    def __init__(self, labels: Iterable[str], guard: Callable[[str], AbstractContextManager[Any]]) -> None:
         self.labels = frozenset(label.lower() for label in labels)
         self._listed: dict[type[Any], bool] = {}
+        #: The source's safety net (``Source.guard``), one per hook.
+        self._guard_from_db = guard("from_db")
+        self._guard_refresh = guard("refresh_from_db")
 
     def check(self) -> None:
         """Every name must be a model, once the models are loaded (a typo is a ConfigError at install)."""
@@ -63,15 +66,7 @@ class LoadedValues:
     def attach(self, source: Source) -> None:
         # from_db is a classmethod: wrap the descriptor itself and put it back on detach (unwrap() would
         # leave the classmethod bound to Model behind, and every model's rows would then be built as Model).
-        original = Model.__dict__["from_db"]
-        wrapper = wrapt.FunctionWrapper(original, self._wrap_from_db)
-        Model.from_db = wrapper
-
-        def restore() -> None:
-            if Model.__dict__.get("from_db") is wrapper:
-                Model.from_db = original
-
-        source.on_detach(restore)
+        source.replace(Model, "from_db", wrapt.FunctionWrapper(Model.__dict__["from_db"], self._wrap_from_db))
         source.patch(Model, "refresh_from_db", self._wrap_refresh_from_db)
 
     def listed(self, cls: type[Any]) -> bool:
@@ -86,19 +81,17 @@ class LoadedValues:
 
     def _wrap_from_db(self, wrapped: Callable[..., Any], _cls: Any, args: Any, kwargs: Any) -> Any:
         new = wrapped(*args, **kwargs)
-        try:
+        with self._guard_from_db:
             if self.listed(type(new)):
                 names = kwargs.get("field_names", args[1] if len(args) > 1 else ())
                 values = kwargs.get("values", args[2] if len(args) > 2 else ())
                 kept = {name: _kept(value) for name, value in zip(names, values, strict=False)}
                 setattr(new._state, _ATTRIBUTE, kept)
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("source.django.from_db", exc)
         return new
 
     def _wrap_refresh_from_db(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.django.refresh_from_db"):
+        with self._guard_refresh:
             cls = type(instance)
             if self.listed(cls):
                 fields = kwargs.get("fields", args[1] if len(args) > 1 else None)

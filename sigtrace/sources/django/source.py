@@ -1,23 +1,23 @@
 """The Django source: Django's own entry points as operations, model signals only where they cost nothing.
 
-What Django sends (docs/sources/django.md, ../shared/signal-semantics.md): ``pre_save``/``post_save``,
-``pre_delete``/``post_delete`` and ``m2m_changed`` for every model through one
-:class:`~django.dispatch.Signal` each. Two of them are not free: while any ``pre_delete``/``post_delete``
-receiver exists Django gives up its fast delete (``Collector.can_fast_delete``: every row is selected,
-every column, before the delete), and while an ``m2m_changed`` receiver exists it gives up its fast
-many-to-many add (``_get_add_plan``: one SELECT more per ``add()``). Installing sigtrace must change no
-query, so only ``pre_save``/``post_save`` are received (no fast path of Django depends on them), and
+What Django sends (docs/sources/django.md): ``pre_save``/``post_save``, ``pre_delete``/``post_delete`` and
+``m2m_changed`` for every model through one :class:`~django.dispatch.Signal` each. Two of them are not
+free: while any ``pre_delete``/``post_delete`` receiver exists Django gives up its fast delete
+(``Collector.can_fast_delete``: every row is selected, every column, before the delete), and while an
+``m2m_changed`` receiver exists it gives up its fast many-to-many add (``_get_add_plan``: one SELECT
+more per ``add()``). Installing sigtrace must change no query, so only ``pre_save``/``post_save`` are
+received (no fast path of Django depends on them), and
 
-* saves: the entry point ``Model.save_base`` (``save``, ``asave``, ``create``... go through it) is
-  wrapped in :meth:`Engine.entry` (the operation's span is current during the call, so the SQL spans
-  of the driver instrumentation nest under it, and an exception ends it as an ERROR at once); the
-  signals claim that operation and end it with what only they know (the pk of a new row, ``created``);
+* saves: the entry point ``Model.save_base`` (``save``, ``asave``, ``create``... go through it) runs in
+  the kit's entry scope (:meth:`Source.entry`); the signals claim that operation and end it with what
+  only they know (the pk of a new row, ``created``);
 * deletes: ``Model.delete`` and ``QuerySet.delete`` are the entry points, and
   ``django.db.models.deletion.Collector.delete`` says what Django deleted: the objects it collected
   (one audit event each) and the querysets it deleted without loading a row (one event per model
   with the row count Django returns);
-* many-to-many: the managers' ``add``/``remove``/``clear`` (Django 6: ``_add_base``...), with the
-  related pks Django computes itself (``_get_target_ids``, ``_get_missing_target_ids``);
+* many-to-many: the managers' ``add``/``remove``/``clear`` (Django 6: ``_add_base``...) as
+  ``relation_add``/``relation_remove``/``relation_clear``, with the related pks Django computes itself
+  (``_get_target_ids``, ``_get_missing_target_ids``);
 * ``QuerySet.update``, ``bulk_create`` and ``bulk_update`` send no signal at all: they are wrapped as
   operations of their own (one span, one audit event per call, with the row count and pks).
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, router
@@ -48,34 +48,28 @@ from django.db.models.sql import subqueries
 
 from sigtrace import semconv
 from sigtrace._config import ConfigError, parse_bool, warn_unknown_variables
-from sigtrace.core import safety
-from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key, weak_ref
 from sigtrace.core.operation import Operation
 from sigtrace.core.text import safe_text
 from sigtrace.sources.django.diff import LoadedValues
 from sigtrace.sources.django.framework import is_framework_model
 from sigtrace.sources.django.transactions import DjangoTransactions
-from sigtrace.sources.kit import Source
+from sigtrace.sources.kit import Entry, FactsCache, ModelFacts, Source, batch_audit, pk_text
 
-__all__ = ["ROWS_AFFECTED", "DjangoOptions", "DjangoSource", "django_options"]
+__all__ = ["DjangoOptions", "DjangoSource", "django_options"]
 
 SOURCE = "django"
-#: Span attribute: rows a bulk operation wrote (``QuerySet.update``, ``bulk_create``, ``bulk_update``, m2m).
-ROWS_AFFECTED = "sigtrace.rows_affected"
-#: At most this many pks are listed in the audit event of a bulk operation (``pks_truncated`` says when cut).
-MAX_AUDITED_PKS = 100
-_M2M_METHODS: Mapping[str, str] = {"add": "m2m_add", "remove": "m2m_remove", "clear": "m2m_clear"}
+_ROWS = semconv.SIGTRACE_ROWS_AFFECTED
+_ADD = semconv.OPERATION_RELATION_ADD
+_REMOVE = semconv.OPERATION_RELATION_REMOVE
+_CLEAR = semconv.OPERATION_RELATION_CLEAR
+_M2M_METHODS: Mapping[str, str] = {"add": _ADD, "remove": _REMOVE, "clear": _CLEAR}
 #: Django 6 routes add/remove/clear and set() through these; where they exist they are the entry points.
-_M2M_BASE_METHODS: Mapping[str, str] = {
-    "_add_base": "m2m_add",
-    "_remove_base": "m2m_remove",
-    "_clear_base": "m2m_clear",
-}
+_M2M_BASE_METHODS: Mapping[str, str] = {"_add_base": _ADD, "_remove_base": _REMOVE, "_clear_base": _CLEAR}
+_RELATION_NAMES = frozenset(_M2M_METHODS.values())
 #: Operations whose entry point calls other wrapped entry points (a bulk_update runs QuerySet.update,
-#: an m2m add runs the through model's bulk_create): those inner calls are part of the outer one.
-_M2M_NAMES = frozenset(_M2M_METHODS.values())
-_COMPOSITE = frozenset({"update", "bulk_create", "bulk_update", *_M2M_NAMES})
+#: a relation add runs the through model's bulk_create): those inner calls are part of the outer one.
+_COMPOSITE = frozenset({"update", "bulk_create", "bulk_update", *_RELATION_NAMES})
 #: The write queries whose compiler names the database Django chose (see DjangoSource._resolve).
 _WRITE_QUERIES = (subqueries.InsertQuery, subqueries.UpdateQuery, subqueries.DeleteQuery)
 
@@ -93,14 +87,9 @@ class _Unclaimable:
 
 
 _UNCLAIMABLE = _Unclaimable()
-#: ``expect`` of an m2m manager call's scope: the writes inside it (the through rows' bulk_create and
-#: delete) are part of that operation, also where the operation itself is excluded (the scope's op is None).
+#: ``expect`` of a many-to-many manager call's scope: the writes inside it (the through rows' bulk_create
+#: and delete) are part of that operation, also where the operation itself is excluded (no operation).
 _M2M_CALL = _Unclaimable()
-
-
-def _inside_m2m_call() -> bool:
-    scope = current_scope()
-    return scope is not None and scope.expect is _M2M_CALL
 
 
 # --- options ---
@@ -208,11 +197,28 @@ def _model_labels(names: Iterable[Any], where: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
-    model: str
-    collection: str
-    db_system: str | None
-    namespace: str | None
+class DjangoModelFacts(ModelFacts):
+    """A model's facts, computed once per class (``kit.FactsCache``); the database per alias (:meth:`at`)."""
+
+    #: ``app_label.Model``.
+    label: str = ""
+    #: Untraced: Django's bookkeeping (sigtrace/sources/django/framework.py) unless ``audit_framework_models``.
+    skip: bool = False
+    #: What a save writes without ``update_fields``: every concrete field but the primary key.
+    written: tuple[str, ...] = ()
+    #: Field name -> attribute name (``author`` -> ``author_id``), for the values of ``capture_values``.
+    attnames: Mapping[str, str] = field(default_factory=dict, compare=False)
+    _at: dict[str | None, ModelFacts] = field(default_factory=dict, compare=False, repr=False)
+
+    def at(self, using: str | None) -> ModelFacts:
+        """These facts with the database of alias ``using`` (``db.system.name``, ``db.namespace``)."""
+        found = self._at.get(using)
+        if found is None:
+            db_system, namespace = _db_of(using)
+            found = ModelFacts(self.model, self.collection, db_system, namespace)
+            if len(self._at) < 64:
+                self._at[using] = found
+        return found
 
 
 def _db_of(using: str | None) -> tuple[str | None, str | None]:
@@ -227,7 +233,7 @@ def _db_of(using: str | None) -> tuple[str | None, str | None]:
 _DEFAULT_ALIAS: str = DEFAULT_DB_ALIAS
 
 
-def _known_db(hints: Mapping[str, Any]) -> str | None:
+def _known_db(instance: Any = None) -> str | None:
     """The alias Django writes to, where it is known without asking the project's routers.
 
     With no router configured, Django's own answer (``ConnectionRouter._router_func``): the hinted
@@ -236,18 +242,19 @@ def _known_db(hints: Mapping[str, Any]) -> str | None:
     """
     if router.routers:
         return None
-    instance = hints.get("instance")
     if instance is not None:
-        state = getattr(instance, "_state", None)
-        db = getattr(state, "db", None)
+        db = getattr(getattr(instance, "_state", None), "db", None)
         if db:
             return str(db)
     return _DEFAULT_ALIAS
 
 
+def _hinted_db(hints: Mapping[str, Any]) -> str | None:
+    return _known_db(hints.get("instance"))
+
+
 def _pk(instance: Any) -> str | None:
-    pk = getattr(instance, "pk", None)
-    return None if pk is None else safe_text(pk)
+    return pk_text(getattr(instance, "pk", None))
 
 
 def _arg(args: Sequence[Any], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
@@ -271,14 +278,13 @@ class DjangoSource(Source):
     def __init__(self, engine: Any, options: Any = None) -> None:
         super().__init__(engine, options)
         self.django = django_options()
-        self.capture_values = bool(getattr(options, "capture_values", False))
-        self._targets: dict[tuple[type[Any], str | None], _Target] = {}
-        self._written: dict[type[Any], tuple[str, ...]] = {}
-        self._untraced: dict[type[Any], bool] = {}
+        self._facts: FactsCache[type[Any], DjangoModelFacts] = FactsCache(self._model_facts)
         #: Which transaction each write runs in (sigtrace/sources/django/transactions.py).
-        self._transactions = DjangoTransactions()
+        self._transactions = DjangoTransactions(self.guard)
         #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
-        self._loaded = LoadedValues(self.django.audit_diff) if self.capture_values and self.django.audit_diff else None
+        self._loaded = (
+            LoadedValues(self.django.audit_diff, self.guard) if self.capture_values and self.django.audit_diff else None
+        )
         if self._loaded is not None:
             self._loaded.check()  # a name that is no model: a ConfigError from install(), like a bad option
 
@@ -288,17 +294,19 @@ class DjangoSource(Source):
         opts = self.django
         self._transactions.attach(self.patch)
         if opts.trace_save:
-            self._connect(signals.pre_save, self._on_pre_save)
-            self._connect(signals.post_save, self._on_post_save)
-            self.patch(Model, "save_base", self._wrap_save_base)
+            self.connect(signals.pre_save, self._on_pre_save, kind="pre_save")
+            self.connect(signals.post_save, self._on_post_save, kind="post_save")
+            self.patch(Model, "save_base", self.entry("save_base", self._build_save))
         # No pre_delete/post_delete/m2m_changed receiver: each one costs the application queries
         # (module docstring). Deletes and m2m changes are observed at Django's entry points instead.
         if opts.trace_delete or opts.trace_m2m:
             # A QuerySet.delete inside an m2m remove/clear deletes its through rows: part of that operation.
-            self.patch("django.db.models.query", "QuerySet.delete", self._wrap_queryset_delete)
+            self.patch(
+                "django.db.models.query", "QuerySet.delete", self.entry("queryset_delete", self._build_qs_delete)
+            )
             self.patch(Collector, "delete", self._wrap_collector_delete)
         if opts.trace_delete:
-            self.patch(Model, "delete", self._wrap_model_delete)
+            self.patch(Model, "delete", self.entry("delete", self._build_delete))
         if opts.trace_m2m:
             self.patch(related_descriptors, "create_forward_many_to_many_manager", self._wrap_m2m_manager_factory)
             # Managers built before now are cached on their descriptors: rebuild them (and again on detach).
@@ -308,7 +316,7 @@ class DjangoSource(Source):
             for method in ("update", "bulk_create", "bulk_update"):
                 self.patch("django.db.models.query", f"QuerySet.{method}", self._bulk_wrapper(method))
         if opts.trace_init:
-            self._connect(signals.post_init, self._on_post_init)
+            self.connect(signals.post_init, self._on_post_init, kind="post_init")
         if self._loaded is not None and opts.trace_save:
             self._loaded.attach(self)
         for query_class in _WRITE_QUERIES:
@@ -322,7 +330,9 @@ class DjangoSource(Source):
         inherits at call time.
         """
         own = query_class.__dict__.get("get_compiler")
-        on_write = self._on_write_compiled
+        current = self.engine.current
+        guard = self.guard("compiler")
+        resolve = self._resolve
 
         def get_compiler(query: Any, *args: Any, **kwargs: Any) -> Any:
             if own is not None:
@@ -330,30 +340,14 @@ class DjangoSource(Source):
             else:
                 inherited: Any = super(query_class, query)
                 compiler = inherited.get_compiler(*args, **kwargs)
-            if current_scope() is not None:
-                on_write(compiler)
+            op = current()
+            if op is not None and op.db_system is None and op.source == SOURCE:
+                with guard:
+                    resolve(op, getattr(compiler, "using", None))
             return compiler
 
         get_compiler.__name__ = get_compiler.__qualname__ = "get_compiler"
-        query_class.get_compiler = get_compiler
-
-        def undo() -> None:
-            if query_class.__dict__.get("get_compiler") is get_compiler:
-                if own is None:
-                    del query_class.get_compiler
-                else:
-                    query_class.get_compiler = own
-
-        self.on_detach(undo)
-
-    def _on_write_compiled(self, compiler: Any) -> None:
-        try:
-            scope = current_scope()
-            op = scope.op if scope is not None else None
-            if op is not None and op.db_system is None and op.source == SOURCE and not op.done:
-                self._resolve(op, getattr(compiler, "using", None))
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("source.django.compiler", exc)
+        self.replace(query_class, "get_compiler", get_compiler)
 
     def _resolve(self, op: Operation, using: str | None) -> None:
         """The database Django chose for ``op``, where it was not known when the operation started.
@@ -370,66 +364,42 @@ class DjangoSource(Source):
         db_system, namespace = _db_of(using)
         self.engine.describe(op, db_system=db_system, namespace=namespace)
 
-    def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
-        """Strong reference, one connection per signal (dispatch_uid), every sender."""
-        uid = f"sigtrace.django.{receiver.__name__}"
-        signal.connect(receiver, weak=False, dispatch_uid=uid)
-        self.on_detach(lambda: signal.disconnect(dispatch_uid=uid))
-
     # --- describing ---
+
+    def _model_facts(self, cls: type[Any]) -> DjangoModelFacts:
+        meta = cls._meta
+        concrete = meta.concrete_fields
+        return DjangoModelFacts(
+            model=cls.__name__,
+            collection=meta.db_table,
+            label=meta.label,
+            skip=not self.django.audit_framework_models and is_framework_model(cls),
+            written=tuple(f.name for f in concrete if not f.primary_key),
+            attnames={f.name: f.attname for f in concrete},
+        )
 
     def _skips(self, cls: type[Any]) -> bool:
         """Untraced model classes (Django's bookkeeping, sigtrace/sources/django/framework.py), decided once each."""
-        skip = self._untraced.get(cls)
-        if skip is None:
-            skip = not self.django.audit_framework_models and is_framework_model(cls)
-            self._untraced[cls] = skip
-        return skip
+        return self._facts(cls).skip
 
-    def _target(self, cls: type[Any], using: str | None) -> _Target:
-        key = (cls, using)
-        target = self._targets.get(key)
-        if target is None:
-            db_system, namespace = _db_of(using)
-            target = _Target(cls.__name__, cls._meta.db_table, db_system, namespace)
-            if len(self._targets) < 4096:
-                self._targets[key] = target
-        return target
-
-    def _operation(self, name: str, cls: type[Any], using: str | None, signal: str | None, pk: str | None) -> Operation:
-        target = self._target(cls, using)
-        op = Operation(
-            source=SOURCE,
-            name=name,
-            model=target.model,
-            collection=target.collection,
-            db_system=target.db_system,
-            namespace=target.namespace,
-            pk=pk,
-            signal=signal,
-        )
+    def _operation(
+        self, name: str, cls: type[Any], using: str | None, signal: str | None = None, pk: str | None = None
+    ) -> Operation:
+        op = self._facts(cls).at(using).operation(SOURCE, name, pk=pk, signal=signal)
         self._transactions.assign(op, using)  # the transaction open on its connection as it starts
         return op
 
-    def _written_fields(self, cls: type[Any], update_fields: Iterable[str] | None) -> tuple[str, ...]:
-        """What a save writes: ``update_fields``, else every concrete field but the primary key."""
-        if update_fields:
-            return tuple(sorted(update_fields))
-        written = self._written.get(cls)
-        if written is None:
-            written = tuple(f.name for f in cls._meta.concrete_fields if not f.primary_key)
-            self._written[cls] = written
-        return written
-
     def _save_operation(
-        self, cls: type[Any], instance: Any, using: str | None, update_fields: Any, signal: str | None
+        self, facts: DjangoModelFacts, instance: Any, using: str | None, update_fields: Any, signal: str | None
     ) -> Operation:
-        op = self._operation("save", cls, using, signal, _pk(instance))
-        written = self._written_fields(cls, update_fields)
+        op = facts.at(using).operation(SOURCE, "save", pk=_pk(instance), signal=signal)
+        self._transactions.assign(op, using)
+        written = tuple(sorted(update_fields)) if update_fields else facts.written
         op.changed_fields = written
         if self.capture_values:
-            attnames = {f.name: f.attname for f in cls._meta.concrete_fields}
+            attnames = facts.attnames
             loaded = self._loaded
+            cls = type(instance)
             changes = loaded.changes(instance, written, attnames, _plain) if loaded and loaded.listed(cls) else None
             if changes is None:
                 op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
@@ -439,28 +409,18 @@ class DjangoSource(Source):
 
     # --- save ---
 
-    def _wrap_save_base(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        # The hot path of every save: try/except rather than ``with safety.guard`` (same net, fewer calls).
-        op: Operation | None = None
-        try:
-            cls = type(instance)
-            if self._skips(cls):
-                scope = None
-            else:
-                # save() passes the alias it resolved; a direct save_base(using=None) resolves it at pre_save.
-                using = _arg(args, kwargs, 3, "using") or _known_db({"instance": instance})
-                op = self._save_operation(cls, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
-                op.ref = weak_ref(instance)
-                if _arg(args, kwargs, 0, "raw"):
-                    op.audit["raw"] = True
-                scope = self.engine.entry(op, expect=(id(instance), "save"))  # identity_key(instance, "save")
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("source.django.save_base", exc)
-            return wrapped(*args, **kwargs)
-        if scope is None:
-            return wrapped(*args, **kwargs)
-        with scope:
-            return wrapped(*args, **kwargs)
+    def _build_save(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        """The hot path of every save: the operation of ``save_base``, claimed by its pre_save."""
+        facts = self._facts(type(instance))
+        if facts.skip:
+            return None
+        # save() passes the alias it resolved; a direct save_base(using=None) resolves it at pre_save.
+        using = _arg(args, kwargs, 3, "using") or _known_db(instance)
+        op = self._save_operation(facts, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
+        op.ref = weak_ref(instance)
+        if _arg(args, kwargs, 0, "raw"):
+            op.audit["raw"] = True
+        return op, (id(instance), "save")  # identity_key(instance, "save")
 
     def _on_pre_save(
         self,
@@ -471,72 +431,54 @@ class DjangoSource(Source):
         update_fields: Any = None,
         **_: Any,
     ) -> None:
-        try:
-            if self._skips(sender):
-                return
-            key = identity_key(instance, "save")
-            claimed = self.engine.claim(key, obj=instance, signal="pre_save")
-            if claimed is not None:
-                if claimed.db_system is None:
-                    self._resolve(claimed, using)
-                return  # the save_base wrapper's operation, which already knows what this signal says
-            op = self._save_operation(sender, instance, using, update_fields, "pre_save")
-            if raw:
-                op.audit["raw"] = True
-            self.engine.begin(op, key, obj=instance)
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("source.django.pre_save", exc)
+        facts = self._facts(sender)
+        if facts.skip:
+            return
+        key = identity_key(instance, "save")
+        claimed = self.engine.claim(key, obj=instance, signal="pre_save")
+        if claimed is not None:
+            if claimed.db_system is None:
+                self._resolve(claimed, using)
+            return  # the save_base wrapper's operation, which already knows what this signal says
+        op = self._save_operation(facts, instance, using, update_fields, "pre_save")
+        if raw:
+            op.audit["raw"] = True
+        self.engine.begin(op, key, obj=instance)
 
     def _on_post_save(
         self, sender: Any, instance: Any = None, created: bool = False, update_fields: Any = None, **_: Any
     ) -> None:
-        try:
-            if self._loaded is not None:
-                self._loaded.saved(instance, update_fields)
-            self.engine.end(
-                identity_key(instance, "save"),
-                obj=instance,
-                pk=_pk(instance),
-                signal="post_save",
-                audit={"created": bool(created)},
-            )
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("source.django.post_save", exc)
+        if self._loaded is not None:
+            self._loaded.saved(instance, update_fields)
+        self.engine.end(
+            identity_key(instance, "save"),
+            obj=instance,
+            pk=_pk(instance),
+            signal="post_save",
+            audit={"created": bool(created)},
+        )
 
     # --- delete ---
 
-    def _wrap_model_delete(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        op: Operation | None = None
-        with safety.guard("source.django.delete"):
-            cls = type(instance)
-            if not self._skips(cls):
-                using = _arg(args, kwargs, 0, "using") or _known_db({"instance": instance})
-                op = self._operation("delete", cls, using, None, _pk(instance))
-                op.ref = weak_ref(instance)
-        if op is None:
-            return wrapped(*args, **kwargs)
+    def _build_delete(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        cls = type(instance)
+        if self._skips(cls):
+            return None
+        using = _arg(args, kwargs, 0, "using") or _known_db(instance)
+        op = self._operation("delete", cls, using, None, _pk(instance))
+        op.ref = weak_ref(instance)
         # What was deleted (the instance, its cascade) comes from the collector: _wrap_collector_delete.
-        with self.engine.entry(op, expect=_UNCLAIMABLE):
-            return wrapped(*args, **kwargs)
+        return op, _UNCLAIMABLE
 
-    def _wrap_queryset_delete(self, wrapped: Callable[..., Any], queryset: Any, args: Any, kwargs: Any) -> Any:
-        op: Operation | None = None
-        with safety.guard("source.django.queryset_delete"):
-            op = self._queryset_delete_operation(queryset)
-        if op is None:
-            return wrapped(*args, **kwargs)
-        with self.engine.entry(op, expect=_UNCLAIMABLE):
-            return wrapped(*args, **kwargs)
-
-    def _queryset_delete_operation(self, queryset: Any) -> Operation | None:
-        if _inside_m2m_call():
-            return None  # the through rows of an m2m remove/clear: part of that operation
+    def _build_qs_delete(self, queryset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        if self.engine.expecting() is _M2M_CALL:
+            return None  # the through rows of a relation remove/clear: part of that operation
         if not self.django.trace_delete:
             return None
         model = queryset.model
         if self._skips(model):
             return None
-        return self._operation("delete", model, queryset._db or _known_db(queryset._hints), None, None)
+        return self._operation("delete", model, queryset._db or _hinted_db(queryset._hints)), _UNCLAIMABLE
 
     def _wrap_collector_delete(self, wrapped: Callable[..., Any], collector: Any, args: Any, kwargs: Any) -> Any:
         """What Django deletes, from the collector it built: no receiver, no query of sigtrace's own.
@@ -544,12 +486,14 @@ class DjangoSource(Source):
         ``collector.data`` holds the instances Django loaded (one audit event each, as Django sends
         them pre_delete/post_delete), ``collector.fast_deletes`` the querysets it deletes without
         loading a row (one event per model, with the count ``delete()`` returns); ``collector.using``
-        is the database Django chose.
+        is the database Django chose. Not :meth:`Source.entry`: the operation is often the enclosing
+        call's (``Model.delete``, a relation remove), and a failed delete drops its items.
         """
         op: Operation | None = None
         own = False
         collected: list[tuple[type[Any], list[str | None]]] = []
-        with safety.guard("source.django.collector"):
+        guard = self.guard("collector")
+        with guard:
             op, own = self._collector_operation(collector)
             if op is not None:
                 self._resolve(op, collector.using)
@@ -566,20 +510,19 @@ class DjangoSource(Source):
                 if op.name == "delete":
                     op.audit_items = None  # it failed: one event for the call, outcome error
                 raise
-            with safety.guard("source.django.collector"):
+            with guard:
                 _record_delete(op, collected, collector, result)
             return result
 
     def _collector_operation(self, collector: Any) -> tuple[Operation | None, bool]:
         """The operation a collector's delete belongs to, and whether it is a new one (a collector used directly)."""
-        scope = current_scope()
-        outer = scope.op if scope is not None else None
-        if outer is not None and outer.source == SOURCE and not outer.done:
-            if outer.name in _M2M_NAMES:
+        outer = self.engine.current()
+        if outer is not None and outer.source == SOURCE:
+            if outer.name in _RELATION_NAMES:
                 return outer, False
             if outer.name == "delete" and outer.audit_items is None:
                 return outer, False
-        if not self.django.trace_delete or _inside_m2m_call():
+        if not self.django.trace_delete or self.engine.expecting() is _M2M_CALL:
             return None, False
         origin = collector.origin
         pk: str | None = None
@@ -603,11 +546,14 @@ class DjangoSource(Source):
     def _wrap_m2m_manager_factory(self, wrapped: Callable[..., Any], _instance: Any, args: Any, kwargs: Any) -> Any:
         manager_cls = wrapped(*args, **kwargs)
         traced: Any = None
-        with safety.guard("source.django.m2m_manager"):
-            traced = self._traced_manager(manager_cls)
+        with self.guard("m2m_manager"):
+            rel = _arg(args, kwargs, 1, "rel")
+            reverse = bool(_arg(args, kwargs, 2, "reverse"))
+            relation = rel.get_accessor_name() if reverse else rel.field.name
+            traced = self._traced_manager(manager_cls, safe_text(relation))
         return manager_cls if traced is None else traced
 
-    def _traced_manager(self, manager_cls: type[Any]) -> type[Any]:
+    def _traced_manager(self, manager_cls: type[Any], relation: str) -> type[Any]:
         """A subclass whose add/remove/clear run in an entry scope (``set``, ``create``, ``aadd``... call them).
 
         It also hears what Django computes on its own way through an add (the database in
@@ -619,15 +565,15 @@ class DjangoSource(Source):
         def scoped(method: str, name: str) -> Callable[..., Any]:
             original = getattr(manager_cls, method)
 
+            def build(manager: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+                if name != _CLEAR and not args:
+                    return None  # add()/remove() of nothing write nothing
+                return source._relation_operation(manager, name, relation, args, kwargs), _M2M_CALL
+
+            entry = source.entry("m2m_entry", build)
+
             def call(manager: Any, *args: Any, **kwargs: Any) -> Any:
-                op: Operation | None = None
-                with safety.guard("source.django.m2m_entry"):
-                    if name == "m2m_clear" or args:  # add()/remove() of nothing write nothing
-                        op = source._m2m_entry(manager, name, args, kwargs)
-                if op is None:
-                    return original(manager, *args, **kwargs)
-                with source.engine.entry(op, expect=_M2M_CALL):
-                    return original(manager, *args, **kwargs)
+                return entry(original.__get__(manager), manager, args, kwargs)
 
             call.__name__ = call.__qualname__ = method
             call.alters_data = True  # type: ignore[attr-defined]
@@ -635,110 +581,111 @@ class DjangoSource(Source):
 
         methods = _M2M_BASE_METHODS if hasattr(manager_cls, "_add_base") else _M2M_METHODS
         namespace: dict[str, Any] = {method: scoped(method, name) for method, name in methods.items()}
-        heard = _m2m_hooks(source, manager_cls)
-        namespace.update(heard)
+        namespace.update(_m2m_hooks(source, manager_cls))
         namespace["__module__"] = manager_cls.__module__
         namespace["__qualname__"] = manager_cls.__qualname__
         namespace["_sigtrace_traced"] = True
         return type(manager_cls.__name__, (manager_cls,), namespace)
 
-    def _m2m_entry(self, manager: Any, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Operation:
-        instance = manager.instance
-        through = manager.through
-        # Django 6's _add_base(..., using=db) passes the alias add() resolved; else Django's default, or later.
-        using = kwargs.get("using") or _known_db({"instance": instance})
-        op = self._m2m_operation(name, type(instance), through, using, instance, None)
-        op.ref = weak_ref(instance)
-        op.audit = {"related_model": getattr(manager.model, "__name__", None), "reverse": bool(manager.reverse)}
-        if name == "m2m_remove":
-            _m2m_related(op, _removed_ids(manager, args))
-        return op
-
-    def _m2m_operation(
-        self, name: str, cls: type[Any], through: Any, using: str | None, instance: Any, signal: str | None
+    def _relation_operation(
+        self, manager: Any, name: str, relation: str, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Operation:
-        # The through table is what is written; the model is the side the call was made on.
-        op = self._operation(name, through, using, signal, _pk(instance))
-        op.model = cls.__name__
+        instance = manager.instance
+        # Django 6's _add_base(..., using=db) passes the alias add() resolved; else Django's default, or later.
+        using = kwargs.get("using") or _known_db(instance)
+        # The through table is what is written; the model and pk are the owner's (the side of the call).
+        op = self._operation(name, manager.through, using, None, _pk(instance))
+        op.model = type(instance).__name__
+        op.ref = weak_ref(instance)
+        related_model = getattr(manager.model, "__name__", None)
+        op.attributes[semconv.SIGTRACE_RELATION_NAME] = relation
+        if related_model is not None:
+            op.attributes[semconv.SIGTRACE_RELATION_MODEL] = related_model
+        op.audit = {
+            semconv.AUDIT_RELATION: relation,
+            semconv.AUDIT_RELATED_MODEL: related_model,
+            "reverse": bool(manager.reverse),
+        }
+        if name == _REMOVE:
+            _related(op, _removed_ids(manager, args))
         return op
 
     def _m2m_heard(self, manager: Any, db: Any = None, related: Any = None, exact: bool = False) -> None:
-        """What Django computed inside an m2m add, for the operation of this manager's call."""
-        try:
-            scope = current_scope()
-            op = scope.op if scope is not None else None
-            if op is None or op.source != SOURCE or op.done or op.name not in _M2M_NAMES:
-                return
-            if op.ref is not None and op.ref() is not manager.instance:
-                return
-            if db:
-                self._resolve(op, db)
-            if related is not None and op.name == "m2m_add" and (exact or "related_pks" not in op.audit):
-                _m2m_related(op, related)
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("source.django.m2m", exc)
+        """What Django computed inside a relation add, for the operation of this manager's call."""
+        op = self.engine.current()
+        if op is None or op.source != SOURCE or op.name not in _RELATION_NAMES:
+            return
+        if op.ref is not None and op.ref() is not manager.instance:
+            return
+        if db:
+            self._resolve(op, db)
+        if related is not None and op.name == _ADD and (exact or semconv.AUDIT_RELATED_PKS not in op.audit):
+            _related(op, related)
 
     # --- init (off by default) ---
 
     def _on_post_init(self, sender: Any, instance: Any = None, **_: Any) -> None:
         # pre_init carries no instance (only the constructor's arguments): post_init alone marks each build.
-        with safety.guard("source.django.post_init"):
-            if self._skips(sender):
-                return
-            using = getattr(getattr(instance, "_state", None), "db", None)
-            op = self._operation("init", sender, using, "post_init", _pk(instance))
-            op.write = False
-            self.engine.record_event(op)
+        if self._skips(sender):
+            return
+        using = getattr(getattr(instance, "_state", None), "db", None)
+        op = self._operation("init", sender, using, "post_init", _pk(instance))
+        op.write = False
+        self.engine.record_event(op)
 
     # --- bulk operations (no signals) ---
 
     def _bulk_wrapper(self, method: str) -> Callable[..., Any]:
+        def build(queryset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+            op = self._bulk_operation(method, queryset, args, kwargs)
+            return None if op is None else (op, _UNCLAIMABLE)
+
+        def after(op: Operation, _queryset: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+            _record_bulk(method, op, args, kwargs, result)
+
+        entry = self.entry(method, build, after)
+        if method == "update":
+            return entry
+
         def wrapper(wrapped: Callable[..., Any], queryset: Any, args: Any, kwargs: Any) -> Any:
-            op: Operation | None = None
-            with safety.guard(f"source.django.{method}"):
-                args, op = self._bulk_operation(method, queryset, args, kwargs)
-            if op is None:
-                return wrapped(*args, **kwargs)
-            with self.engine.entry(op, expect=_UNCLAIMABLE):
-                result = wrapped(*args, **kwargs)
-                with safety.guard(f"source.django.{method}"):
-                    _record_bulk(method, op, args, kwargs, result)
-                return result
+            # A generator of objects: read once here (as Django does first thing), the list handed on.
+            if "objs" in kwargs:
+                if not isinstance(kwargs["objs"], list | tuple):
+                    kwargs["objs"] = list(kwargs["objs"])
+            elif args and not isinstance(args[0], list | tuple):
+                args = (list(args[0]), *args[1:])
+            return entry(wrapped, queryset, args, kwargs)
 
         return wrapper
 
     def _bulk_operation(
         self, method: str, queryset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], Operation | None]:
-        scope = current_scope()
-        if scope is not None and (
-            scope.expect is _M2M_CALL
-            or (scope.op is not None and scope.op.source == SOURCE and scope.op.name in _COMPOSITE)
-        ):
-            return args, None  # part of the enclosing operation (bulk_update's updates, an m2m add's rows)
+    ) -> Operation | None:
+        engine = self.engine
+        if engine.expecting() is _M2M_CALL:
+            return None  # the through rows of a relation add: part of that operation
+        outer = engine.current()
+        if outer is not None and outer.source == SOURCE and outer.name in _COMPOSITE:
+            return None  # part of the enclosing operation (bulk_update's updates)
         model = queryset.model
         if self._skips(model):
-            return args, None
+            return None
         # Not router.db_for_write: Django asks the routers itself; _resolve takes the alias it chose.
-        using = queryset._db or _known_db(queryset._hints)
-        op = self._operation(method, model, using, None, None)
+        op = self._operation(method, model, queryset._db or _hinted_db(queryset._hints))
         if method == "update":
             op.changed_fields = tuple(sorted(kwargs))
             if self.capture_values:
                 op.values = {name: _plain(value) for name, value in kwargs.items()}
-            return args, op
-        objs = _arg(args, kwargs, 0, "objs")
-        if objs is not None and not isinstance(objs, list | tuple):
-            objs = list(objs)  # a generator: read it once, hand the list on
-            if "objs" in kwargs:
-                kwargs["objs"] = objs
-            else:
-                args = (objs, *args[1:])
+            return op
         if method == "bulk_update":
             op.changed_fields = tuple(sorted(safe_text(f) for f in (_arg(args, kwargs, 1, "fields") or ())))
         else:
-            op.changed_fields = self._written_fields(model, None)
-        return args, op
+            op.changed_fields = self._facts(model).written
+        objs = _arg(args, kwargs, 0, "objs")
+        if objs is not None:
+            op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(objs)
+            op.audit[semconv.AUDIT_BATCH_SIZE] = len(objs)
+        return op
 
 
 def _collected(collector: Any) -> list[tuple[type[Any], list[str | None]]]:
@@ -758,9 +705,9 @@ def _record_delete(
     if not isinstance(per_label, Mapping):
         per_label = {}
     rows = int(total or 0)
-    op.attributes[ROWS_AFFECTED] = rows
-    if op.name != "delete":  # the through rows of an m2m remove/clear
-        op.audit["rows"] = rows
+    op.attributes[_ROWS] = rows
+    if op.name != "delete":  # the through rows of a relation remove/clear
+        op.audit[semconv.AUDIT_ROWS] = rows
         return
     items: list[dict[str, Any]] = []
     listed: dict[str, int] = {}
@@ -786,20 +733,26 @@ def _record_delete(
                 "model": found.__name__ if found is not None else safe_text(label),
                 "collection": found._meta.db_table if found is not None else safe_text(label),
                 "pk": None,  # no row was loaded: Django deleted them with one query
-                "rows": rest,
+                semconv.AUDIT_ROWS: rest,
             }
         )
     op.audit_items = items
 
 
-def _m2m_related(op: Operation, ids: Iterable[Any]) -> None:
-    related = sorted(safe_text(pk) for pk in ids)
-    op.audit["related_pks"] = related[:MAX_AUDITED_PKS]
-    if len(related) > MAX_AUDITED_PKS:
-        op.audit["related_pks_truncated"] = True
+def _related(op: Operation, ids: Iterable[Any]) -> None:
+    """The related rows of a relation operation: ``related_pks`` (sorted, capped), the row count, one row's pk."""
+    related = sorted(text for text in (pk_text(pk) for pk in ids) if text is not None)
+    audit = op.audit
+    audit[semconv.AUDIT_RELATED_PKS] = related[: semconv.MAX_AUDIT_PKS]
+    if len(related) > semconv.MAX_AUDIT_PKS:
+        audit[semconv.AUDIT_RELATED_PKS_TRUNCATED] = True
     else:
-        op.audit.pop("related_pks_truncated", None)
-    op.attributes[ROWS_AFFECTED] = len(related)
+        audit.pop(semconv.AUDIT_RELATED_PKS_TRUNCATED, None)
+    op.attributes[_ROWS] = len(related)
+    if len(related) == 1:
+        op.attributes[semconv.SIGTRACE_RELATION_PK] = related[0]
+    else:
+        op.attributes.pop(semconv.SIGTRACE_RELATION_PK, None)
 
 
 def _removed_ids(manager: Any, objs: Sequence[Any]) -> set[Any]:
@@ -817,10 +770,13 @@ def _m2m_hooks(source: DjangoSource, manager_cls: type[Any]) -> dict[str, Callab
     plan = getattr(manager_cls, "_get_add_plan", None)
     target_ids = getattr(manager_cls, "_get_target_ids", None)
     missing = getattr(manager_cls, "_get_missing_target_ids", None)
+    guard = source.guard("m2m")
+    heard = source._m2m_heard
     if plan is not None:
 
         def _get_add_plan(manager: Any, db: Any, *args: Any, **kwargs: Any) -> Any:
-            source._m2m_heard(manager, db=db)
+            with guard:
+                heard(manager, db=db)
             return plan(manager, db, *args, **kwargs)
 
         hooks["_get_add_plan"] = _get_add_plan
@@ -828,7 +784,8 @@ def _m2m_hooks(source: DjangoSource, manager_cls: type[Any]) -> dict[str, Callab
 
         def _get_target_ids(manager: Any, *args: Any, **kwargs: Any) -> Any:
             ids = target_ids(manager, *args, **kwargs)
-            source._m2m_heard(manager, related=ids)  # what add() asked for (the fast add does not say more)
+            with guard:
+                heard(manager, related=ids)  # what add() asked for (the fast add does not say more)
             return ids
 
         hooks["_get_target_ids"] = _get_target_ids
@@ -839,7 +796,8 @@ def _m2m_hooks(source: DjangoSource, manager_cls: type[Any]) -> dict[str, Callab
         ) -> Any:
             ids = missing(manager, source_field_name, target_field_name, db, *args, **kwargs)
             if source_field_name == manager.source_field_name:  # not the mirror rows of a symmetrical relation
-                source._m2m_heard(manager, db=db, related=ids, exact=True)  # the rows Django inserts
+                with guard:
+                    heard(manager, db=db, related=ids, exact=True)  # the rows Django inserts
             return ids
 
         hooks["_get_missing_target_ids"] = _get_missing_target_ids
@@ -847,23 +805,19 @@ def _m2m_hooks(source: DjangoSource, manager_cls: type[Any]) -> dict[str, Callab
 
 
 def _record_bulk(method: str, op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any], result: Any) -> None:
+    pks: list[Any] | None = None
     if method == "bulk_create":
         objs = _arg(args, kwargs, 0, "objs") or ()
         rows = len(result) if isinstance(result, list) else len(objs)
-        pks = [safe_text(obj.pk) for obj in objs if getattr(obj, "pk", None) is not None]
+        pks = [getattr(obj, "pk", None) for obj in objs]
     elif method == "bulk_update":
         objs = _arg(args, kwargs, 0, "objs") or ()
         rows = int(result or 0)
-        pks = [safe_text(obj.pk) for obj in objs]
+        pks = [obj.pk for obj in objs]
     else:
         rows = int(result or 0)
-        pks = []
-    op.attributes[ROWS_AFFECTED] = rows
-    op.audit["rows"] = rows
-    if pks:
-        op.audit["pks"] = pks[:MAX_AUDITED_PKS]
-        if len(pks) > MAX_AUDITED_PKS:
-            op.audit["pks_truncated"] = True
+    op.attributes[_ROWS] = rows
+    op.audit.update(batch_audit(pks, rows=rows))
 
 
 def _forget_related_managers() -> None:

@@ -33,12 +33,12 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from sigtrace.core import safety
 from sigtrace.core.operation import Operation
 from sigtrace.core.transactions import Transaction, TransactionStack
 
@@ -74,7 +74,9 @@ class _State:
 class DjangoTransactions:
     """The transaction state of every Django connection, and the patches that keep it."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: Callable[[str], AbstractContextManager[Any]]) -> None:
+        #: The source's safety net (``Source.guard``): ``with self._guard("commit"):``.
+        self._guard = guard
         self._states: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         #: This thread's connections out of autocommit, by alias (Django's connections are per thread):
@@ -100,7 +102,7 @@ class DjangoTransactions:
         """Set ``op.transaction``: the transaction open on ``connections[using]`` as the write starts."""
         if not using:
             return
-        try:
+        with self._guard("transaction"):  # failing, the write is reported at once
             connection = getattr(self._local, "open", _NONE).get(using)
             if connection is None:
                 manual = self._manual.get(using)
@@ -110,8 +112,6 @@ class DjangoTransactions:
                     return  # autocommit: reported when it returns
                 connection = connections[using]
             op.transaction = self.current(connection)
-        except Exception as exc:  # noqa: BLE001 - the safety net: the write is then reported at once
-            safety.report("source.django.transaction", exc)
 
     def current(self, connection: Any) -> Transaction | None:
         """The innermost open transaction of ``connection``; ``None`` in autocommit (and directly in TestCase's)."""
@@ -153,7 +153,7 @@ class DjangoTransactions:
         sid = wrapped(*args, **kwargs)
         if sid is None:
             return sid  # no savepoint (autocommit, or a backend without them): writes stay in the outer transaction
-        with safety.guard("source.django.savepoint"):
+        with self._guard("savepoint"):
             self._out_of_autocommit(connection, True)  # also where autocommit went off before install
             state = self._state(connection)
             if state.entering_testcase:
@@ -165,7 +165,7 @@ class DjangoTransactions:
 
     def _wrap_savepoint_commit(self, wrapped: Callable[..., Any], connection: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.django.savepoint_commit"):
+        with self._guard("savepoint_commit"):
             state = self._states.get(connection)
             sid = args[0] if args else kwargs.get("sid")
             if state is not None:
@@ -178,7 +178,7 @@ class DjangoTransactions:
 
     def _wrap_savepoint_rollback(self, wrapped: Callable[..., Any], connection: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.django.savepoint_rollback"):
+        with self._guard("savepoint_rollback"):
             state = self._states.get(connection)
             sid = args[0] if args else kwargs.get("sid")
             if state is not None:
@@ -198,16 +198,16 @@ class DjangoTransactions:
         if state is None or (state.stack.current is None and not state.testcase):
             return wrapped(*args, **kwargs)
         failed = False
-        with safety.guard("source.django.commit"):
+        with self._guard("commit"):
             failed = _postgres_in_error(connection)
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.django.commit"):
+        with self._guard("commit"):
             self._end(state, rolled_back=failed)
         return result
 
     def _wrap_rollback(self, wrapped: Callable[..., Any], connection: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.django.rollback"):
+        with self._guard("rollback"):
             state = self._states.get(connection)
             if state is not None:
                 self._end(state, rolled_back=True)
@@ -215,7 +215,7 @@ class DjangoTransactions:
 
     def _wrap_set_autocommit(self, wrapped: Callable[..., Any], connection: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
-        with safety.guard("source.django.set_autocommit"):
+        with self._guard("set_autocommit"):
             autocommit = args[0] if args else kwargs.get("autocommit")
             self._out_of_autocommit(connection, not autocommit)
             state = self._states.get(connection)
@@ -237,7 +237,7 @@ class DjangoTransactions:
         return wrapped(*args, **kwargs)
 
     def _abandon(self, connection: Any) -> None:
-        with safety.guard("source.django.close"):
+        with self._guard("close"):
             self._out_of_autocommit(connection, False)
             state = self._states.get(connection)
             if state is not None:
@@ -260,7 +260,7 @@ class DjangoTransactions:
         if not getattr(atomic, "_from_testcase", False):
             return wrapped(*args, **kwargs)
         state: _State | None = None
-        with safety.guard("source.django.atomic"):
+        with self._guard("atomic"):
             from django.db.transaction import get_connection
 
             connection = get_connection(atomic.using)

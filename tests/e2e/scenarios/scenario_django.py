@@ -1,6 +1,6 @@
 """E2E scenario: Django on SQLite (a file in a temporary directory), configured only through OTEL_* variables.
 
-sigtrace is enabled the Django way, by ``"sigtrace.sources.django"`` in ``INSTALLED_APPS`` (its AppConfig calls
+sigtrace is enabled the Django way, by ``"sigtrace.django"`` in ``INSTALLED_APPS`` (its AppConfig calls
 ``sigtrace.install()`` with no providers). opentelemetry-instrumentation-dbapi wraps ``sqlite3.dbapi2.connect``
 without a provider, so its SQL spans go through the global provider sigtrace configured:
 caller -> ``save e2e_players`` -> ``INSERT``. Prints one JSON line telling the test what it did.
@@ -24,7 +24,7 @@ import sigtrace
 folder = tempfile.TemporaryDirectory(prefix="sigtrace-e2e-django-")
 settings.configure(
     DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(Path(folder.name) / "e2e.sqlite3")}},
-    INSTALLED_APPS=["django.contrib.contenttypes", "sigtrace.sources.django"],
+    INSTALLED_APPS=["django.contrib.contenttypes", "sigtrace.django"],
     DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
     USE_TZ=True,
     SIGTRACE={"sources": ["django"]},

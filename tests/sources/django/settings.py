@@ -31,7 +31,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "sigtrace.sources.django.middleware.ActorMiddleware",
+    "sigtrace.django.ActorMiddleware",
 ]
 ROOT_URLCONF = "tests.sources.django.urls"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -20,7 +20,7 @@ def check(output: str) -> None:
     assert "scenario failed" not in output, output
     for line in (
         "save sigtrace_demo_customer",
-        "m2m_add sigtrace_demo_order_labels",
+        "relation_add sigtrace_demo_order_labels",
         "bulk_create sigtrace_demo_order",
         "update sigtrace_demo_order",
         "delete sigtrace_demo_customer",

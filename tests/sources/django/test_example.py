@@ -108,7 +108,7 @@ def test_example_project(tmp_path: Path) -> None:
         "save orders_order",
         "bulk_create orders_orderline",
         "save orders_tag",
-        "m2m_add orders_order_tags",
+        "relation_add orders_order_tags",
         "update orders_product",
         "delete orders_order",
     ):
@@ -121,7 +121,7 @@ def test_example_project(tmp_path: Path) -> None:
 
     events = audit_file_events(audit_file)
     mine = [e for e in events if e.get("actor") == "alice"]
-    assert {e["operation"] for e in mine} >= {"save", "bulk_create", "m2m_add", "delete"}
+    assert {e["operation"] for e in mine} >= {"save", "bulk_create", "relation_add", "delete"}
     traces = {s["trace"] for s in requests.values()}
     assert all(e["trace_id"] in traces for e in mine)
     assert [e["error_type"] for e in mine if e["outcome"] == "error"] == ["IntegrityError"]

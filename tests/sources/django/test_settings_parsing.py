@@ -11,7 +11,7 @@ def test_django_enabled_setting_takes_the_same_spellings() -> None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    from sigtrace.sources.django.apps import install_from_settings
+    from sigtrace.django.apps import install_from_settings
 
     previous = getattr(settings, "SIGTRACE", None)
     try:

@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from sigtrace import semconv
-from sigtrace.sources.django.source import ROWS_AFFECTED
 from sigtrace.testing import Capture, capture
 from tests.sources.django.testapp.models import Article, Author, Comment, Guarded, Restaurant, Tag, Ticket, WrappedPk
 
@@ -123,7 +122,7 @@ def test_sigtrace_never_breaks_a_save(alias: str) -> None:
 
     with capture(sources=["django"]) as cap, safety.strict(False):
         source: Any = cap.installation.sources["django"]  # type: ignore[union-attr]
-        source._target = None  # every receiver and wrapper now fails inside sigtrace
+        source._facts = None  # every receiver and wrapper now fails inside sigtrace
         Author(name="safe").save(using=alias)
     assert Author.objects.using(alias).filter(name="safe").exists()
 
@@ -144,7 +143,7 @@ def test_delete_with_cascade(cap: Capture, alias: str) -> None:
     assert top.name == "delete testapp_author"
     assert attrs(top)[semconv.SIGTRACE_PK] == str(author_pk)
     assert attrs(top)[semconv.DB_SYSTEM_NAME] == SYSTEMS[alias]
-    assert attrs(top)[ROWS_AFFECTED] == 4
+    assert attrs(top)[semconv.SIGTRACE_ROWS_AFFECTED] == 4
     assert semconv.SIGTRACE_SIGNAL not in attrs(top)  # no delete receiver: Django keeps its fast delete
     events = cap.audit_for(top)
     assert {e["outcome"] for e in events} == {"ok"}
@@ -177,7 +176,7 @@ def test_queryset_delete_is_one_operation_with_its_rows(cap: Capture, alias: str
     count, _ = Author.objects.using(alias).filter(name__in=["a", "b"]).delete()
     assert count == 2
     (span,) = cap.spans
-    assert span.name == "delete testapp_author" and attrs(span)[ROWS_AFFECTED] == 2
+    assert span.name == "delete testapp_author" and attrs(span)[semconv.SIGTRACE_ROWS_AFFECTED] == 2
     events = cap.audit_for(span)
     assert sorted(e["pk"] for e in events) == sorted(str(a.pk) for a in authors[:2])
     assert {e.get("signal") for e in events} == {None}
@@ -195,7 +194,7 @@ def test_fast_queryset_delete_is_one_count(cap: Capture, alias: str) -> None:
     assert event["rows"] == 3 and "pk" not in event and event["collection"] == "testapp_comment"
     assert Comment.objects.using(alias).none().delete() == (0, {})
     empty = cap.spans[-1]
-    assert empty.name == "delete testapp_comment" and attrs(empty)[ROWS_AFFECTED] == 0
+    assert empty.name == "delete testapp_comment" and attrs(empty)[semconv.SIGTRACE_ROWS_AFFECTED] == 0
     assert cap.audit_for(empty) == []  # nothing was deleted: nothing to audit
 
 
@@ -253,24 +252,28 @@ def test_m2m_add_remove_clear_set(cap: Capture, alias: str) -> None:
     article.tags.clear()
     names = [s.name for s in cap.spans]
     assert names == [
-        "m2m_add testapp_article_tags",
-        "m2m_remove testapp_article_tags",
-        "m2m_remove testapp_article_tags",
-        "m2m_add testapp_article_tags",
-        "m2m_clear testapp_article_tags",
+        "relation_add testapp_article_tags",
+        "relation_remove testapp_article_tags",
+        "relation_remove testapp_article_tags",
+        "relation_add testapp_article_tags",
+        "relation_clear testapp_article_tags",
     ], names
     add = cap.spans[0]
     a = attrs(add)
     assert a[semconv.SIGTRACE_MODEL] == "Article" and a[semconv.SIGTRACE_PK] == str(article.pk)
-    assert semconv.SIGTRACE_SIGNAL not in a and a[ROWS_AFFECTED] == 2  # no m2m_changed receiver: fast add kept
+    # No m2m_changed receiver: the fast add is kept.
+    assert semconv.SIGTRACE_SIGNAL not in a and a[semconv.SIGTRACE_ROWS_AFFECTED] == 2
     assert a[semconv.DB_SYSTEM_NAME] == SYSTEMS[alias]
+    assert a[semconv.SIGTRACE_RELATION_NAME] == "tags" and a[semconv.SIGTRACE_RELATION_MODEL] == "Tag"
+    assert semconv.SIGTRACE_RELATION_PK not in a  # two related rows
     event = one_audit(cap, add)
-    assert event["related_model"] == "Tag" and event["reverse"] is False
+    assert event["related_model"] == "Tag" and event["reverse"] is False and event["relation"] == "tags"
     assert event["related_pks"] == sorted([str(red.pk), str(blue.pk)])
     clear = one_audit(cap, cap.spans[-1])
     assert "related_pks" not in clear and clear["rows"] == 1  # clear: the through rows Django deleted
     removed = one_audit(cap, cap.spans[1])
     assert removed["related_pks"] == [str(red.pk)] and removed["rows"] == 1
+    assert attrs(cap.spans[1])[semconv.SIGTRACE_RELATION_PK] == str(red.pk)  # one related row
     # The through rows are written by the m2m operation itself: no separate bulk_create operation.
     assert not cap.spans_named("bulk_create testapp_article_tags")
     assert not cap.spans_named("delete testapp_article_tags")
@@ -286,6 +289,20 @@ def test_m2m_reverse_side(cap: Capture, alias: str) -> None:
     (span,) = cap.spans
     event = one_audit(cap, span)
     assert event["model"] == "Tag" and event["related_model"] == "Article" and event["reverse"] is True
+    assert event["relation"] == "articles" and attrs(span)[semconv.SIGTRACE_RELATION_NAME] == "articles"
+
+
+def test_m2m_related_pks_are_capped_at_100(cap: Capture, alias: str) -> None:
+    author = Author.objects.using(alias).create(name="ada")
+    article = Article.objects.using(alias).create(title="t", author=author)
+    Tag.objects.using(alias).bulk_create(Tag(label=f"t{i}") for i in range(101))
+    tags = list(Tag.objects.using(alias).filter(label__startswith="t"))
+    cap.clear()
+    article.tags.add(*tags)
+    (span,) = cap.spans
+    event = one_audit(cap, span)
+    assert len(event["related_pks"]) == 100 and event["related_pks_truncated"] is True
+    assert attrs(span)[semconv.SIGTRACE_ROWS_AFFECTED] == 101
 
 
 def test_m2m_failure_is_an_error_at_once(cap: Capture, alias: str) -> None:
@@ -295,7 +312,7 @@ def test_m2m_failure_is_an_error_at_once(cap: Capture, alias: str) -> None:
     with pytest.raises(IntegrityError):
         article.tags.add(987654)  # no such tag: the foreign key fails at commit
     (span,) = cap.spans
-    assert span.name == "m2m_add testapp_article_tags"
+    assert span.name == "relation_add testapp_article_tags"
     assert span.status.status_code == StatusCode.ERROR and attrs(span)[semconv.ERROR_TYPE] == "IntegrityError"
     assert one_audit(cap, span)["outcome"] == "error"
     assert cap.installation is not None and cap.installation.in_flight() == 0
@@ -305,7 +322,7 @@ def test_an_excluded_m2m_change_leaves_no_operation_of_its_through_rows(alias: s
     author = Author.objects.using(alias).create(name="ada")
     article = Article.objects.using(alias).create(title="t", author=author)
     tag = Tag.objects.using(alias).create(label="red")
-    excluded = ["operation:m2m_add", "operation:m2m_remove", "operation:m2m_clear"]
+    excluded = ["operation:relation_add", "operation:relation_remove", "operation:relation_clear"]
     with capture(sources=["django"], exclude=excluded) as cap:
         article.tags.add(tag)
         article.tags.remove(tag)
@@ -323,7 +340,7 @@ def test_managers_cached_before_install_are_rebuilt(alias: str) -> None:
     with capture(sources=["django"]) as cap:
         assert getattr(type(article.tags), "_sigtrace_traced", False)
         article.tags.add(tag)
-    assert [s.name for s in cap.spans] == ["m2m_add testapp_article_tags"]
+    assert [s.name for s in cap.spans] == ["relation_add testapp_article_tags"]
     assert not getattr(type(article.tags), "_sigtrace_traced", False)
 
 
@@ -340,10 +357,13 @@ def test_bulk_operations(cap: Capture, alias: str) -> None:
     names = [s.name for s in cap.spans]
     assert names == ["bulk_create testapp_author", "bulk_update testapp_author", "update testapp_author"], names
     create, bulk_update, update = cap.spans
-    assert attrs(create)[ROWS_AFFECTED] == 3 and attrs(bulk_update)[ROWS_AFFECTED] == 3
-    assert attrs(update)[ROWS_AFFECTED] == 2
+    assert (
+        attrs(create)[semconv.SIGTRACE_ROWS_AFFECTED] == 3 and attrs(bulk_update)[semconv.SIGTRACE_ROWS_AFFECTED] == 3
+    )
+    assert attrs(update)[semconv.SIGTRACE_ROWS_AFFECTED] == 2
     created_event = one_audit(cap, create)
     assert created_event["rows"] == 3 and created_event["changed_fields"] == ["name", "email"]
+    assert created_event["batch_size"] == 3 and attrs(create)[semconv.DB_OPERATION_BATCH_SIZE] == 3
     assert created_event["pks"] == [str(a.pk) for a in authors]
     assert one_audit(cap, bulk_update)["changed_fields"] == ["email"]
     update_event = one_audit(cap, update)
@@ -433,7 +453,7 @@ def test_async_orm(cap: Capture, alias: str) -> None:
         "save testapp_author",
         "save testapp_article",
         "save testapp_tag",
-        "m2m_add testapp_article_tags",
+        "relation_add testapp_article_tags",
         "update testapp_author",
         "save testapp_author",
         "delete testapp_author",
@@ -461,7 +481,7 @@ def test_a_pk_whose_str_fails_is_reported_as_safe_text(cap: Capture, alias: str)
     tickets = Ticket.objects.using(alias).bulk_create([Ticket(title="a"), Ticket(title="b")])
     (bulk,) = cap.spans
     bulk_event = one_audit(cap, bulk)
-    assert bulk_event["rows"] == 2 and attrs(bulk)[ROWS_AFFECTED] == 2
+    assert bulk_event["rows"] == 2 and attrs(bulk)[semconv.SIGTRACE_ROWS_AFFECTED] == 2
     if all(t.pk is not None for t in tickets):  # where the backend returns the new pks
         assert bulk_event["pks"] == [repr(t.pk) for t in tickets]
     cap.clear()

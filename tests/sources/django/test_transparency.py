@@ -161,11 +161,14 @@ KINDS = [
     Kind("Model.delete with cascade", _model_delete_cascade, "delete testapp_author"),
     Kind("QuerySet.delete fast", _queryset_delete_fast, "delete testapp_comment"),
     Kind("QuerySet.delete collected", _queryset_delete_collected, "delete testapp_author"),
-    *(Kind(f"m2m {m} (auto through)", _m2m(m), f"m2m_{m} testapp_article_tags") for m in ("add", "remove", "clear")),
-    Kind("m2m set (auto through)", _m2m("set"), "m2m_add testapp_article_tags"),
-    *(Kind(f"m2m {m} (custom through)", _m2m_custom(m), f"m2m_{m} testapp_membership") for m in ("add", "remove")),
-    Kind("m2m clear (custom through)", _m2m_custom("clear"), "m2m_clear testapp_membership"),
-    Kind("m2m set (custom through)", _m2m_custom("set"), "m2m_add testapp_membership"),
+    *(
+        Kind(f"m2m {m} (auto through)", _m2m(m), f"relation_{m} testapp_article_tags")
+        for m in ("add", "remove", "clear")
+    ),
+    Kind("m2m set (auto through)", _m2m("set"), "relation_add testapp_article_tags"),
+    *(Kind(f"m2m {m} (custom through)", _m2m_custom(m), f"relation_{m} testapp_membership") for m in ("add", "remove")),
+    Kind("m2m clear (custom through)", _m2m_custom("clear"), "relation_clear testapp_membership"),
+    Kind("m2m set (custom through)", _m2m_custom("set"), "relation_add testapp_membership"),
     Kind("QuerySet.update", _update, "update testapp_author"),
     Kind("bulk_create", _bulk_create, "bulk_create testapp_author"),
     Kind("bulk_update", _bulk_update, "bulk_update testapp_author"),

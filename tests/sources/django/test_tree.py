@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 import sigtrace
-from sigtrace.sources.django.apps import SigtraceConfig, install_from_settings
-from sigtrace.sources.django.middleware import ActorMiddleware, actor_name
+from sigtrace.django.apps import SigtraceConfig, install_from_settings
+from sigtrace.django.middleware import ActorMiddleware, actor_name
 from sigtrace.testing import Capture, capture
 from tests.sources.django.testapp.models import Author
 
@@ -175,7 +175,7 @@ def test_actor_option_from_settings() -> None:
 
 
 def test_app_config_installs_from_settings(fresh_connections: None) -> None:
-    import sigtrace.sources.django as package
+    import sigtrace.django as package
 
     cap = Capture()
     options = {
@@ -187,7 +187,7 @@ def test_app_config_installs_from_settings(fresh_connections: None) -> None:
     }
     try:
         with override_settings(SIGTRACE=options):
-            SigtraceConfig("sigtrace.sources.django", package).ready()
+            SigtraceConfig("sigtrace.django", package).ready()
         assert sigtrace.is_installed()
         Author.objects.create(name="configured")
         assert [s.name for s in cap.spans] == ["save testapp_author"]
@@ -204,3 +204,19 @@ def test_app_config_bad_option_is_improperly_configured() -> None:
     with override_settings(SIGTRACE={"no_such_option": 1}), pytest.raises(ImproperlyConfigured, match="no_such_option"):
         install_from_settings()
     assert not sigtrace.is_installed()
+
+
+def test_the_app_and_the_middleware_are_sigtrace_django() -> None:
+    import subprocess
+    import sys
+
+    from django.utils.module_loading import import_string
+
+    import sigtrace.django
+
+    assert import_string("sigtrace.django.ActorMiddleware") is ActorMiddleware is sigtrace.django.ActorMiddleware
+    assert SigtraceConfig.name == "sigtrace.django" and SigtraceConfig.label == "sigtrace"
+    # Listed in INSTALLED_APPS before settings exist: importing the package imports no Django module.
+    code = "import sys, sigtrace.django; print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -14,7 +14,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
-    "sigtrace.sources.django",
+    "sigtrace.django",
     "tests.sources.django.testapp",
 ]
 DATABASES = {

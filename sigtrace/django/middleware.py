@@ -21,6 +21,8 @@ __all__ = ["ActorMiddleware", "actor_name"]
 
 logger = logging.getLogger("sigtrace")
 _warned = False
+#: The safety net of every request (one guard, reused).
+_GUARD = safety.guard("source.django.middleware")
 
 
 def actor_name(user: Any, name_of: Callable[[Any], str | None] | None = None) -> str | None:
@@ -52,7 +54,7 @@ class ActorMiddleware:
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
         self.name_of: Callable[[Any], str | None] | None = None
-        with safety.guard("source.django.middleware"):
+        with _GUARD:
             from sigtrace.sources.django.source import django_options
 
             self.name_of = django_options().actor
@@ -63,7 +65,7 @@ class ActorMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         name: str | None = None
-        with safety.guard("source.django.middleware"):
+        with _GUARD:
             user = getattr(request, "user", None)
             if user is None:
                 _missing_user()
@@ -73,7 +75,7 @@ class ActorMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         name: str | None = None
-        with safety.guard("source.django.middleware"):
+        with _GUARD:
             auser = getattr(request, "auser", None)
             if auser is None:
                 _missing_user()

@@ -1,4 +1,4 @@
-"""``INSTALLED_APPS = [..., "sigtrace.sources.django"]``: sigtrace installed when Django is ready.
+"""``INSTALLED_APPS = [..., "sigtrace.django"]``: sigtrace installed when Django is ready.
 
 Options come from ``settings.SIGTRACE`` (a dict of :func:`sigtrace.install` options, plus a
 ``"django"`` dict of Django-source options and ``"enabled": False`` to switch it all off; booleans
@@ -44,7 +44,7 @@ def install_from_settings() -> sigtrace.Installation | None:
 
 
 class SigtraceConfig(AppConfig):  # type: ignore[misc]  # Django ships no type information
-    name = "sigtrace.sources.django"
+    name = "sigtrace.django"
     label = "sigtrace"
     verbose_name = "sigtrace"
     default = True
