@@ -251,8 +251,9 @@ class Engine:
     def lookup(self, key: Hashable) -> Operation | None:
         return self.table.get(key)
 
-    def current(self) -> Operation | None:
-        """The open operation of the entry scope this code runs in (``None``: no scope, none, or ended).
+    def current(self, *, ended: bool = False) -> Operation | None:
+        """The operation of the entry scope this code runs in: ``None`` without one, or once it ended
+        (``ended=True``: that one too, e.g. for a second post signal of the same call).
 
         What a source's hook inside a wrapped call asks instead of reading the scope: the
         operation its own wrapper built, to add what only the library's internals tell.
@@ -261,7 +262,7 @@ class Engine:
         if scope is None:
             return None
         op = scope.op
-        return None if op is None or op.done else op
+        return None if op is None or (op.done and not ended) else op
 
     def expecting(self) -> Hashable | None:
         """The ``expect`` of the entry scope this code runs in (also one whose operation is excluded)."""

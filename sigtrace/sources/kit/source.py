@@ -23,7 +23,6 @@ from opentelemetry.metrics import Meter
 
 from sigtrace._config import Options
 from sigtrace.core import safety
-from sigtrace.core.context import current_scope
 from sigtrace.core.engine import Engine
 from sigtrace.core.operation import Operation
 
@@ -199,10 +198,10 @@ class Source:
                 return wrapped(*args, **kwargs)
             op, expect = entry
             with engine.entry(op, expect=expect) as scope:
-                if track and expect is not None and scope.op is not None:
+                if track and expect is not None and scope.operation is not None:
                     engine.claim(expect)
                 result = wrapped(*args, **kwargs)
-                own = scope.op
+                own = scope.operation
                 if after is not None and own is not None and not own.done:
                     try:
                         after(own, instance, args, kwargs, result)
@@ -218,8 +217,7 @@ class Source:
         For a hook inside the call (a receiver, a transaction the library begins) that must know which
         call it belongs to. It may have ended already (``op.done``): a second post signal of one call.
         """
-        scope = current_scope()
-        op = scope.op if scope is not None else None
+        op = self.engine.current(ended=True)
         return op if op is not None and op.source == self.name else None
 
     def async_entry(self, kind: str, build: Build, after: After | None = None) -> Wrapper:
@@ -246,7 +244,7 @@ class Source:
             op, expect = entry
             async with engine.entry(op, expect=expect) as scope:
                 result = await wrapped(*args, **kwargs)
-                own = scope.op
+                own = scope.operation
                 if after is not None and own is not None and not own.done:
                     try:
                         after(own, instance, args, kwargs, result)
