@@ -93,6 +93,9 @@ class Engine:
         self._reaper: threading.Thread | None = None
         self._excluded = lru_cache(maxsize=4096)(self._compute_excluded)
         self._stale = StaleAttachments(max_in_flight)
+        #: Its table itself (the same dict for the engine's life): ``if self._stale_spans`` is a C-level
+        #: truth test where ``if self._stale`` was a call of ``StaleAttachments.__bool__``, twice per operation.
+        self._stale_spans = self._stale.pending
         #: Serialises the resolution of held writes (a commit and the reaper may meet).
         self._held_lock = threading.Lock()
 
@@ -145,7 +148,7 @@ class Engine:
         """
         if not self.enabled(op.source, op.model, op.name, op.signal):
             return None
-        if self._stale:
+        if self._stale_spans:
             self._stale.detach_current()
         if key is not None:
             existing = self.table.get(key)
@@ -290,7 +293,7 @@ class Engine:
             if op.token is not None:
                 if not detach(op.token):
                     self._remember_stale(op)  # covered by a newer one, or in another context
-                elif self._stale:
+                elif self._stale_spans:
                     self._stale.detach_current()  # an older one that ended first is now on top
                 op.token = None
             end_ns = time.time_ns()

@@ -1,0 +1,119 @@
+"""The audit line's fast renderer (orjson, sigtrace/sinks/audit.py ``_fast_body``) writes json's bytes exactly.
+
+The claim of sinks/audit.py is that a line is what structlog's ``JSONRenderer`` writes for the
+event with ``seq``/``stream``/``prev`` first. The fast path must keep it byte for byte, and must
+decline (``None``: the json module renders) wherever it could not be sure.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sigtrace.sinks import audit
+from sigtrace.sinks.audit import JsonLinesWriter, _fast_body
+
+pytestmark = pytest.mark.skipif(audit._orjson is None, reason="orjson is not installed (the json module renders)")
+
+AUDIT_EVENT: dict[str, Any] = {
+    "timestamp": "2026-12-02T01:20:00.123456+00:00",
+    "service_name": "orders",
+    "source": "django",
+    "operation": "save",
+    "model": "Order",
+    "collection": "shop_order",
+    "pk": "42",
+    "outcome": "ok",
+    "duration_ms": 0.731,
+    "changed_fields": ["status", "total"],
+    "actor": "alice",
+    "signal": "post_save",
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    "span_id": "b7ad6b7169203331",
+    "event": "sigtrace.audit",
+}
+
+# Text that exercises every check: separators at string edges, quotes, backslashes, DEL, controls, non-ASCII.
+TRICKY = [*'ab:,"\\ {}[]', "\x7f", "\x00", "\n", "é", "\u2028", "😀"]
+tricky_text = st.text(alphabet=st.sampled_from(TRICKY), max_size=6)
+text = st.one_of(st.text(max_size=8), tricky_text)
+scalars = st.one_of(
+    text,
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=1e-4, max_value=1e16),
+    st.none(),
+)
+values = st.one_of(
+    scalars, st.lists(text, max_size=3), st.lists(scalars, max_size=3), st.dictionaries(text, scalars, max_size=2)
+)
+
+
+def test_the_usual_event_takes_the_fast_path_and_writes_json_dumps_bytes() -> None:
+    body = _fast_body(AUDIT_EVENT)
+    assert body is not None
+    assert body == json.dumps(AUDIT_EVENT).encode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("pk", ":starts with a colon"),
+        ("pk", "ends with a comma,"),
+        ("pk", 'a "quote"'),
+        ("pk", "é"),
+        ("pk", "\x7f"),
+        ("duration_ms", 1e16),
+        ("duration_ms", 5e-5),
+        ("duration_ms", math.nan),
+        ("pk", 2**64),
+        ("values", {"n": 1}),
+        ("changed_fields", ["a", 1]),
+    ],
+)
+def test_it_declines_what_it_cannot_render_exactly_and_the_line_stays_the_same(field: str, value: Any) -> None:
+    event = {**{k: v for k, v in AUDIT_EVENT.items() if k != "event"}, field: value, "event": "sigtrace.audit"}
+    assert _fast_body(event) is None or _fast_body(event) == json.dumps(event).encode()
+    line = _line(event)
+    assert line == _structlog_line(line, event)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(text, values, max_size=6))
+def test_fast_body_is_json_dumps_or_declines(fields: dict[str, Any]) -> None:
+    body = _fast_body(fields)
+    if body is not None:
+        assert body == json.dumps(fields).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["pk", "signal", "n", "x", "a:b,"]), values, max_size=4))
+def test_a_written_line_is_structlogs_rendering_whatever_the_values(extra: dict[str, Any]) -> None:
+    event = {**{k: v for k, v in AUDIT_EVENT.items() if k != "event"}, **extra, "event": "sigtrace.audit"}
+    line = _line(event)
+    assert line == _structlog_line(line, event)
+
+
+def _line(event: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = JsonLinesWriter(buffer)
+    writer(dict(event))
+    _header, line = buffer.getvalue().splitlines()
+    return line
+
+
+def _structlog_line(line: str, event: dict[str, Any]) -> str:
+    """What structlog renders for ``event`` with the seq, stream and prev ``line`` carries."""
+    head = json.loads(line)
+    rendered: str = structlog.processors.JSONRenderer()(
+        None, "info", {"seq": head["seq"], "stream": head["stream"], "prev": head["prev"], **event}
+    )
+    return rendered
