@@ -134,59 +134,6 @@ def _json_fallback(value: Any) -> Any:
     return render() if callable(render) else repr(value)
 
 
-_orjson: Any
-try:  # a declared dependency; an environment without it (the old stack) renders with the json module only
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
-
-
-def _fast_body(fields: Mapping[str, Any]) -> bytes | None:
-    """The line's body as ``json.dumps`` writes it, by orjson, or ``None`` where that is not certain.
-
-    Measured on an audit-sized event (14 fields, timeit): the C encoder of :func:`_line_encoder`
-    3.1 µs, this 1.2 µs with its checks (benchmarks/profile_hot_path.py ``--pieces``). orjson writes
-    compact JSON; its bytes become ``json.dumps``'s exactly when (all checked here): every value is
-    a str, int, bool, list/tuple of str, or a float ``repr`` writes without an exponent (both write
-    the shortest round trip); the output is ASCII with no ``\\`` (nothing escaped: every ``"``
-    delimits a string) and no DEL (``ensure_ascii`` escapes it); and ``":`` occurs once per key and
-    ``,"`` once per separator (no string starts with ``:`` or ends with ``,``). Then inserting the
-    spaces gives ``": "`` and ``", "`` as json does. Anything else (a nested dict, non-ASCII text,
-    an int beyond 64 bits...) takes the json module's path. tests/core/test_audit_render.py pins
-    both paths to structlog's ``JSONRenderer``.
-    """
-    separators = len(fields) - 1
-    for value in fields.values():
-        kind = type(value)
-        if kind is str or kind is int or kind is bool:
-            continue
-        if kind is float:
-            if value == 0.0 or 1e-4 <= abs(value) < 1e16:  # NaN and infinities fail both
-                continue
-            return None
-        if kind is list or kind is tuple:
-            for item in value:
-                if type(item) is not str:
-                    return None
-            if value:
-                separators += len(value) - 1
-            continue
-        return None
-    try:
-        out: bytes = _orjson.dumps(fields)
-    except TypeError:  # orjson.JSONEncodeError: a key that is not a str, an int beyond 64 bits
-        return None
-    if (
-        not out.isascii()
-        or b"\\" in out
-        or b"\x7f" in out
-        or out.count(b'":') != len(fields)
-        or out.count(b',"') != max(separators, 0)
-    ):
-        return None
-    return out.replace(b'":', b'": ').replace(b',"', b', "')
-
-
 def _line_encoder() -> Callable[[Mapping[str, Any]], str]:
     """``json.dumps(fields, default=_json_fallback)``: the C encoder made once, where the interpreter has it."""
     make = getattr(json.encoder, "c_make_encoder", None)
@@ -289,9 +236,7 @@ class JsonLinesWriter:
             name = event["event"]
             fields = {key: value for key, value in event.items() if key != "event"}
             fields["event"] = name
-        body = _fast_body(fields) if _orjson is not None else None
-        if body is None:
-            body = self._encode(fields).encode("utf-8")
+        body = self._encode(fields).encode("utf-8")
         with self._lock:
             owned = self._owned
             if owned is not None:
