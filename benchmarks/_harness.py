@@ -37,9 +37,9 @@ from opentelemetry.trace import SpanKind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-#: The checkout whose sigtrace is measured: this one, or ``SIGTRACE_BENCH_CODE`` (another checkout,
+#: The checkout whose sigtrace is measured: this one, or ``BENCH_SIGTRACE_CODE`` (another checkout,
 #: e.g. the commit before a change: the same benchmark code measures both, see docs/performance.md).
-CODE = Path(os.environ.get("SIGTRACE_BENCH_CODE") or ROOT).resolve()
+CODE = Path(os.environ.get("BENCH_SIGTRACE_CODE") or ROOT).resolve()
 if sys.path[:1] != [str(CODE)]:  # sigtrace from that checkout even without (or despite) an editable install
     sys.path.insert(0, str(CODE))
 

@@ -415,7 +415,7 @@ def git_state() -> dict[str, Any]:
     return {
         "head": git("rev-parse", "HEAD"),
         "modified": git("status", "--short", "sigtrace").splitlines(),
-        # The sigtrace measured (SIGTRACE_BENCH_CODE, or this checkout): the benchmark code is this checkout's.
+        # The sigtrace measured (BENCH_SIGTRACE_CODE, or this checkout): the benchmark code is this checkout's.
         "code_head": code_git("rev-parse", "HEAD"),
         "code_modified": code_git("status", "--short", "sigtrace").splitlines(),
         "code_is_this_checkout": ROOT.resolve() == h.CODE,

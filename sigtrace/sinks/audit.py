@@ -528,6 +528,9 @@ def _clean(event: Mapping[str, Any]) -> dict[str, Any]:
 class AuditSink:
     """Builds the audit event of an operation and hands it to every output."""
 
+    #: Nothing to do at a start (core/sinks.py): the engine does not call :meth:`started`.
+    wants_started = False
+
     def __init__(
         self,
         outputs: list[tuple[str, AuditOutput]],
