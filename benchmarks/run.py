@@ -256,7 +256,12 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             full = r.get("variants", {}).get(h.FULL, {})
             ratio = full.get("over_naive")
             if "skipped" in r or ratio is None:
-                add("1. full <= naive bridge", name, "-", "<= 1.00", None, r.get("skipped", "no naive bridge variant"))
+                why = r.get("skipped") or (
+                    "the naive bridge added nothing measurable in any round"
+                    if h.NAIVE in r.get("variants", {})
+                    else "no naive bridge variant"
+                )
+                add("1. full <= naive bridge", name, "-", "<= 1.00", None, why)
                 continue
             naive = r["variants"][h.NAIVE]
             detail = f"full {full['added_us']:+.1f} µs, naive {naive['added_us']:+.1f} µs"
@@ -270,7 +275,12 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             spans = r.get("variants", {}).get(h.SPANS_ONLY, {})
             ratio = spans.get("over_otel")
             if "skipped" in r or ratio is None:
-                add("2. spans only <= OTel driver", name, "-", "<= 1.00", None, r.get("skipped", "no OTel variant"))
+                why = r.get("skipped") or (
+                    "the OTel variant added nothing measurable in any round"
+                    if h.OTEL in r.get("variants", {})
+                    else "no OTel variant"
+                )
+                add("2. spans only <= OTel driver", name, "-", "<= 1.00", None, why)
                 continue
             otel = r["variants"][h.OTEL]
             detail = f"spans only {spans['added_us']:+.1f} µs, OTel {otel['added_us']:+.1f} µs"

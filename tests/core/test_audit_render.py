@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigtrace.sinks.audit import JsonLinesWriter
+from sigtrace.sinks.chain import line_hash
 
 AUDIT_EVENT: dict[str, Any] = {
     "timestamp": "2026-12-02T01:20:00.123456+00:00",
@@ -105,3 +107,16 @@ def _structlog_line(line: str, event: dict[str, Any]) -> str:
         None, "info", {"seq": head["seq"], "stream": head["stream"], "prev": head["prev"], **event}
     )
     return rendered
+
+
+def test_a_file_line_carries_the_chain_hash_of_the_line_before(tmp_path: Path) -> None:
+    """The writer's inlined write and hash for a file it opened (sinks/audit.py) are chain.py's line_hash."""
+    path = tmp_path / "audit.jsonl"
+    writer = JsonLinesWriter(str(path))
+    writer(dict(AUDIT_EVENT))
+    writer(dict(AUDIT_EVENT))
+    writer.close()
+    header, first, second = path.read_bytes().splitlines()
+    assert json.loads(first)["prev"] == line_hash(header)
+    assert json.loads(second)["prev"] == line_hash(first)
+    assert first.decode() == _structlog_line(first.decode(), AUDIT_EVENT)
