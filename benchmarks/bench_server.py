@@ -322,7 +322,11 @@ def summarize(per_round: dict[str, list[tuple[list[int], float]]]) -> dict[str, 
 
 # --- output ---
 
-UNITS = {"django": "threads", "ormar": "tasks", "edgy": "tasks"}
+UNITS = {"django": "thread", "ormar": "task", "edgy": "task"}
+
+
+def _workers(library: str, workers: str) -> str:
+    return f"{workers} {UNITS[library]}{'' if workers == '1' else 's'}"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -340,7 +344,7 @@ def table(result: dict[str, Any]) -> str:
         for workers, data in by_workers.items():
             for name, v in data["variants"].items():
                 lines.append(
-                    f"| {library} | {workers} {UNITS[library]} | {name} | {v['throughput']:,.0f} "
+                    f"| {library} | {_workers(library, workers)} | {name} | {v['throughput']:,.0f} "
                     f"| {v['throughput_vs_baseline']:.2f} | {v['throughput_vs_otel']:.2f} | {v['p50_us']:,.0f} "
                     f"| {v['p99_us']:,.0f} | {v['p99_vs_otel']:.2f} |"
                 )
@@ -369,7 +373,7 @@ def target_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "target": "3. real server",
-                    "row": f"{library}, {workers} {UNITS[library]}",
+                    "row": f"{library}, {_workers(library, workers)}",
                     "figure": f"throughput {ratio:.2f}, p99 {p99:.2f}",
                     "goal": f">= 1.00, <= {P99_LIMIT:.2f} (vs OTel)",
                     "met": ratio >= 1.0 and p99 <= P99_LIMIT,

@@ -148,6 +148,8 @@ def _added(v: dict[str, Any] | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
+    if not results["sources"]:  # a run of the other modules only (e.g. --only server)
+        return _other_tables(results)
     lines = [
         "Per operation, µs: median of all timed operations (p99); added = paired per-round median difference "
         "to the baseline, and in units of the floor F measured in the same rounds; full / naive and "
@@ -183,6 +185,12 @@ def table(results: dict[str, Any]) -> str:
             f"| {name} | {_f(v[h.FLOOR_SPAN]['median_us'])} | {_f(v[h.FLOOR_HISTOGRAM]['median_us'])} "
             f"| {_f(v[h.FLOOR_AUDIT]['median_us'])} | {_f(v[h.FLOOR_DISPATCH]['median_us'])} | {_f(r['floor_us'])} |"
         )
+    return "\n".join(lines) + "\n" + _other_tables(results)
+
+
+def _other_tables(results: dict[str, Any]) -> str:
+    """Scaling, memory, audit, server, and the targets: the tables after the sources'."""
+    lines: list[str] = []
     s = results.get("scaling")
     if s:
         v = s["variants"]
@@ -461,6 +469,8 @@ def plot(results: dict[str, Any], path: Path) -> str:
     except ImportError:
         return "plot: matplotlib is not installed (nox -s bench installs it)"
     rows = [r for r in results["sources"] if "skipped" not in r]
+    if not rows:
+        return "plot: no source rows in these results"
     names = [h.NAIVE, h.OTEL, h.SPANS_ONLY, h.FULL, h.AUDIT_FILE]
     colors = ["#9e9e9e", "#1f77b4", "#8fd18f", "#2ca02c", "#ff7f0e"]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
