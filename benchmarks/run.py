@@ -358,7 +358,9 @@ def main() -> None:
     parser.add_argument(
         "--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="print before/after of two results files and exit"
     )
-    parser.add_argument("--plot", help="write the plot of an existing results file (PNG) and exit")
+    parser.add_argument(
+        "--plot", nargs="+", metavar=("RESULTS", "PNG"), help="plot a results file (to PNG, default beside it) and exit"
+    )
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
@@ -368,7 +370,9 @@ def main() -> None:
         print(compare(before, after))
         return
     if args.plot:
-        print(plot(json.loads(Path(args.plot).read_text(encoding="utf-8")), Path(args.plot).with_suffix(".png")))
+        source = Path(args.plot[0])
+        target = Path(args.plot[1]) if len(args.plot) > 1 else source.with_suffix(".png")
+        print(plot(json.loads(source.read_text(encoding="utf-8")), target))
         return
     if args.assemble:
         save(assemble(Path(args.assemble)), args, dt.datetime.now(dt.UTC))
