@@ -9,11 +9,12 @@ Sessions (each in its own uv-made environment):
 - peer-django-sqlite: Django's own tests of the modules sigtrace touches, plain and with sigtrace installed,
              on SQLite (tests/peer/run.py): a test failing only with sigtrace fails the run
 - docs:      the documentation site, built in strict mode
-Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` (benchmarks), ``nox -s sqlalchemy21``
-(the SQLAlchemy source on SQLAlchemy 2.1), ``nox -s peer`` (the libraries' own test suites from their source
-releases, plain and with sigtrace installed: peer-django, peer-ormar, peer-signalbus, peer-pynamodb;
-tests/peer/run.py, docs/peer-suites.md), ``nox -s peer-django6`` (the same Django modules on Django 6, Python 3.12)
-and ``nox -s peer-django-full`` (Django's whole test suite, plain and with sigtrace).
+Not run by default: ``nox -s slow`` (long load/soak variants), ``nox -s bench`` and ``nox -s bench-server``
+(benchmarks), ``nox -s sqlalchemy21`` (the SQLAlchemy source on SQLAlchemy 2.1), ``nox -s peer`` (the
+libraries' own test suites from their source releases, plain and with sigtrace installed: peer-django,
+peer-ormar, peer-signalbus, peer-pynamodb; tests/peer/run.py, docs/peer-suites.md), ``nox -s peer-django6``
+(the same Django modules on Django 6, Python 3.12) and ``nox -s peer-django-full`` (Django's whole test
+suite, plain and with sigtrace).
 """
 
 from __future__ import annotations
@@ -163,11 +164,24 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- --quick`` for a smoke run; ``-- --only django ormar --pinned all`` to narrow it.
     Flask-SignalBus runs on its own old stack: a second environment made here, passed to run.py.
     """
-    session.install("-e", MODERN, "moto[server]>=5.1", "opentelemetry-instrumentation-botocore>=0.60b0")
+    session.install(
+        "-e", MODERN, "moto[server]>=5.1", "opentelemetry-instrumentation-botocore>=0.60b0", "matplotlib>=3.8"
+    )
     signalbus = session.create_tmp() + "/signalbus-venv"
     session.run("uv", "venv", "-q", "-p", PYTHON, signalbus, external=True)
     session.run("uv", "pip", "install", "-q", "-p", signalbus + "/bin/python", "-e", *SIGNALBUS, external=True)
     session.run("python", "benchmarks/run.py", "--signalbus-python", signalbus + "/bin/python", *session.posargs)
+
+
+@nox.session(name="bench-server", python=PYTHON)
+def bench_server(session: nox.Session) -> None:
+    """Saves on the PostgreSQL server at 127.0.0.1:5432, concurrent (benchmarks/bench_server.py, about 5 minutes).
+
+    Django from 1 and 8 threads, ormar and Edgy from 1 and 100 tasks; baseline, OTel driver, sigtrace spans
+    only, sigtrace full. Results merged into a run: ``python benchmarks/run.py --only server`` (or ``--server``).
+    """
+    session.install("-e", MODERN, "matplotlib>=3.8")
+    session.run("python", "benchmarks/run.py", "--only", "server", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -37,8 +37,11 @@ from opentelemetry.trace import SpanKind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:  # sigtrace from this checkout even without an editable install
-    sys.path.insert(0, str(ROOT))
+#: The checkout whose sigtrace is measured: this one, or ``BENCH_SIGTRACE_CODE`` (another checkout,
+#: e.g. the commit before a change: the same benchmark code measures both, see docs/performance.md).
+CODE = Path(os.environ.get("BENCH_SIGTRACE_CODE") or ROOT).resolve()
+if sys.path[:1] != [str(CODE)]:  # sigtrace from that checkout even without (or despite) an editable install
+    sys.path.insert(0, str(CODE))
 
 # Floor pieces: names shared by every source.
 FLOOR_SPAN = "floor: SDK span"
@@ -201,6 +204,20 @@ def floor_variants(prov: Providers, dispatch: Callable[[], Any], dispatch_async:
     ]
 
 
+class _FsyncLogger:
+    """structlog's ``WriteLogger`` (write, flush) plus an fsync per line: the naive bridge at ``fsync`` durability."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        self._file.write(message + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    info = msg
+
+
 class NaiveBridge:
     """The reference the issue names: span + histogram + structlog JSON line straight in the pre/post receivers.
 
@@ -209,7 +226,8 @@ class NaiveBridge:
     pieces, run where a bridge runs them, with nothing else (no correlation table, no failure path).
     """
 
-    def __init__(self, prov: Providers) -> None:
+    def __init__(self, prov: Providers, path: str = os.devnull, *, fsync: bool = False) -> None:
+        """``path``: where the lines go (flushed each: structlog's ``WriteLogger``); ``fsync``: and fsynced each."""
         import structlog
         from opentelemetry import context, trace
 
@@ -217,9 +235,9 @@ class NaiveBridge:
         self._histogram = prov.meter_provider.get_meter("bench.naive").create_histogram(
             "bench.naive.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
         )
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        out = open(path, "a")  # noqa: SIM115 - lives as long as the process
         self._logger = structlog.wrap_logger(
-            structlog.WriteLogger(devnull),
+            _FsyncLogger(out) if fsync else structlog.WriteLogger(out),
             processors=[structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()],
             cache_logger_on_first_use=True,
         )
@@ -381,6 +399,22 @@ def summarize(suite: Suite, samples: dict[str, list[list[int]]]) -> dict[str, An
             if floor_names:
                 entry["added_over_floor"] = statistics.median(added[r] / floor_by_round[r] for r in range(n_rounds))
         out["variants"][v.name] = entry
+    # Paired ratios of added costs (per round: variant's added / reference's added; median over rounds):
+    # what the targets compare (sigtrace full against the naive bridge, spans only against OTel).
+    if base is not None:
+        for reference, key in ((NAIVE, "over_naive"), (OTEL, "over_otel")):
+            if reference not in round_medians:
+                continue
+            ref_added = [round_medians[reference][r] - base[r] for r in range(n_rounds)]
+            for v in suite.variants:
+                if v.kind != "variant" or v.name == reference:
+                    continue
+                ratios = [
+                    (round_medians[v.name][r] - base[r]) / ref_added[r] for r in range(n_rounds) if ref_added[r] > 0
+                ]
+                if ratios:
+                    out["variants"][v.name][key] = statistics.median(ratios)
+                    out["variants"][v.name][key + "_range"] = [min(ratios), max(ratios)]
     full = out["variants"].get(FULL)
     otel = out["variants"].get(OTEL)
     if full is not None and otel is not None:

@@ -31,6 +31,10 @@ import _harness as h
 
 KEY = b"benchmark key"
 WRITE, KEYED, FSYNC = "audit write", "audit write + key", "audit fsync"
+NAIVE_WRITE, NAIVE_FSYNC = "naive bridge, write", "naive bridge, fsync"
+#: Each durability setting against the naive bridge writing its structlog line to a file of the same disk
+#: as durably: flushed per line (``write``), flushed and fsynced per line (``fsync``).
+REFERENCE = {WRITE: NAIVE_WRITE, KEYED: NAIVE_WRITE, FSYNC: NAIVE_FSYNC}
 THREADS = 4
 
 
@@ -55,11 +59,15 @@ def durability(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     ns = Namespace()
     pre, post = ns.signal("pre_save"), ns.signal("post_save")
     sigtrace.trace_signals(pre, post, collection="items")
-    item = Item()
 
-    def op() -> None:
-        pre.send(item)
-        post.send(item)
+    def make_op(item: Item) -> Any:
+        def op() -> None:
+            pre.send(item)
+            post.send(item)
+
+        return op
+
+    op = make_op(Item())  # threads below: one item each (the naive bridge pairs by the sender's identity)
 
     def installer(name: str, **options: Any) -> Any:
         def setup() -> Any:
@@ -82,18 +90,39 @@ def durability(args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     }
     variants = [h.Variant(h.BASELINE, op, kind="baseline")]
     variants += [h.Variant(name, op, installer(name, **options)) for name, options in configs.items()]
+    for name, fsync in ((NAIVE_WRITE, False), (NAIVE_FSYNC, True)):
+        bridge = h.NaiveBridge(prov, os.path.join(tmp, f"{name.replace(' ', '-')}.jsonl"), fsync=fsync)
+        naive = bridge.variant(op, pre, post, lambda sender, _kw: id(sender), weak=False)
+        naive.name = name
+        variants.append(naive)
     suite = h.Suite("audit", "pre.send + post.send", variants)
-    result = h.summarize(suite, h.measure(suite, args.rounds, args.per_round, args.warmup))
+    samples = h.measure(suite, args.rounds, args.per_round, args.warmup)
+    result = h.summarize(suite, samples)
+    rounds = {name: [statistics.median(r) for r in runs] for name, runs in samples.items()}
+    for name, reference in REFERENCE.items():
+        # Paired per round: (setting - baseline) / (naive bridge at the same durability - baseline).
+        ratios = [
+            (rounds[name][i] - rounds[h.BASELINE][i]) / (rounds[reference][i] - rounds[h.BASELINE][i])
+            for i in range(len(rounds[name]))
+            if rounds[reference][i] > rounds[h.BASELINE][i]
+        ]
+        result["variants"][name]["over_reference"] = statistics.median(ratios) if ratios else None
+        result["variants"][name]["reference"] = reference
 
     threads: dict[str, Any] = {}
-    for name, options in configs.items():
-        teardown = installer(f"threads {name}", **options)()
+    setups: dict[str, Any] = {name: installer(f"threads {name}", **options) for name, options in configs.items()}
+    for v in variants:
+        if v.name in (NAIVE_WRITE, NAIVE_FSYNC):
+            setups[v.name] = v.setup
+    for name, setup in setups.items():
+        teardown = setup()
         barrier = threading.Barrier(THREADS + 1)
 
         def worker(barrier: threading.Barrier = barrier) -> None:
+            own = make_op(Item())
             barrier.wait()
             for _ in range(args.per_thread):
-                op()
+                own()
 
         pool = [threading.Thread(target=worker) for _ in range(THREADS)]
         for thread in pool:
@@ -171,17 +200,51 @@ def table(result: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     threads = d["threads"]["variants"]
-    lines.append(f"| baseline ({base['median_us']:.1f} µs) | - | {base['p99_us']:.1f} | - |")
-    for name in (WRITE, KEYED, FSYNC):
-        entry = v[name]
-        lines.append(
-            f"| {name} | {entry['added_us']:.1f} | {entry['p99_us']:.1f} | {threads[name]['ops_per_s']:,.0f} |"
-        )
+    lines[2] = lines[2][:-1] + " vs naive bridge at that durability (paired ratio of added costs) |"
+    lines[3] += "---|"
+    lines.append(f"| baseline ({base['median_us']:.1f} µs) | - | {base['p99_us']:.1f} | - | - |")
+    for name in (WRITE, KEYED, FSYNC, NAIVE_WRITE, NAIVE_FSYNC):
+        entry = v.get(name)
+        if entry is None:
+            continue
+        ratio = entry.get("over_reference")
+        versus = f"{ratio:.2f} (vs {entry['reference']})" if ratio is not None else "-"
+        ops = threads[name]["ops_per_s"] if name in threads else float("nan")
+        lines.append(f"| {name} | {entry['added_us']:.1f} | {entry['p99_us']:.1f} | {ops:,.0f} | {versus} |")
     ver = result["verify"]
     lines += ["", f"verify ({ver['events']:,} events, {ver['bytes'] / 1e6:.1f} MB, key given):", ""]
     for label in ("plain", "gzip"):
         lines.append(f"- {label}: {ver[label]['lines_per_s']:,.0f} lines/s ({ver[label]['median_s']:.2f} s)")
     return "\n".join(lines)
+
+
+def target_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Target 5: every durability setting its own row, against the naive bridge at the same durability."""
+    rows = []
+    v = result["durability"]["variants"]
+    threads = result["durability"]["threads"]["variants"]
+    for name in (WRITE, KEYED, FSYNC):
+        entry = v.get(name)
+        if entry is None:
+            continue
+        ratio = entry.get("over_reference")
+        reference = entry.get("reference", "")
+        detail = f"+{entry['added_us']:.1f} µs, p99 {entry['p99_us']:.0f} µs"
+        if name in threads:
+            detail += f"; {THREADS} threads {threads[name]['ops_per_s']:,.0f} ops/s"
+        if reference in threads:
+            detail += f" ({reference}: {threads[reference]['ops_per_s']:,.0f})"
+        rows.append(
+            {
+                "target": "5. audit durability",
+                "row": f"{name} vs {reference}",
+                "figure": "-" if ratio is None else f"{ratio:.2f}",
+                "goal": "<= 1.00",
+                "met": None if ratio is None else ratio <= 1.0,
+                "detail": detail,
+            }
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -65,6 +65,29 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
 
         variants.append(h.Variant(h.OTEL, op, otel_setup))
         notes.append("OTel: opentelemetry-instrumentation-sqlalchemy instrument(engine=db.engine)")
+    # The naive bridge where this library has no signals: around the one call it makes per message
+    # (what sigtrace's send span covers), the floor's pieces and nothing else. sigtrace also reports
+    # the autoflush run (2 operations per commit); the bridge reports the send only.
+    bridge = h.NaiveBridge(prov)
+    original_send = Outbox.send_signalbus_message
+
+    def bridged_send(self: Any) -> None:
+        bridge.pre(id(self))
+        try:
+            original_send(self)
+        finally:
+            bridge.post(id(self))
+
+    def naive_setup() -> Any:
+        Outbox.send_signalbus_message = bridged_send
+
+        def teardown() -> None:
+            Outbox.send_signalbus_message = original_send
+
+        return teardown
+
+    variants.append(h.Variant(h.NAIVE, op, naive_setup))
+    notes.append("naive bridge: around send_signalbus_message() (sigtrace: the autoflush run and the send)")
     row = Outbox(text="floor")
 
     def dispatch() -> None:

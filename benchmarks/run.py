@@ -31,9 +31,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
 
-import _harness as h  # noqa: E402
+import _harness as h  # noqa: E402  (puts the measured checkout, h.CODE, first on sys.path)
 
 #: source -> (library module, timed operations per round, pinned by default)
 SOURCES: dict[str, tuple[str, int, bool]] = {
@@ -45,9 +44,13 @@ SOURCES: dict[str, tuple[str, int, bool]] = {
     "signalbus": ("flask_signalbus", 300, False),
     "sqlalchemy": ("sqlalchemy", 300, False),
 }
-TARGET_FLOOR_MULTIPLE = 1.5
 TARGET_IN_FLIGHT = 1.10
+TARGET_MODELS = 1.10
 TARGET_RSS = 0.05
+#: Sources whose row must show sigtrace full <= the naive bridge (paired ratio of added costs).
+NAIVE_TARGET = ("blinker", "django", "ormar", "edgy", "pynamodb", "signalbus", "sqlalchemy")
+#: Sources whose row must show sigtrace spans only <= OpenTelemetry's driver-level instrumentation.
+OTEL_TARGET = ("django", "ormar", "edgy", "pynamodb")
 
 
 def _registered(source: str) -> bool:
@@ -115,7 +118,7 @@ def assemble(directory: Path) -> dict[str, Any]:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 data["pinned"] = pinned
                 results["sources"].append(data)
-    for name in ("scaling", "audit"):
+    for name in ("scaling", "audit", "server"):
         if (directory / f"{name}.json").exists():
             results[name] = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
     memory = {}
@@ -145,12 +148,15 @@ def _added(v: dict[str, Any] | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
+    if not results["sources"]:  # a run of the other modules only (e.g. --only server)
+        return _other_tables(results)
     lines = [
         "Per operation, µs: median of all timed operations (p99); added = paired per-round median difference "
-        "to the baseline, and in units of the floor F measured in the same rounds.",
+        "to the baseline, and in units of the floor F measured in the same rounds; full / naive and "
+        "spans only / OTel = paired per-round ratios of added costs (median over rounds).",
         "",
         "| source | operation | baseline (p99) | F | sigtrace full: added | spans only: added | audit to file: added "
-        "| OTel driver: added | naive bridge: added | full - OTel | full ratio |",
+        "| OTel driver: added | naive bridge: added | full / naive | spans only / OTel |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["sources"]:
@@ -164,8 +170,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {r['operation']} | {_f(base['median_us'])} ({_f(base['p99_us'], 0)}) | {_f(r['floor_us'])} "
             f"| {_added(full)} | {_added(v.get(h.SPANS_ONLY))} | {_added(v.get(h.AUDIT_FILE))} "
-            f"| {_added(v.get(h.OTEL))} | {_added(v.get(h.NAIVE))} | {_f(r.get('full_minus_otel_us'))} "
-            f"| {_f(full and full['ratio'], 2)} |"
+            f"| {_added(v.get(h.OTEL))} | {_added(v.get(h.NAIVE))} | {_f(full and full.get('over_naive'), 2)} "
+            f"| {_f(v.get(h.SPANS_ONLY, {}).get('over_otel'), 2)} |"
         )
     lines += ["", "Floor pieces (median µs, same rounds):", ""]
     lines.append("| source | SDK span | histogram record | structlog JSON line | 2 dispatches | F |")
@@ -179,6 +185,12 @@ def table(results: dict[str, Any]) -> str:
             f"| {name} | {_f(v[h.FLOOR_SPAN]['median_us'])} | {_f(v[h.FLOOR_HISTOGRAM]['median_us'])} "
             f"| {_f(v[h.FLOOR_AUDIT]['median_us'])} | {_f(v[h.FLOOR_DISPATCH]['median_us'])} | {_f(r['floor_us'])} |"
         )
+    return "\n".join(lines) + "\n" + _other_tables(results)
+
+
+def _other_tables(results: dict[str, Any]) -> str:
+    """Scaling, memory, audit, server, and the targets: the tables after the sources'."""
+    lines: list[str] = []
     s = results.get("scaling")
     if s:
         v = s["variants"]
@@ -213,55 +225,110 @@ def table(results: dict[str, Any]) -> str:
         import bench_audit
 
         lines += ["", bench_audit.table(results["audit"])]
-    lines += ["", "Targets (shown, not asserted):", ""]
-    lines += [f"- {line}" for line in targets(results)]
+    if results.get("server"):
+        import bench_server
+
+        lines += ["", bench_server.table(results["server"])]
+    lines += ["", "Targets (issue 20; shown, not asserted; ratios are paired per round):", ""]
+    lines.append(targets_table(results))
     return "\n".join(lines)
 
 
-def targets(results: dict[str, Any]) -> list[str]:
-    out = []
-    for r in results["sources"]:
-        if "skipped" in r:
-            continue
-        name = r["source"] + (" (pinned)" if r.get("pinned") else "")
-        full = r["variants"].get(h.FULL)
-        otel = r["variants"].get(h.OTEL)
-        if full is not None:
-            xf = full["added_over_floor"]
-            ok = "met" if xf <= TARGET_FLOOR_MULTIPLE else "NOT met"
-            out.append(f"{name}: sigtrace full adds {xf:.2f} F (target ≤ {TARGET_FLOOR_MULTIPLE} F): {ok}")
-        naive = r["variants"].get(h.NAIVE)
-        if naive is not None:
-            out.append(
-                f"{name}: the naive bridge (the floor's pieces in the receivers, nothing else) adds "
-                f"{naive['added_over_floor']:.2f} F ({naive['added_us']:.1f} µs); sigtrace full - naive bridge: "
-                f"{r['full_minus_naive_us']:+.1f} µs (paired)"
-                if full is not None
-                else f"{name}: the naive bridge adds {naive['added_over_floor']:.2f} F"
-            )
-        if full is not None and otel is not None:
-            ok = "met" if full["added_us"] < otel["added_us"] else "NOT met"
-            out.append(
-                f"{name}: sigtrace full adds {full['added_us']:.1f} µs, OTel driver instrumentation "
-                f"{otel['added_us']:.1f} µs (target: less): {ok}"
-            )
+def _row_name(r: dict[str, Any]) -> str:
+    return r["source"] + (" (pinned)" if r.get("pinned") else "")
+
+
+def _met(ratio: float, reference: dict[str, Any]) -> bool | None:
+    """``ratio <= 1``; ``None`` (not measurable) where the reference itself added nothing measurable: its
+    paired added cost was not positive in most rounds (the run's noise is larger than the reference)."""
+    low, _high = reference.get("added_us_range", [1.0, 1.0])
+    if reference["added_us"] <= 0 or (low <= 0 and reference["added_us"] < abs(low)):
+        return None
+    return ratio <= 1.0
+
+
+def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of issue 20 as a row: what, the figure, the target, met or not (``None``: not measured)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(target: str, row: str, figure: str, goal: str, met: bool | None, detail: str = "") -> None:
+        rows.append({"target": target, "row": row, "figure": figure, "goal": goal, "met": met, "detail": detail})
+
+    by_name = {(r["source"], bool(r.get("pinned"))): r for r in results["sources"]}
+    for source in NAIVE_TARGET:
+        for pinned in (False, True):
+            r = by_name.get((source, pinned))
+            if r is None or (pinned and source not in ("ormar", "edgy")):
+                continue
+            name = _row_name(r)
+            full = r.get("variants", {}).get(h.FULL, {})
+            ratio = full.get("over_naive")
+            if "skipped" in r or ratio is None:
+                why = r.get("skipped") or (
+                    "the naive bridge added nothing measurable in any round"
+                    if h.NAIVE in r.get("variants", {})
+                    else "no naive bridge variant"
+                )
+                add("1. full <= naive bridge", name, "-", "<= 1.00", None, why)
+                continue
+            naive = r["variants"][h.NAIVE]
+            detail = f"full {full['added_us']:+.1f} µs, naive {naive['added_us']:+.1f} µs"
+            add("1. full <= naive bridge", name, f"{ratio:.2f}", "<= 1.00", _met(ratio, naive), detail)
+    for source in OTEL_TARGET:
+        for pinned in (False, True):
+            r = by_name.get((source, pinned))
+            if r is None:
+                continue
+            name = _row_name(r)
+            spans = r.get("variants", {}).get(h.SPANS_ONLY, {})
+            ratio = spans.get("over_otel")
+            if "skipped" in r or ratio is None:
+                why = r.get("skipped") or (
+                    "the OTel variant added nothing measurable in any round"
+                    if h.OTEL in r.get("variants", {})
+                    else "no OTel variant"
+                )
+                add("2. spans only <= OTel driver", name, "-", "<= 1.00", None, why)
+                continue
+            otel = r["variants"][h.OTEL]
+            detail = f"spans only {spans['added_us']:+.1f} µs, OTel {otel['added_us']:+.1f} µs"
+            add("2. spans only <= OTel driver", name, f"{ratio:.2f}", "<= 1.00", _met(ratio, otel), detail)
+    server = results.get("server")
+    if server:
+        import bench_server
+
+        rows += bench_server.target_rows(server)
     s = results.get("scaling")
     if s:
-        ok = "met" if s["in_flight_ratio"] <= TARGET_IN_FLIGHT else "NOT met"
-        out.append(f"10,000 in flight / 1 in flight = {s['in_flight_ratio']:.3f} (target ≤ {TARGET_IN_FLIGHT}): {ok}")
+        ratio = s["in_flight_ratio"]
+        add("4. scaling", "10,000 in flight / 1", f"{ratio:.3f}", f"<= {TARGET_IN_FLIGHT}", ratio <= TARGET_IN_FLIGHT)
+        ratio = s["models_ratio"]
+        add("4. scaling", "1,000 models / 1", f"{ratio:.3f}", f"<= {TARGET_MODELS}", ratio <= TARGET_MODELS)
     m = results.get("memory", {})
     flat = m.get("flat (RSS)")
     if flat:
-        ok = "met" if abs(flat["rss_growth"]) <= TARGET_RSS else "NOT met"
-        out.append(f"RSS over {flat['ops']:,} operations: {flat['rss_growth']:+.2%} (target within 5%): {ok}")
+        growth = flat["rss_growth"]
+        ok = abs(growth) <= TARGET_RSS
+        add("4. memory", f"RSS over {flat['ops']:,} operations", f"{growth:+.2%}", "within 5%", ok)
     flood = m.get("orphan flood")
     if flood:
-        ok = "met" if flood["max_in_flight_seen"] <= flood["max_in_flight"] else "NOT met"
-        out.append(
-            f"orphan flood of {flood['ops']:,}: at most {flood['max_in_flight_seen']:,} in flight "
-            f"(max_in_flight {flood['max_in_flight']:,}), RSS {flood['rss_growth']:+.2%}: {ok}"
-        )
-    return out
+        seen, limit = flood["max_in_flight_seen"], flood["max_in_flight"]
+        add("4. memory", f"orphan flood of {flood['ops']:,}", f"{seen:,} in flight", f"<= {limit:,}", seen <= limit)
+    audit = results.get("audit")
+    if audit:
+        import bench_audit
+
+        rows += bench_audit.target_rows(audit)
+    return rows
+
+
+def targets_table(results: dict[str, Any]) -> str:
+    rows = target_rows(results)
+    lines = ["| target | row | figure | goal | met | detail |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        met = {True: "met", False: "**not met**", None: "not measurable"}[row["met"]]
+        lines.append(f"| {row['target']} | {row['row']} | {row['figure']} | {row['goal']} | {met} | {row['detail']} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -286,9 +353,26 @@ def main() -> None:
     parser.add_argument("--signalbus-python", default=str(ROOT / ".venv-signalbus" / "bin" / "python"))
     parser.add_argument("--output", help="JSON file (default: benchmarks/results/<UTC time>.json)")
     parser.add_argument("--table", help="print the table of an existing results file and exit")
+    parser.add_argument("--server", action="store_true", help="also the real-server benchmark (bench_server.py)")
+    parser.add_argument("--server-seconds", type=float, default=None, help="seconds per variant and round (server)")
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="print before/after of two results files and exit"
+    )
+    parser.add_argument(
+        "--plot", nargs="+", metavar=("RESULTS", "PNG"), help="plot a results file (to PNG, default beside it) and exit"
+    )
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+        return
+    if args.compare:
+        before, after = (json.loads(Path(p).read_text(encoding="utf-8")) for p in args.compare)
+        print(compare(before, after))
+        return
+    if args.plot:
+        source = Path(args.plot[0])
+        target = Path(args.plot[1]) if len(args.plot) > 1 else source.with_suffix(".png")
+        print(plot(json.loads(source.read_text(encoding="utf-8")), target))
         return
     if args.assemble:
         save(assemble(Path(args.assemble)), args, dt.datetime.now(dt.UTC))
@@ -296,7 +380,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.scale = 3, args.scale / 5
         args.memory_ops, args.tracemalloc_ops, args.flood = 100_000, 20_000, 10_000
-    wanted = set(args.only or [*SOURCES, "scaling", "memory", "audit"])
+    wanted = set(args.only or [*SOURCES, "scaling", "memory", "audit", *(["server"] if args.server else [])])
     started = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
@@ -322,6 +406,10 @@ def main() -> None:
             lines = "50000" if args.quick else "200000"
             extra = ["--rounds", str(min(args.rounds, 6)), "--per-round", str(max(50, int(500 * args.scale)))]
             results["audit"] = run_module("audit", [*extra, "--lines", lines], "audit", tmp)
+        if "server" in wanted:
+            seconds = args.server_seconds or (1.0 if args.quick else 2.5)
+            extra = ["--rounds", str(min(args.rounds, 2 if args.quick else 3)), "--seconds", str(seconds)]
+            results["server"] = run_module("server", extra, "server", tmp)
         if "memory" in wanted:
             ops, traced = str(args.memory_ops), str(args.tracemalloc_ops)
             flood = str(args.flood)
@@ -347,7 +435,22 @@ def git_state() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return ""
 
-    return {"head": git("rev-parse", "HEAD"), "modified": git("status", "--short", "sigtrace").splitlines()}
+    code = str(h.CODE)
+
+    def code_git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=code, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "head": git("rev-parse", "HEAD"),
+        "modified": git("status", "--short", "sigtrace").splitlines(),
+        # The sigtrace measured (BENCH_SIGTRACE_CODE, or this checkout): the benchmark code is this checkout's.
+        "code_head": code_git("rev-parse", "HEAD"),
+        "code_modified": code_git("status", "--short", "sigtrace").splitlines(),
+        "code_is_this_checkout": ROOT.resolve() == h.CODE,
+    }
 
 
 def save(results: dict[str, Any], args: argparse.Namespace, started: dt.datetime) -> None:
@@ -357,6 +460,75 @@ def save(results: dict[str, Any], args: argparse.Namespace, started: dt.datetime
     path.write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(table(results))
     print(f"\nsaved: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    print(plot(results, path.with_suffix(".png")))
+
+
+def plot(results: dict[str, Any], path: Path) -> str:
+    """A bar chart of the added µs per source and variant (matplotlib, installed by the bench session only)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot: matplotlib is not installed (nox -s bench installs it)"
+    rows = [r for r in results["sources"] if "skipped" not in r]
+    if not rows:
+        return "plot: no source rows in these results"
+    names = [h.NAIVE, h.OTEL, h.SPANS_ONLY, h.FULL, h.AUDIT_FILE]
+    colors = ["#9e9e9e", "#1f77b4", "#8fd18f", "#2ca02c", "#ff7f0e"]
+    fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
+    width = 0.8 / len(names)
+    for i, (name, color) in enumerate(zip(names, colors, strict=True)):
+        xs, ys = [], []
+        for x, r in enumerate(rows):
+            v = r["variants"].get(name)
+            if v is not None and "added_us" in v:
+                xs.append(x + (i - (len(names) - 1) / 2) * width)
+                ys.append(v["added_us"])
+        ax.bar(xs, ys, width, label=name, color=color)
+    ax.set_xticks(range(len(rows)), [_row_name(r) for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("added µs per operation (paired median)")
+    code = results.get("git", {}).get("code_head", "")[:7]
+    ax.set_title(f"What each variant adds to the operation (sigtrace {code}; lower is better)")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(fontsize=8, ncols=len(names))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return f"plot: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}"
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Before/after per row: each run's paired figures (added µs, ratios to the naive bridge and OTel)."""
+
+    def index(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {_row_name(r): r for r in results["sources"] if "skipped" not in r}
+
+    b, a = index(before), index(after)
+    heads = [x.get("git", {}).get("code_head", "?")[:7] for x in (before, after)]
+    lines = [
+        f"Before ({heads[0]}) → after ({heads[1]}); each figure paired within its own run (µs added per operation).",
+        "",
+        "| row | full: added | full / naive | spans only: added | spans only / OTel | naive: added |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(rb: dict[str, Any], ra: dict[str, Any], variant: str, key: str, digits: int) -> str:
+        vb, va = rb["variants"].get(variant, {}), ra["variants"].get(variant, {})
+        if key not in vb or key not in va:
+            return "-"
+        return f"{vb[key]:,.{digits}f} → {va[key]:,.{digits}f}"
+
+    for name in [n for n in b if n in a]:
+        rb, ra = b[name], a[name]
+        lines.append(
+            f"| {name} | {cell(rb, ra, h.FULL, 'added_us', 1)} | {cell(rb, ra, h.FULL, 'over_naive', 2)} "
+            f"| {cell(rb, ra, h.SPANS_ONLY, 'added_us', 1)} | {cell(rb, ra, h.SPANS_ONLY, 'over_otel', 2)} "
+            f"| {cell(rb, ra, h.NAIVE, 'added_us', 1)} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -154,11 +154,13 @@ class StaleAttachments:
     the span current, or at uninstall.
     """
 
-    __slots__ = ("_by_span", "_lock", "max_size")
+    __slots__ = ("_by_span", "_lock", "max_size", "pending")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max(max_size, 2)
         self._by_span: dict[int, Attachment] = {}
+        #: The same dict, read-only for callers: empty when nothing is stale (never replaced, only cleared).
+        self.pending: dict[int, Attachment] = self._by_span
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:

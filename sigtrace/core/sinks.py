@@ -23,7 +23,11 @@ def labels_of(op: Operation) -> Labels:
 
 
 class Sink(Protocol):
-    """A consumer of operations. Every method is called inside the engine's safety net."""
+    """A consumer of operations. Every method is called inside the engine's safety net.
+
+    A sink whose :meth:`started` does nothing may say so with a class attribute ``wants_started = False``:
+    the engine then does not call it (one call fewer per operation); without it, it is called.
+    """
 
     def started(self, op: Operation) -> None:
         """``op`` began (its ``start_ns``, ``actor`` and, after the span sink, ``span`` are set)."""

@@ -67,6 +67,13 @@ class _Tally:
 
     def _add(self, key: _Key, amount: int) -> None:
         """:meth:`add` for a caller that holds the lock."""
+        self.entry(key)[0] += amount
+
+    def entry(self, key: _Key) -> list[Any]:
+        """The ``[count, attributes]`` of ``key`` (created at 0; the overflow set's beyond the limit), lock held.
+
+        Entries are never removed: a caller may keep one and add to ``entry[0]`` later under the lock.
+        """
         entry = self._counts.get(key)
         if entry is None:
             if len(self._counts) >= MAX_ATTRIBUTE_SETS:
@@ -76,7 +83,7 @@ class _Tally:
                     entry = self._counts[key] = [0, _OVERFLOW]
             else:
                 entry = self._counts[key] = [0, _attributes(*key)]
-        entry[0] += amount
+        return entry
 
     def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
@@ -125,6 +132,30 @@ def _tallies_of(meter: Meter) -> _Tallies:
         return found
 
 
+class _Slot:
+    """What an operation's labels (source, system, name, collection) need per operation, looked up once.
+
+    The in-flight entry and the ``ok`` count entry of the tallies (the latter made at the first ``ok``
+    end, so no zero count is reported before one), and the duration histogram's attribute set: a
+    start and an ``ok`` end then cost one dict lookup each instead of building the tallies' keys and
+    looking them up (two ``_add`` calls and an ``lru_cache`` call per operation). The counts are
+    the tallies' own entries, so what a reader observes is the same.
+    """
+
+    __slots__ = ("duration_attributes", "in_flight", "labels", "ok")
+
+    def __init__(self, labels: Labels, in_flight: list[Any]) -> None:
+        self.labels = labels
+        self.in_flight = in_flight
+        self.ok: list[Any] | None = None
+        source, db_system, name, collection = labels
+        self.duration_attributes = _attributes(source, db_system, name, collection, None, None)
+
+
+#: Label sets a sink keeps slots for; beyond, an operation looks its entries up as before.
+MAX_SLOTS = 4096
+
+
 class MetricSink:
     """Records the duration histogram and the operation, orphan, error and in-flight counters."""
 
@@ -154,12 +185,24 @@ class MetricSink:
             description="Errors inside sigtrace, caught before they reached the application.",
         )
         self.in_flight = tallies.in_flight_instrument
+        self._slots: dict[Labels, _Slot] = {}
 
     # --- the sink life cycle (core/sinks.py) ---
 
+    def _slot(self, labels: Labels) -> _Slot:
+        slot = self._slots.get(labels)
+        if slot is None:
+            with self._tally_lock:
+                slot = _Slot(labels, self._in_flight.entry((*labels, None, None)))
+            if len(self._slots) < MAX_SLOTS:
+                self._slots[labels] = slot
+        return slot
+
     def started(self, op: Operation) -> None:
+        labels = (op.source, op.db_system, op.name, op.collection)
+        slot = self._slots.get(labels) or self._slot(labels)
         with self._tally_lock:
-            self._in_flight._add((op.source, op.db_system, op.name, op.collection, None, None), 1)
+            slot.in_flight[0] += 1
 
     def described(self, op: Operation, before: Labels) -> None:
         """The in-flight count of ``op`` moves to its new attribute set."""
@@ -175,12 +218,24 @@ class MetricSink:
         """The operation ended: its duration now, its count by outcome now or, for a write ``held`` by its
         transaction, in :meth:`resolved` when the transaction's outcome is known."""
         source, db_system, name, collection, error_type = op.source, op.db_system, op.name, op.collection, op.error_type
+        labels = (source, db_system, name, collection)
+        slot = self._slots.get(labels) or self._slot(labels)
+        outcome = op.outcome
         with self._tally_lock:  # both tallies under one acquisition
-            self._in_flight._add((source, db_system, name, collection, None, None), -1)
+            slot.in_flight[0] -= 1
             if not held:
-                self._operations._add((source, db_system, name, collection, op.outcome, error_type), 1)
+                if outcome == semconv.OUTCOME_OK and error_type is None:
+                    ok = slot.ok
+                    if ok is None:
+                        ok = slot.ok = self._operations.entry((*labels, outcome, None))
+                    ok[0] += 1
+                else:
+                    self._operations._add((*labels, outcome, error_type), 1)
         # error.type on the duration metric if and only if the operation failed.
-        self.duration.record(duration_s, _attributes(source, db_system, name, collection, None, error_type))
+        self.duration.record(
+            duration_s,
+            slot.duration_attributes if error_type is None else _attributes(*labels, None, error_type),
+        )
         if op.orphaned:
             base = _attributes(source, db_system, name, collection, None, None)
             reason = op.audit.get("orphan_reason")
