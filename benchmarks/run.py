@@ -255,44 +255,31 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": target, "row": row, "figure": figure, "goal": goal, "met": met, "detail": detail})
 
     by_name = {(r["source"], bool(r.get("pinned"))): r for r in results["sources"]}
-    for source in NAIVE_TARGET:
-        for pinned in (False, True):
-            r = by_name.get((source, pinned))
-            if r is None or (pinned and source not in ("ormar", "edgy")):
-                continue
-            name = _row_name(r)
-            full = r.get("variants", {}).get(h.FULL, {})
-            ratio = full.get("over_naive")
-            if "skipped" in r or ratio is None:
-                why = r.get("skipped") or (
-                    "the naive bridge added nothing measurable in any round"
-                    if h.NAIVE in r.get("variants", {})
-                    else "no naive bridge variant"
-                )
-                add("1. full <= naive bridge", name, "-", "<= 1.00", None, why)
-                continue
-            naive = r["variants"][h.NAIVE]
-            detail = f"full {full['added_us']:+.1f} µs, naive {naive['added_us']:+.1f} µs"
-            add("1. full <= naive bridge", name, f"{ratio:.2f}", "<= 1.00", _met(ratio, naive), detail)
-    for source in OTEL_TARGET:
-        for pinned in (False, True):
-            r = by_name.get((source, pinned))
-            if r is None:
-                continue
-            name = _row_name(r)
-            spans = r.get("variants", {}).get(h.SPANS_ONLY, {})
-            ratio = spans.get("over_otel")
-            if "skipped" in r or ratio is None:
-                why = r.get("skipped") or (
-                    "the OTel variant added nothing measurable in any round"
-                    if h.OTEL in r.get("variants", {})
-                    else "no OTel variant"
-                )
-                add("2. spans only <= OTel driver", name, "-", "<= 1.00", None, why)
-                continue
-            otel = r["variants"][h.OTEL]
-            detail = f"spans only {spans['added_us']:+.1f} µs, OTel {otel['added_us']:+.1f} µs"
-            add("2. spans only <= OTel driver", name, f"{ratio:.2f}", "<= 1.00", _met(ratio, otel), detail)
+    # (target, sources, sigtrace's variant, its ratio key, the reference variant, their labels)
+    comparisons = (
+        ("1. full <= naive bridge", NAIVE_TARGET, h.FULL, "over_naive", h.NAIVE, "full", "naive", "naive bridge"),
+        ("2. spans only <= OTel driver", OTEL_TARGET, h.SPANS_ONLY, "over_otel", h.OTEL, "spans only", "OTel", "OTel"),
+    )
+    for target, sources, variant, ratio_key, reference, label, ref_label, ref_name in comparisons:
+        for source in sources:
+            for pinned in (False, True):
+                r = by_name.get((source, pinned))
+                if r is None or (pinned and reference == h.NAIVE and source not in ("ormar", "edgy")):
+                    continue
+                name = _row_name(r)
+                ours = r.get("variants", {}).get(variant, {})
+                ratio = ours.get(ratio_key)
+                if "skipped" in r or ratio is None:
+                    why = r.get("skipped") or (
+                        f"the {ref_name} variant added nothing measurable in any round"
+                        if reference in r.get("variants", {})
+                        else f"no {ref_name} variant"
+                    )
+                    add(target, name, "-", "<= 1.00", None, why)
+                    continue
+                ref = r["variants"][reference]
+                detail = f"{label} {ours['added_us']:+.1f} µs, {ref_label} {ref['added_us']:+.1f} µs"
+                add(target, name, f"{ratio:.2f}", "<= 1.00", _met(ratio, ref), detail)
     server = results.get("server")
     if server:
         import bench_server
