@@ -1,6 +1,6 @@
-"""One audit event per finished operation, rendered by structlog.
+"""One audit event per finished operation, as structlog-compatible JSON lines.
 
-An event is a flat dict (fields of design.md). It goes to every configured output, each guarded on
+An event is a flat dict (the fields of docs/conventions.md). It goes to every configured output, each guarded on
 its own so one failing output never stops the others:
 
 * the durable JSON-lines record (default: stderr, or ``audit_file``), written and flushed before
