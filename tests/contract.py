@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import sigtrace
 from sigtrace import semconv
 from sigtrace.testing import Capture
+from tests.outcomes import run_in_threads
 from tests.vocabulary import Recorder
 
 
@@ -56,23 +57,14 @@ class SourceContract:
 
         Default: real threads calling :meth:`succeed`. Async sources override with tasks.
         """
-        errors: list[BaseException] = []
         barrier = threading.Barrier(threads)
 
         def work() -> None:
             barrier.wait()
-            try:
-                for _ in range(per_thread):
-                    self.succeed()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for _ in range(per_thread):
+                self.succeed()
 
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        assert not errors, errors
+        run_in_threads(threads, work)
         return threads * per_thread
 
     # --- fixtures ---

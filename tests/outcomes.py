@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from sigtrace import semconv
@@ -24,3 +26,21 @@ def outcomes_of(cap: Capture, collection: str) -> dict[str, list[str]]:
 def counted(cap: Capture, outcome: str) -> float:
     """``sigtrace.operations`` under one outcome."""
     return cap.metric_total(semconv.METRIC_OPERATIONS, sigtrace__outcome=outcome)
+
+
+def run_in_threads(threads: int, work: Callable[[], None]) -> None:
+    """Run ``work`` in ``threads`` real threads at once and fail with every exception any of them raised."""
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=guarded) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors, errors

@@ -8,6 +8,7 @@ import pytest
 
 from sigtrace.sources.signalbus import ATTR_SENT
 from sigtrace.testing import capture
+from tests.outcomes import run_in_threads
 from tests.sources.signalbus.harness import Harness
 
 THREADS = 4
@@ -19,24 +20,15 @@ def test_parallel_flushmany_sends_each_row_once(pg_harness: Harness) -> None:
     h = pg_harness
     h.db.session.add_all([h.Deferred(text=f"d{i}") for i in range(ROWS)])
     h.db.session.commit()
-    errors: list[BaseException] = []
     barrier = threading.Barrier(THREADS)
     with capture(sources=["signalbus"]) as cap:
 
         def work() -> None:
-            try:
-                with h.app.app_context():
-                    barrier.wait()
-                    h.bus.flushmany(models=[h.Deferred])
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            with h.app.app_context():
+                barrier.wait()
+                h.bus.flushmany(models=[h.Deferred])
 
-        workers = [threading.Thread(target=work) for _ in range(THREADS)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        assert not errors, errors
+        run_in_threads(THREADS, work)
         assert sorted(h.texts()) == sorted(f"d{i}" for i in range(ROWS))  # each exactly once
         runs = cap.spans_named("flushmany deferred_outbox")
         assert len(runs) == THREADS

@@ -14,7 +14,7 @@ from sqlalchemy import orm
 
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
-from tests.outcomes import counted, outcomes_of
+from tests.outcomes import counted, outcomes_of, run_in_threads
 from tests.sources.sqlalchemy.models import Customer
 
 TABLE = Customer.__tablename__
@@ -50,7 +50,6 @@ def test_a_hundred_concurrent_transactions_half_rolled_back_match_the_database(
 ) -> None:
     transactions, threads = 100, 8 if backend == "postgresql" else 1  # SQLite: one writer at a time
     factory = orm.sessionmaker(engine)
-    errors: list[BaseException] = []
     pending = iter(range(1, transactions + 1))
     lock = threading.Lock()
 
@@ -60,23 +59,15 @@ def test_a_hundred_concurrent_transactions_half_rolled_back_match_the_database(
                 number = next(pending, None)
             if number is None:
                 return
-            try:
-                with factory() as session:
-                    session.add(Customer(id=number, name=f"c{number}"))
-                    session.flush()
-                    if number % 2:
-                        session.commit()
-                    else:
-                        session.rollback()
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            with factory() as session:
+                session.add(Customer(id=number, name=f"c{number}"))
+                session.flush()
+                if number % 2:
+                    session.commit()
+                else:
+                    session.rollback()
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    assert not errors, errors
+    run_in_threads(threads, work)
     with orm.Session(engine) as session:
         stored = {str(pk) for pk in session.scalars(sa.select(Customer.id))}
     seen = outcomes_of(cap, TABLE)
