@@ -22,7 +22,6 @@ counted (aiosqlite's worker thread too), the moto server of PynamoDB is not (ano
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import importlib
 import json
@@ -51,7 +50,8 @@ COUNTED = re.compile(r"Collected : (\d+)")
 
 
 def _toggle(on: bool) -> None:
-    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], capture_output=True, check=True)
+    command = ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())]
+    subprocess.run(command, capture_output=True, check=True)
 
 
 def child(source: str, variant_name: str, ops: int, warmup: int) -> None:

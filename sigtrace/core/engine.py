@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from contextvars import Token
 from functools import lru_cache
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 
@@ -31,6 +30,7 @@ from sigtrace.core.context import (
     StaleAttachments,
     attach,
     current_actor,
+    current_context,
     current_scope,
     detach,
     enter_scope,
@@ -51,6 +51,7 @@ _DESCRIPTIVE = (
     "pk",
     "correlation_id",
     "signal",
+    "post_signal",
     "changed_fields",
     "values",
 )
@@ -58,17 +59,12 @@ _DESCRIPTIVE = (
 
 #: The key ``suppress_instrumentation()`` sets, and the plain one older instrumentations set (as
 #: ``opentelemetry.instrumentation.utils.is_instrumentation_enabled`` reads both; here from one context lookup).
-_SUPPRESS_KEYS = (_SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
-
-
-#: ``otel_context.get_current`` without its own frame: the runtime context's method, bound once (the API
-#: function only forwards to it). Read at every begin; the runtime context is chosen once, at import.
-_current_context: Callable[[], otel_context.Context] = otel_context._RUNTIME_CONTEXT.get_current
+_SUPPRESS_KEYS = (_SUPPRESSED, _SUPPRESSED_PLAIN) = (_SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
 
 
 def instrumentation_suppressed() -> bool:
     """True inside ``suppress_instrumentation()`` (OpenTelemetry's own exporters use it)."""
-    ctx = _current_context()
+    ctx = current_context()
     return bool(ctx.get(_SUPPRESS_KEYS[0]) or ctx.get(_SUPPRESS_KEYS[1]))
 
 
@@ -137,7 +133,8 @@ class Engine:
 
     def enabled(self, source: str, model: str | None, name: str, signal: str | None = None) -> bool:
         """False under ``suppress_instrumentation`` or for an excluded source/model/operation/signal."""
-        if instrumentation_suppressed():
+        ctx = current_context()  # instrumentation_suppressed(), without its frame: read at every operation
+        if ctx.get(_SUPPRESSED) or ctx.get(_SUPPRESSED_PLAIN):
             return False
         return not (self._excluding and self._excluded(source, model, name, signal))
 

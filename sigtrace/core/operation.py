@@ -33,6 +33,10 @@ class Operation:
     pk: str | None = None
     correlation_id: str | None = None
     signal: str | None = None
+    #: The signal that ends the operation when it goes as expected (a pair's post signal), where the source
+    #: knows it at the start: the span starts with it as ``sigtrace.signal`` (one attribute call fewer at the
+    #: end, see ``sinks/spans.py``); ``signal`` stays the last signal seen, and the span says so at its end.
+    post_signal: str | None = None
     #: Writes always reach the audit log; reads only with ``audit_reads``.
     write: bool = True
     #: Extra span attributes (low or high cardinality; never used as metric attributes).

@@ -8,12 +8,15 @@ every attribute it is given): where the cached set is the same object, only thos
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
@@ -63,6 +66,9 @@ class SpanSink:
         self.tracer: Tracer = trace.get_tracer(semconv.SCOPE_NAME, tracer_provider=tracer_provider)
         self.dup = old_names_enabled()
         self.max_value_length = max_value_length
+        #: Spans of the OpenTelemetry SDK can lose an attribute (``_unset``): only they start with a predicted
+        #: post signal before any signal came (Django's save span starts before its pre_save). Decided once.
+        self._unsets = isinstance(self.tracer, SdkTracer)
 
     def _base(self, op: Operation) -> Mapping[str, AttributeValue]:
         return _base_attributes(op.source, op.db_system, op.name, op.model, op.collection, op.namespace, self.dup)
@@ -72,9 +78,9 @@ class SpanSink:
         self._add_own(attrs, op)
         return attrs
 
-    def _add_own(self, attrs: dict[str, AttributeValue], op: Operation) -> None:
+    def _add_own(self, attrs: dict[str, AttributeValue], op: Operation, *, signal: bool = True) -> None:
         """Add the attributes of this operation alone: signal, pk, correlation id, the source's extras."""
-        if op.signal:
+        if signal and op.signal:
             attrs[semconv.SIGTRACE_SIGNAL] = op.signal
         if op.pk is not None:
             attrs[semconv.SIGTRACE_PK] = op.pk[: self.max_value_length]
@@ -110,13 +116,26 @@ class SpanSink:
     # --- spans ---
 
     def start(self, op: Operation, context: Context | None = None) -> Span:
-        base = self._base(op)
+        """Start ``op``'s span with every attribute known now (the SDK validates each one it is given, once).
+
+        Where the source names the post signal that will end ``op`` (``op.post_signal``), the span starts
+        with it as ``sigtrace.signal``: at the end it is then the same and not set again, which is most of
+        what the span sink cost over a bare SDK span. :meth:`end` corrects it where another signal was last,
+        and removes it where no signal came at all (only from SDK spans, which allow it: ``_unsets``).
+        """
+        base = _base_attributes(op.source, op.db_system, op.name, op.model, op.collection, op.namespace, self.dup)
         attributes = dict(base)
-        self._add_own(attributes, op)
+        signal = op.signal
+        if op.post_signal is not None and (signal is not None or self._unsets):
+            signal = op.post_signal
+        if signal:
+            attributes[semconv.SIGTRACE_SIGNAL] = signal
+        self._add_own(attributes, op, signal=False)
         op.span_base = base
         op.span_attributes = attributes
+        collection = op.collection
         return self.tracer.start_span(
-            op.span_name,
+            f"{op.name} {collection}" if collection else op.name,
             context=context,
             kind=SpanKind.CLIENT,
             attributes=attributes,
@@ -132,7 +151,7 @@ class SpanSink:
             return
         # Information learnt after the start (pk from the post signal, signal name, extras).
         started = op.span_attributes or {}
-        base = self._base(op)
+        base = _base_attributes(op.source, op.db_system, op.name, op.model, op.collection, op.namespace, self.dup)
         if base is op.span_base:  # same operation, model and collection: same name, same cached set
             current: dict[str, AttributeValue] = {}
             self._add_own(current, op)
@@ -143,6 +162,8 @@ class SpanSink:
         changed = {key: value for key, value in current.items() if started.get(key, _MISSING) != value}
         if changed:
             span.set_attributes(changed)
+        if op.signal is None and semconv.SIGTRACE_SIGNAL in started:
+            _unset(span, semconv.SIGTRACE_SIGNAL)  # the predicted post signal, and no signal came
         if op.outcome == semconv.OUTCOME_ERROR:
             span.set_attribute(semconv.ERROR_TYPE, op.error_type or "_OTHER")
             if op.error is not None:
@@ -153,6 +174,13 @@ class SpanSink:
         if op.orphaned:
             span.set_attribute(semconv.SIGTRACE_ORPHANED, True)
         span.end(end_time=end_ns)
+
+
+def _unset(span: Span, key: str) -> None:
+    """Remove an attribute from a recording SDK span (the API has no call for it; ``SpanSink._unsets``)."""
+    attributes: Any = getattr(span, "_attributes", None)
+    with contextlib.suppress(Exception):  # only SDK spans get a predicted signal
+        del attributes[key]
 
 
 def _describe(error: BaseException | None) -> str | None:

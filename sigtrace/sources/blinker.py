@@ -207,6 +207,7 @@ class BlinkerSource(Source):
                 collection=pair.collection,
                 correlation_id=None if type(key) is tuple else _correlation_id(key),
                 signal=pre_name,
+                post_signal=post_name,
                 write=pair.write,
                 attributes={} if attributes is None else _resolve_attributes(attributes, sender, kwargs),
             )

@@ -206,6 +206,9 @@ class DjangoModelFacts(ModelFacts):
     skip: bool = False
     #: What a save writes without ``update_fields``: every concrete field but the primary key.
     written: tuple[str, ...] = ()
+    #: The signal that ends a save: ``post_save``, except for models Django sends no save signals for
+    #: (``auto_created`` many-to-many through tables).
+    post_save: str | None = "post_save"
     #: Field name -> attribute name (``author`` -> ``author_id``), for the values of ``capture_values``.
     attnames: Mapping[str, str] = field(default_factory=dict, compare=False)
     _at: dict[str | None, ModelFacts] = field(default_factory=dict, compare=False, repr=False)
@@ -375,6 +378,7 @@ class DjangoSource(Source):
             label=meta.label,
             skip=not self.django.audit_framework_models and is_framework_model(cls),
             written=tuple(f.name for f in concrete if not f.primary_key),
+            post_save=None if meta.auto_created else "post_save",
             attnames={f.name: f.attname for f in concrete},
         )
 
@@ -392,7 +396,7 @@ class DjangoSource(Source):
     def _save_operation(
         self, facts: DjangoModelFacts, instance: Any, using: str | None, update_fields: Any, signal: str | None
     ) -> Operation:
-        op = facts.at(using).operation(SOURCE, "save", pk=_pk(instance), signal=signal)
+        op = facts.at(using).operation(SOURCE, "save", pk=_pk(instance), signal=signal, post_signal=facts.post_save)
         self._transactions.assign(op, using)
         written = tuple(sorted(update_fields)) if update_fields else facts.written
         op.changed_fields = written
