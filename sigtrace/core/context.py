@@ -69,12 +69,9 @@ class Scope:
 current_scope: Callable[[], Scope | None] = _SCOPE.get
 
 
-def enter_scope(scope: Scope) -> Token[Scope | None]:
-    return _SCOPE.set(scope)
-
-
-def exit_scope(token: Token[Scope | None]) -> None:
-    _SCOPE.reset(token)
+#: Make a scope current / restore the one before: the variable's own ``set`` and ``reset`` (no Python frame).
+enter_scope: Callable[[Scope], Token[Scope | None]] = _SCOPE.set
+exit_scope: Callable[[Token[Scope | None]], None] = _SCOPE.reset
 
 
 #: Who acts in this context (``sigtrace.actor``), if named.

@@ -212,9 +212,17 @@ class Engine:
         obj: object = None,
         outcome: str = semconv.OUTCOME_OK,
         error: BaseException | None = None,
+        pk: str | None = None,
+        signal: str | None = None,
+        audit: dict[str, Any] | None = None,
         **updates: Any,
     ) -> Operation | None:
-        """An operation ends (post signal, or a failure the source observed). Unknown keys are ignored."""
+        """An operation ends (post signal, or a failure the source observed). Unknown keys are ignored.
+
+        ``pk``, ``signal``, ``audit`` and any other ``updates`` fill in the operation as
+        :meth:`Operation.update` does (``None`` keeps what it had); the three a post signal usually
+        tells are parameters of their own, set without ``update``'s loop.
+        """
         if op is None:
             if key is None:
                 return None
@@ -223,6 +231,12 @@ class Engine:
             self.table.discard(op)
         if op is None or op.done:
             return None
+        if pk is not None:
+            op.pk = pk
+        if signal is not None:
+            op.signal = signal
+        if audit:
+            op.audit.update(audit)
         if updates:
             op.update(**updates)
         self.finish(op, semconv.OUTCOME_ERROR if error is not None else outcome, error)
@@ -412,7 +426,10 @@ class EntryScope(Scope):
     def __init__(self, engine: Engine, op: Operation | None, expect: Hashable | None) -> None:
         if op is not None and not engine.enabled(op.source, op.model, op.name, op.signal):
             op = None
-        super().__init__(op, expect)
+        # Scope.__init__ spelled here (one frame fewer per entry call).
+        self.op = op
+        self.expect = expect
+        self.ops: list[Operation] = []
         self._engine = engine
         self._span_token: Attachment | None = None
         self._scope_token: Token[Scope | None] | None = None
@@ -437,26 +454,33 @@ class EntryScope(Scope):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            engine = self._engine
             own = self.op
-            pending = [own] if own is not None and not own.done else []
-            if self.ops:
-                pending.extend(op for op in self.ops if not op.done)
-            # Newest first and the scope's own operation last: tokens are reset in the reverse order
-            # of their attach, and no child span ends after its parent.
-            for op in reversed(pending):
-                if exc is not None:
-                    engine.finish(op, semconv.OUTCOME_ERROR, exc, untrack=True)
-                else:
-                    # The call returned: it happened, even where no post signal said so.
-                    engine.finish(op, semconv.OUTCOME_OK, untrack=True)
+            if self.ops or (own is not None and not own.done):
+                self._finish_pending(exc)
             if self._span_token is not None:
-                # A with-block restores its caller's context whatever was attached inside it.
-                detach(self._span_token, force=True)
+                # A with-block restores its caller's context whatever was attached inside it
+                # (detach(token, force=True), without its frame).
+                token = self._span_token[0]
+                token.var.reset(token)
             if self._scope_token is not None:
                 exit_scope(self._scope_token)
         except Exception as failure:  # noqa: BLE001 - the safety net
             safety.report("engine.entry", failure)
+
+    def _finish_pending(self, exc: BaseException | None) -> None:
+        """End what the call left open: with its exception, or ``ok`` (it returned: it happened)."""
+        engine = self._engine
+        own = self.op
+        pending = [own] if own is not None and not own.done else []
+        pending.extend(op for op in self.ops if not op.done)
+        # Newest first and the scope's own operation last: tokens are reset in the reverse order
+        # of their attach, and no child span ends after its parent.
+        for op in reversed(pending):
+            if exc is not None:
+                engine.finish(op, semconv.OUTCOME_ERROR, exc, untrack=True)
+            else:
+                # The call returned: it happened, even where no post signal said so.
+                engine.finish(op, semconv.OUTCOME_OK, untrack=True)
 
     async def __aenter__(self) -> EntryScope:
         return self.__enter__()

@@ -320,7 +320,7 @@ def test_facts_cache_computes_once_per_key_and_lets_it_go() -> None:
     assert calls == [int, int]
     del Order
     gc.collect()
-    assert len(cache._cache) == 0
+    assert len(cache) == 0
 
 
 def test_model_facts_build_operations() -> None:

@@ -48,7 +48,7 @@ from django.db.models.sql import subqueries
 
 from sigtrace import semconv
 from sigtrace._config import ConfigError, parse_bool, warn_unknown_variables
-from sigtrace.core.correlation import identity_key, weak_ref
+from sigtrace.core.correlation import weak_ref
 from sigtrace.core.operation import Operation
 from sigtrace.core.text import safe_text
 from sigtrace.sources.django.diff import LoadedValues
@@ -396,11 +396,22 @@ class DjangoSource(Source):
     def _save_operation(
         self, facts: DjangoModelFacts, instance: Any, using: str | None, update_fields: Any, signal: str | None
     ) -> Operation:
-        op = facts.at(using).operation(SOURCE, "save", pk=_pk(instance), signal=signal, post_signal=facts.post_save)
+        at = facts.at(using)
+        op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop): every save
+            SOURCE,
+            "save",
+            model=at.model,
+            collection=at.collection,
+            db_system=at.db_system,
+            namespace=at.namespace,
+            pk=_pk(instance),
+            signal=signal,
+            post_signal=facts.post_save,
+            changed_fields=tuple(sorted(update_fields)) if update_fields else facts.written,
+        )
         self._transactions.assign(op, using)
-        written = tuple(sorted(update_fields)) if update_fields else facts.written
-        op.changed_fields = written
         if self.capture_values:
+            written = op.changed_fields or ()
             attnames = facts.attnames
             loaded = self._loaded
             cls = type(instance)
@@ -415,14 +426,20 @@ class DjangoSource(Source):
 
     def _build_save(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
         """The hot path of every save: the operation of ``save_base``, claimed by its pre_save."""
-        facts = self._facts(type(instance))
+        cls = type(instance)
+        facts = self._facts.cached(id(cls)) or self._facts(cls)
         if facts.skip:
             return None
-        # save() passes the alias it resolved; a direct save_base(using=None) resolves it at pre_save.
-        using = _arg(args, kwargs, 3, "using") or _known_db(instance)
-        op = self._save_operation(facts, instance, using, _arg(args, kwargs, 4, "update_fields"), None)
+        # save() passes everything by keyword; the alias it resolved (a direct save_base(using=None) resolves
+        # it at pre_save).
+        if args:
+            raw, using, update_fields = _arg(args, kwargs, 0, "raw"), _arg(args, kwargs, 3, "using"), None
+            update_fields = _arg(args, kwargs, 4, "update_fields")
+        else:
+            raw, using, update_fields = kwargs.get("raw"), kwargs.get("using"), kwargs.get("update_fields")
+        op = self._save_operation(facts, instance, using or _known_db(instance), update_fields, None)
         op.ref = weak_ref(instance)
-        if _arg(args, kwargs, 0, "raw"):
+        if raw:
             op.audit["raw"] = True
         return op, (id(instance), "save")  # identity_key(instance, "save")
 
@@ -435,15 +452,17 @@ class DjangoSource(Source):
         update_fields: Any = None,
         **_: Any,
     ) -> None:
-        facts = self._facts(sender)
-        if facts.skip:
-            return
-        key = identity_key(instance, "save")
+        key = (id(instance), "save")  # identity_key(instance, "save")
+        # First: the save_base wrapper's operation (the common case), which already knows what this signal says.
+        # Only a save the wrapper traces waits for this key, so an untraced model never gets here.
         claimed = self.engine.claim(key, obj=instance, signal="pre_save")
         if claimed is not None:
             if claimed.db_system is None:
                 self._resolve(claimed, using)
-            return  # the save_base wrapper's operation, which already knows what this signal says
+            return
+        facts = self._facts(sender)
+        if facts.skip:
+            return
         op = self._save_operation(facts, instance, using, update_fields, "pre_save")
         if raw:
             op.audit["raw"] = True
@@ -455,9 +474,10 @@ class DjangoSource(Source):
         if self._loaded is not None:
             self._loaded.saved(instance, update_fields)
         self.engine.end(
-            identity_key(instance, "save"),
+            (id(instance), "save"),  # identity_key(instance, "save")
             obj=instance,
-            pk=_pk(instance),
+            # An update's pk is the one it started with; only an insert has just been given one.
+            pk=_pk(instance) if created else None,
             signal="post_save",
             audit={"created": bool(created)},
         )

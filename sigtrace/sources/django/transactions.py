@@ -102,6 +102,10 @@ class DjangoTransactions:
         """Set ``op.transaction``: the transaction open on ``connections[using]`` as the write starts."""
         if not using:
             return
+        # The common case first, outside the guard (two dict lookups that cannot fail): a connection in
+        # autocommit, on this thread, with none out of it.
+        if self._manual.get(using) is False and not getattr(self._local, "open", None):
+            return
         with self._guard("transaction"):  # failing, the write is reported at once
             connection = getattr(self._local, "open", _NONE).get(using)
             if connection is None:

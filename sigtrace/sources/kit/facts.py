@@ -9,7 +9,6 @@ audit fields of a batch.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,40 +24,69 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+_MISSING: Any = object()
+
+
 class FactsCache(Generic[K, V]):
     """``compute(key)`` once per key, held weakly by the key; thread-safe enough (a race computes twice).
 
     ``keep(value)`` decides whether an answer is final: a model whose table is not known yet
     (abstract, being defined) is asked again next time. A key that takes no weak reference is
-    computed every time.
+    computed every time. Keys are told apart by identity (a model class, a mapper, an engine).
+
+    Held by ``id(key)`` in a plain dict, with a weak reference whose callback removes the entry when
+    the key goes (before its ``id`` can be reused): a lookup is one dict ``get``, where a
+    ``WeakKeyDictionary`` built a weak reference and ran two Python frames per lookup. Hot paths
+    read :attr:`cached` directly (the dict's own ``get``: no Python frame at all).
     """
 
-    __slots__ = ("_cache", "_compute", "_keep")
+    __slots__ = ("__weakref__", "_compute", "_keep", "_refs", "_values", "cached")
 
     def __init__(self, compute: Callable[[K], V], *, keep: Callable[[V], bool] | None = None) -> None:
         self._compute = compute
         self._keep = keep
-        self._cache: weakref.WeakKeyDictionary[Any, V] = weakref.WeakKeyDictionary()
+        self._values: dict[int, V] = {}
+        self._refs: dict[int, weakref.ReferenceType[Any]] = {}
+        #: ``cached(id(key))``: the value kept for ``key``, or ``None`` (for values that are never falsy:
+        #: ``cache.cached(id(cls)) or cache(cls)``).
+        self.cached: Callable[[int], V | None] = self._values.get
 
     def __call__(self, key: K) -> V:
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
-        except TypeError:  # no weak reference to it, or unhashable
-            return self._compute(key)
+        found = self._values.get(id(key), _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[no-any-return]
         value = self._compute(key)
         if self._keep is None or self._keep(value):
-            with contextlib.suppress(TypeError):
-                self._cache[key] = value
+            self._remember(key, value)
         return value
 
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _remember(self, key: K, value: V) -> None:
+        ident = id(key)
+        this = weakref.ref(self)
+
+        def drop(ref: weakref.ReferenceType[Any]) -> None:
+            cache = this()
+            if cache is not None and cache._refs.get(ident) is ref:
+                del cache._refs[ident]
+                cache._values.pop(ident, None)
+
+        try:
+            ref = weakref.ref(key, drop)
+        except TypeError:  # no weak reference to it: computed every time
+            return
+        self._refs[ident] = ref
+        self._values[ident] = value
+
     def forget(self, key: K) -> None:
-        with contextlib.suppress(KeyError, TypeError):
-            del self._cache[key]
+        self._refs.pop(id(key), None)
+        self._values.pop(id(key), None)
 
     def clear(self) -> None:
-        self._cache.clear()
+        self._refs.clear()
+        self._values.clear()
 
 
 @dataclass(frozen=True, slots=True)
