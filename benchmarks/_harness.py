@@ -254,10 +254,12 @@ class NaiveBridge:
 
     def post(self, key: Any) -> None:
         span, token, started = self._open.pop(key)
+        duration = time.monotonic() - started
+        # Recorded while its span is current, as sigtrace records its own: where the SDK keeps an exemplar
+        # (OTEL_METRICS_EXEMPLAR_FILTER's default, trace_based), both link the measurement to that span.
+        self._histogram.record(duration, METRIC_ATTRIBUTES, context=None if token else self._in_context(span))
         if token is not None:
             self._detach(token)
-        duration = time.monotonic() - started
-        self._histogram.record(duration, METRIC_ATTRIBUTES)
         self._logger.msg("sigtrace.audit", **AUDIT_FIELDS, duration=duration)
         span.end()
 

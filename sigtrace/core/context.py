@@ -36,6 +36,8 @@ __all__ = [
     "current_scope",
     "detach",
     "set_actor",
+    "span_is_current",
+    "with_span",
 ]
 
 _SCOPE: ContextVar[Scope | None] = ContextVar("sigtrace_scope", default=None)
@@ -145,10 +147,20 @@ def attach(span: trace.Span) -> Attachment:
     What ``context.attach(trace.set_span_in_context(span))`` does (a copy of the current context with the
     span under the API's own key), spelled without its five Python frames; pinned to it by tests/core.
     """
+    ctx = with_span(span)
+    return _set_context(ctx), ctx
+
+
+def with_span(span: trace.Span) -> otel_context.Context:
+    """The current context with ``span`` as its span: ``trace.set_span_in_context(span)`` without its frames."""
     values = current_context().copy()
     values[_SPAN_KEY] = span
-    ctx = otel_context.Context(values)
-    return _set_context(ctx), ctx
+    return otel_context.Context(values)
+
+
+def span_is_current(span: trace.Span) -> bool:
+    """``trace.get_current_span() is span``, read from the context directly."""
+    return current_context().get(_SPAN_KEY) is span
 
 
 def detach(attachment: Attachment, *, force: bool = False) -> bool:

@@ -327,12 +327,6 @@ class Engine:
                 op.error = error
                 # A source may have named the failure more precisely (a service's error code).
                 op.error_type = op.error_type or error_type_of(error)
-            if op.token is not None:
-                if not detach(op.token):
-                    self._remember_stale(op)  # covered by a newer one, or in another context
-                elif self._stale_spans:
-                    self._stale.detach_current()  # an older one that ended first is now on top
-                op.token = None
             end_ns = time.time_ns()
             duration = time.monotonic() - op.start_monotonic
             if duration < 0.0:
@@ -343,12 +337,23 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report("engine.finish", exc)
             return
-        # Each sink on its own: one that fails never keeps the others from reporting.
+        # Each sink on its own: one that fails never keeps the others from reporting. An activated span is
+        # still current while they run (the duration's exemplar is the operation's own span, as inside an
+        # entry scope; see MetricSink.finished).
         for kind, sink in self._finishing:
             try:
                 sink.finished(op, end_ns, duration, held)
             except Exception as exc:  # noqa: BLE001
                 safety.report(f"sink.{kind}", exc)
+        if op.token is not None:
+            try:
+                if not detach(op.token):
+                    self._remember_stale(op)  # covered by a newer one, or in another context
+                elif self._stale_spans:
+                    self._stale.detach_current()  # an older one that ended first is now on top
+                op.token = None
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                safety.report("engine.finish", exc)
         if held:
             self._hold(op)
 

@@ -23,6 +23,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
+from sigtrace.core.context import span_is_current, with_span
 from sigtrace.core.operation import Operation
 from sigtrace.core.sinks import Labels
 
@@ -231,10 +232,15 @@ class MetricSink:
                     ok[0] += 1
                 else:
                     self._operations._add((*labels, outcome, error_type), 1)
-        # error.type on the duration metric if and only if the operation failed.
+        # error.type on the duration metric if and only if the operation failed. The measurement's context
+        # is the operation's own span (where the SDK keeps an exemplar, it links to that span): current
+        # already where the span is (an entry scope, an activated span), made here where it is not (a span
+        # started in a receiver that cannot change its caller's context).
+        span = op.span
         self.duration.record(
             duration_s,
             slot.duration_attributes if error_type is None else _attributes(*labels, None, error_type),
+            context=None if span is None or span_is_current(span) else with_span(span),
         )
         if op.orphaned:
             base = _attributes(source, db_system, name, collection, None, None)

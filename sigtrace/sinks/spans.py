@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
@@ -93,9 +92,6 @@ class SpanSink:
 
     # --- the sink life cycle (core/sinks.py) ---
 
-    def started(self, op: Operation) -> None:
-        op.span = self.start(op)
-
     def cancelled(self, op: Operation) -> None:
         if op.span is not None:
             op.span.end()
@@ -115,8 +111,8 @@ class SpanSink:
 
     # --- spans ---
 
-    def start(self, op: Operation, context: Context | None = None) -> Span:
-        """Start ``op``'s span with every attribute known now (the SDK validates each one it is given, once).
+    def started(self, op: Operation) -> None:
+        """Start ``op``'s span (``op.span``) with every attribute known now (the SDK validates each one once).
 
         Where the source names the post signal that will end ``op`` (``op.post_signal``), the span starts
         with it as ``sigtrace.signal``: at the end it is then the same and not set again, which is most of
@@ -134,9 +130,8 @@ class SpanSink:
         op.span_base = base
         op.span_attributes = attributes
         collection = op.collection
-        return self.tracer.start_span(
+        op.span = self.tracer.start_span(
             f"{op.name} {collection}" if collection else op.name,
-            context=context,
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=op.start_ns,

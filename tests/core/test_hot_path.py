@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -76,3 +77,16 @@ def test_a_predicted_post_signal_with_no_signal_at_all_leaves_no_attribute(sigtr
     assert _signal(sigtrace_capture) == "absent"
     (event,) = sigtrace_capture.audit_events
     assert event.get("signal") is None
+
+
+def _exemplar_span_ids(cap: Capture) -> list[int]:
+    return [e.span_id for p in cap.metric_points(semconv.METRIC_DURATION) for e in p.point.exemplars]
+
+
+@pytest.mark.parametrize("activate", [True, False])  # False: a span started where it cannot be made current
+def test_the_duration_exemplar_is_the_operations_own_span(sigtrace_capture: Capture, activate: bool) -> None:
+    engine = _engine(sigtrace_capture)
+    engine.begin(Operation("test", "save", collection="t"), "k", activate=activate)
+    engine.end("k")
+    (span,) = sigtrace_capture.spans
+    assert _exemplar_span_ids(sigtrace_capture) == [span.get_span_context().span_id]  # type: ignore[union-attr]

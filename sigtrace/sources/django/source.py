@@ -48,6 +48,7 @@ from django.db.models.sql import subqueries
 
 from sigtrace import semconv
 from sigtrace._config import ConfigError, parse_bool, warn_unknown_variables
+from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import weak_ref
 from sigtrace.core.operation import Operation
 from sigtrace.core.text import safe_text
@@ -333,7 +334,6 @@ class DjangoSource(Source):
         inherits at call time.
         """
         own = query_class.__dict__.get("get_compiler")
-        current = self.engine.current
         guard = self.guard("compiler")
         resolve = self._resolve
 
@@ -343,8 +343,9 @@ class DjangoSource(Source):
             else:
                 inherited: Any = super(query_class, query)
                 compiler = inherited.get_compiler(*args, **kwargs)
-            op = current()
-            if op is not None and op.db_system is None and op.source == SOURCE:
+            scope = current_scope()  # Engine.current(), without its frame: every write query compiled
+            op = scope.op if scope is not None else None
+            if op is not None and op.db_system is None and op.source == SOURCE and not op.done:
                 with guard:
                     resolve(op, getattr(compiler, "using", None))
             return compiler
@@ -396,7 +397,7 @@ class DjangoSource(Source):
     def _save_operation(
         self, facts: DjangoModelFacts, instance: Any, using: str | None, update_fields: Any, signal: str | None
     ) -> Operation:
-        at = facts.at(using)
+        at = facts._at.get(using) or facts.at(using)
         op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop): every save
             SOURCE,
             "save",

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from sigtrace import semconv
 from sigtrace.core.operation import Operation
-from sigtrace.core.text import safe_text
+from sigtrace.core.text import MAX_TEXT, safe_text
 
 __all__ = ["FactsCache", "ModelFacts", "batch_audit", "database_of_url", "pk_text"]
 
@@ -137,6 +137,9 @@ def database_of_url(url: object, schema: str | None = None) -> tuple[str | None,
     return system, f"{database}|{schema}" if schema else database
 
 
+#: Ints below this bound in size have a short text (``str`` of a longer one may be cut or refused: safe_text).
+_LONG_INT = 10**18
+
 #: Joins the parts of a composite primary key (and PynamoDB's hash and range keys).
 PK_SEPARATOR = "|"
 
@@ -149,6 +152,12 @@ def pk_text(value: Any) -> str | None:
     """
     if value is None:
         return None
+    kind = type(value)
+    if kind is int and -_LONG_INT < value < _LONG_INT:  # the common pk, spelled without safe_text's frame
+        return str(value)
+    if kind is str and len(value) <= MAX_TEXT:
+        text: str = value
+        return text
     if isinstance(value, Mapping):
         value = tuple(value.values())
     if isinstance(value, (tuple, list)):
