@@ -227,7 +227,7 @@ class Engine:
             if key is None:
                 return None
             op = self.table.pop(key, obj)
-        else:
+        elif op.key is not None:
             self.table.discard(op)
         if op is None or op.done:
             return None
@@ -319,7 +319,7 @@ class Engine:
         try:
             if op.done:
                 return
-            if untrack:
+            if untrack and op.key is not None:
                 self.table.discard(op)
             op.done = True
             op.outcome = outcome

@@ -23,7 +23,7 @@ from opentelemetry.metrics import Meter
 
 from sigtrace._config import Options
 from sigtrace.core import safety
-from sigtrace.core.engine import Engine
+from sigtrace.core.engine import Engine, EntryScope
 from sigtrace.core.operation import Operation
 
 __all__ = ["After", "Build", "Entry", "Source", "Wrapper"]
@@ -197,11 +197,11 @@ class Source:
             if entry is None:
                 return wrapped(*args, **kwargs)
             op, expect = entry
-            with engine.entry(op, expect=expect) as scope:
-                if track and expect is not None and scope.operation is not None:
+            with EntryScope(engine, op, expect) as scope:  # engine.entry(), without its frame
+                if track and expect is not None and scope.op is not None:
                     engine.claim(expect)
                 result = wrapped(*args, **kwargs)
-                own = scope.operation
+                own = scope.op
                 if after is not None and own is not None and not own.done:
                     try:
                         after(own, instance, args, kwargs, result)
@@ -242,9 +242,9 @@ class Source:
             if entry is None:
                 return await wrapped(*args, **kwargs)
             op, expect = entry
-            async with engine.entry(op, expect=expect) as scope:
+            async with EntryScope(engine, op, expect) as scope:  # engine.entry(), without its frame
                 result = await wrapped(*args, **kwargs)
-                own = scope.operation
+                own = scope.op
                 if after is not None and own is not None and not own.done:
                     try:
                         after(own, instance, args, kwargs, result)
