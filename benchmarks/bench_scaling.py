@@ -136,10 +136,15 @@ def main() -> None:
         return statistics.median(t for ts in times for t in ts) / 1000.0
 
     sigtrace.uninstall()
+    # The naive bridge on the same pair: what 8 threads of pure Python do to an operation without sigtrace's
+    # locks (the GIL's share of a convoy, measured beside sigtrace's).
+    bridge = h.NaiveBridge(prov).variant(lambda: None, pre, post, lambda sender, _kw: id(sender), weak=False)
+    assert bridge.setup is not None
     thread_rounds: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        configs = [(n, mode) for n in THREADS for mode in ("baseline", "full")]
+        configs = [(n, mode) for n in THREADS for mode in ("baseline", "full", "naive")]
         for n, mode in configs if r % 2 == 0 else configs[::-1]:
+            teardown: Any = None
             if mode == "full":
                 sigtrace.install(
                     sources=["blinker"],
@@ -147,12 +152,15 @@ def main() -> None:
                     meter_provider=prov.meter_provider,
                     audit_file="/dev/null",
                 )
+                teardown = sigtrace.uninstall
+            elif mode == "naive":
+                teardown = bridge.setup()
             try:
                 run_threads(n)  # warm-up
                 thread_rounds.setdefault(f"{n} threads {mode}", []).append(run_threads(n))
             finally:
-                if mode == "full":
-                    sigtrace.uninstall()
+                if teardown is not None:
+                    teardown()
         print(f"  [threads] round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     threads_out: dict[str, Any] = {}
     for n in THREADS:
@@ -163,10 +171,14 @@ def main() -> None:
             "full_median_us": statistics.median(full),
             "added_us": statistics.median(f - b for f, b in zip(full, base, strict=True)),
         }
-    one = thread_rounds["1 threads full"]
-    for n in THREADS:
-        full = thread_rounds[f"{n} threads full"]
-        threads_out[str(n)]["full_vs_1_thread"] = statistics.median(f / o for f, o in zip(full, one, strict=True))
+    for mode in ("full", "naive"):
+        one = thread_rounds[f"1 threads {mode}"]
+        for n in THREADS:
+            runs = thread_rounds[f"{n} threads {mode}"]
+            threads_out[str(n)][f"{mode}_median_us"] = statistics.median(runs)
+            threads_out[str(n)][f"{mode}_vs_1_thread"] = statistics.median(
+                f / o for f, o in zip(runs, one, strict=True)
+            )
     result["threads"] = threads_out
     result["machine"] = h.machine()
     result["method"] = {"rounds": args.rounds, "per_round": args.per_round, "per_thread": PER_THREAD}

@@ -204,9 +204,14 @@ def _other_tables(results: dict[str, Any]) -> str:
             lines.append(f"| {a} | {_f(v[a]['median_us'])} | {_f(v[a]['p99_us'])} | 1 |")
             lines.append(f"| {b} | {_f(v[b]['median_us'])} | {_f(v[b]['p99_us'])} | {_f(s[key], 3)} |")
         for n, t in s["threads"].items():
+            naive = (
+                f"; naive bridge {_f(t['naive_median_us'])} µs, {_f(t['naive_vs_1_thread'], 3)} (vs 1 thread)"
+                if "naive_median_us" in t
+                else ""
+            )
             lines.append(
                 f"| {n} thread(s) x 1,000: baseline {_f(t['baseline_median_us'], 2)}, full | "
-                f"{_f(t['full_median_us'])} | - | {_f(t['full_vs_1_thread'], 3)} (vs 1 thread) |"
+                f"{_f(t['full_median_us'])} | - | {_f(t['full_vs_1_thread'], 3)} (vs 1 thread){naive} |"
             )
     m = results.get("memory")
     if m:
