@@ -173,6 +173,20 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run.py", "--signalbus-python", signalbus + "/bin/python", *session.posargs)
 
 
+@nox.session(name="bench-instructions", python=PYTHON)
+def bench_instructions(session: nox.Session) -> None:
+    """Instructions per operation of every variant under valgrind (benchmarks/instructions.py, about 10 minutes).
+
+    The figures a shared machine cannot move: same code, same inputs, same count. Needs valgrind on the PATH.
+    """
+    session.install("-e", MODERN, "moto[server]>=5.1", "opentelemetry-instrumentation-botocore>=0.60b0")
+    signalbus = session.create_tmp() + "/signalbus-venv"
+    session.run("uv", "venv", "-q", "-p", PYTHON, signalbus, external=True)
+    session.run("uv", "pip", "install", "-q", "-p", signalbus + "/bin/python", "-e", *SIGNALBUS, external=True)
+    python = signalbus + "/bin/python"
+    session.run("python", "benchmarks/instructions.py", "--signalbus-python", python, *session.posargs)
+
+
 @nox.session(name="bench-server", python=PYTHON)
 def bench_server(session: nox.Session) -> None:
     """Saves on the PostgreSQL server at 127.0.0.1:5432, concurrent (benchmarks/bench_server.py, about 5 minutes).
