@@ -147,7 +147,9 @@ def attach(span: trace.Span) -> Attachment:
     What ``context.attach(trace.set_span_in_context(span))`` does (a copy of the current context with the
     span under the API's own key), spelled without its five Python frames; pinned to it by tests/core.
     """
-    ctx = with_span(span)
+    values = current_context().copy()  # with_span(span), spelled here: one frame fewer on every attach
+    values[_SPAN_KEY] = span
+    ctx = otel_context.Context(values)
     return _set_context(ctx), ctx
 
 
