@@ -5,12 +5,17 @@ What Django sends (docs/sources/django.md): ``pre_save``/``post_save``, ``pre_de
 free: while any ``pre_delete``/``post_delete`` receiver exists Django gives up its fast delete
 (``Collector.can_fast_delete``: every row is selected, every column, before the delete), and while an
 ``m2m_changed`` receiver exists it gives up its fast many-to-many add (``_get_add_plan``: one SELECT
-more per ``add()``). Installing sigtrace must change no query, so only ``pre_save``/``post_save`` are
-received (no fast path of Django depends on them), and
+more per ``add()``). ``pre_save``/``post_save`` cost less, but each receiver takes Django's signal off its
+no-receiver fast path and is a call into sigtrace per save (about 40,000 instructions of a save's 530,000:
+docs/performance.md). Installing sigtrace must change nothing the application sees, so sigtrace
+connects no model signal receiver by default, and
 
 * saves: the entry point ``Model.save_base`` (``save``, ``asave``, ``create``... go through it) runs in
-  the kit's entry scope (:meth:`Source.entry`); the signals claim that operation and end it with what
-  only they know (the pk of a new row, ``created``);
+  the kit's entry scope (:meth:`Source.entry`), in flight from its start; what the signals would say is
+  read where Django computes it: ``pre_save`` is sent first thing in ``save_base`` once the database is
+  known, ``post_save`` last thing before it returns (``sigtrace.signal``), ``created`` is an INSERT of
+  the model's own table compiled inside the call (:meth:`DjangoSource._resolve_from_compiler`), the pk
+  of a new row is read when the call returns;
 * deletes: ``Model.delete`` and ``QuerySet.delete`` are the entry points, and
   ``django.db.models.deletion.Collector.delete`` says what Django deleted: the objects it collected
   (one audit event each) and the querysets it deleted without loading a row (one event per model
@@ -35,6 +40,7 @@ values (sigtrace/sources/django/diff.py).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields
@@ -298,9 +304,10 @@ class DjangoSource(Source):
         opts = self.django
         self._transactions.attach(self.patch)
         if opts.trace_save:
-            self.connect(signals.pre_save, self._on_pre_save, kind="pre_save")
-            self.connect(signals.post_save, self._on_post_save, kind="post_save")
-            self.patch(Model, "save_base", self.entry("save_base", self._build_save))
+            # No pre_save/post_save receiver (module docstring); in flight from the start (track): a save that
+            # never returns is reaped as an orphan.
+            save = self.entry("save_base", self._build_save, self._saved, failed=_not_created, track=True)
+            self.patch(Model, "save_base", save)
         # No pre_delete/post_delete/m2m_changed receiver: each one costs the application queries
         # (module docstring). Deletes and m2m changes are observed at Django's entry points instead.
         if opts.trace_delete or opts.trace_m2m:
@@ -336,6 +343,7 @@ class DjangoSource(Source):
         own = query_class.__dict__.get("get_compiler")
         guard = self.guard("compiler")
         resolve = self._resolve
+        inserts = query_class is subqueries.InsertQuery
 
         def get_compiler(query: Any, *args: Any, **kwargs: Any) -> Any:
             if own is not None:
@@ -345,9 +353,14 @@ class DjangoSource(Source):
                 compiler = inherited.get_compiler(*args, **kwargs)
             scope = current_scope()  # Engine.current(), without its frame: every write query compiled
             op = scope.op if scope is not None else None
-            if op is not None and op.db_system is None and op.source == SOURCE and not op.done:
+            if op is not None and op.source == SOURCE and not op.done:
                 with guard:
-                    resolve(op, getattr(compiler, "using", None))
+                    if op.db_system is None:
+                        resolve(op, getattr(compiler, "using", None))
+                    if inserts and op.name == "save" and query.model._meta.db_table == op.collection:
+                        # The row of the saved model itself is inserted (not a parent's): Django's
+                        # created=(not updated), without a post_save receiver.
+                        op.audit["created"] = True
             return compiler
 
         get_compiler.__name__ = get_compiler.__qualname__ = "get_compiler"
@@ -394,94 +407,68 @@ class DjangoSource(Source):
         self._transactions.assign(op, using)  # the transaction open on its connection as it starts
         return op
 
-    def _save_operation(
-        self, facts: DjangoModelFacts, instance: Any, using: str | None, update_fields: Any, signal: str | None
-    ) -> Operation:
+    # --- save ---
+
+    def _build_save(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        """The hot path of every save: the operation of ``save_base`` (one function: every call costs here)."""
+        cls = type(instance)
+        facts = self._facts.cached(id(cls)) or self._facts(cls)
+        if facts.skip:
+            return None
+        # save() passes everything by keyword, with the alias it resolved.
+        if args:
+            raw, using, update_fields = _arg(args, kwargs, 0, "raw"), _arg(args, kwargs, 3, "using"), None
+            update_fields = _arg(args, kwargs, 4, "update_fields")
+        else:
+            raw, using, update_fields = kwargs.get("raw"), kwargs.get("using"), kwargs.get("update_fields")
+        # With its database given, save_base sends pre_save before anything that can fail (without it, it
+        # asks the routers first): the last signal seen, should the call fail.
+        signal = "pre_save" if using and facts.post_save else None
+        if not using:
+            using = _known_db(instance)
         at = facts._at.get(using) or facts.at(using)
-        op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop): every save
+        op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop)
             SOURCE,
             "save",
             model=at.model,
             collection=at.collection,
             db_system=at.db_system,
             namespace=at.namespace,
-            pk=_pk(instance),
+            pk=pk_text(instance.pk),
             signal=signal,
             post_signal=facts.post_save,
             changed_fields=tuple(sorted(update_fields)) if update_fields else facts.written,
         )
         self._transactions.assign(op, using)
         if self.capture_values:
-            written = op.changed_fields or ()
-            attnames = facts.attnames
-            loaded = self._loaded
-            cls = type(instance)
-            changes = loaded.changes(instance, written, attnames, _plain) if loaded and loaded.listed(cls) else None
-            if changes is None:
-                op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
-            else:
-                op.values, op.audit["diff"] = changes  # the names whose value is [old, new]
-        return op
-
-    # --- save ---
-
-    def _build_save(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
-        """The hot path of every save: the operation of ``save_base``, claimed by its pre_save."""
-        cls = type(instance)
-        facts = self._facts.cached(id(cls)) or self._facts(cls)
-        if facts.skip:
-            return None
-        # save() passes everything by keyword; the alias it resolved (a direct save_base(using=None) resolves
-        # it at pre_save).
-        if args:
-            raw, using, update_fields = _arg(args, kwargs, 0, "raw"), _arg(args, kwargs, 3, "using"), None
-            update_fields = _arg(args, kwargs, 4, "update_fields")
-        else:
-            raw, using, update_fields = kwargs.get("raw"), kwargs.get("using"), kwargs.get("update_fields")
-        op = self._save_operation(facts, instance, using or _known_db(instance), update_fields, None)
-        op.ref = weak_ref(instance)
+            self._capture(op, facts, instance)
+        op.ref = weakref.ref(instance)  # models take weak references (correlation.weak_ref, without its frame)
         if raw:
             op.audit["raw"] = True
         return op, (id(instance), "save")  # identity_key(instance, "save")
 
-    def _on_pre_save(
-        self,
-        sender: Any,
-        instance: Any = None,
-        raw: bool = False,
-        using: str | None = None,
-        update_fields: Any = None,
-        **_: Any,
-    ) -> None:
-        key = (id(instance), "save")  # identity_key(instance, "save")
-        # First: the save_base wrapper's operation (the common case), which already knows what this signal says.
-        # Only a save the wrapper traces waits for this key, so an untraced model never gets here.
-        claimed = self.engine.claim(key, obj=instance, signal="pre_save")
-        if claimed is not None:
-            if claimed.db_system is None:
-                self._resolve(claimed, using)
-            return
-        facts = self._facts(sender)
-        if facts.skip:
-            return
-        op = self._save_operation(facts, instance, using, update_fields, "pre_save")
-        if raw:
-            op.audit["raw"] = True
-        self.engine.begin(op, key, obj=instance)
+    def _capture(self, op: Operation, facts: DjangoModelFacts, instance: Any) -> None:
+        """``capture_values``: the values a save writes, or ``[old, new]`` for the models in ``audit_diff``."""
+        written = op.changed_fields or ()
+        attnames = facts.attnames
+        loaded = self._loaded
+        listed = loaded is not None and loaded.listed(type(instance))
+        changes = loaded.changes(instance, written, attnames, _plain) if loaded is not None and listed else None
+        if changes is None:
+            op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
+        else:
+            op.values, op.audit["diff"] = changes  # the names whose value is [old, new]
 
-    def _on_post_save(
-        self, sender: Any, instance: Any = None, created: bool = False, update_fields: Any = None, **_: Any
-    ) -> None:
+    def _saved(self, op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], _: Any) -> None:
+        """``save_base`` returned: what its post_save said (the pk of a new row, ``created``), read here."""
+        if op.post_signal is not None:
+            op.signal = op.post_signal  # sent last thing before save_base returns
+        if op.pk is None:
+            op.pk = _pk(instance)  # an insert has just given it one
+        op.audit.setdefault("created", False)  # True where the compiler saw the row inserted
         if self._loaded is not None:
+            update_fields = kwargs.get("update_fields") if not args else _arg(args, kwargs, 4, "update_fields")
             self._loaded.saved(instance, update_fields)
-        self.engine.end(
-            (id(instance), "save"),  # identity_key(instance, "save")
-            obj=instance,
-            # An update's pk is the one it started with; only an insert has just been given one.
-            pk=_pk(instance) if created else None,
-            signal="post_save",
-            audit={"created": bool(created)},
-        )
 
     # --- delete ---
 
@@ -711,6 +698,11 @@ class DjangoSource(Source):
             op.attributes[semconv.DB_OPERATION_BATCH_SIZE] = len(objs)
             op.audit[semconv.AUDIT_BATCH_SIZE] = len(objs)
         return op
+
+
+def _not_created(op: Operation, _instance: Any, _args: Any, _kwargs: Any, _error: BaseException) -> None:
+    """A save that failed created nothing, whatever INSERT was compiled before it failed (post_save never came)."""
+    op.audit.pop("created", None)
 
 
 def _collected(collector: Any) -> list[tuple[type[Any], list[str | None]]]:

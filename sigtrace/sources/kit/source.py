@@ -26,7 +26,7 @@ from sigtrace.core import safety
 from sigtrace.core.engine import Engine, EntryScope
 from sigtrace.core.operation import Operation
 
-__all__ = ["After", "Build", "Entry", "Source", "Wrapper"]
+__all__ = ["After", "Build", "Entry", "Failed", "Source", "Wrapper"]
 
 #: What an entry point's operation is before the call: the operation and the key its pre signal
 #: will carry (``None``: no signal claims it; the call's return ends it).
@@ -37,6 +37,9 @@ Build = Callable[[Any, tuple[Any, ...], dict[str, Any]], Entry | None]
 #: Fills in what only the call's result tells: ``(operation, instance, args, kwargs, result)``.
 #: Runs only while the operation is still open (no post signal ended it).
 After = Callable[[Operation, Any, tuple[Any, ...], dict[str, Any], Any], None]
+#: Takes back what a failed call must not report: ``(operation, instance, args, kwargs, error)``, run before
+#: the error ends the operation (e.g. a fact a hook recorded for a write that then failed).
+Failed = Callable[[Operation, Any, tuple[Any, ...], dict[str, Any], BaseException], None]
 #: A ``wrapt`` wrapper: ``(wrapped, instance, args, kwargs) -> result``.
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -173,7 +176,9 @@ class Source:
 
     # --- entry points ---
 
-    def entry(self, kind: str, build: Build, after: After | None = None, *, track: bool = False) -> Wrapper:
+    def entry(
+        self, kind: str, build: Build, after: After | None = None, *, failed: Failed | None = None, track: bool = False
+    ) -> Wrapper:
         """A wrapt wrapper that runs a library call inside the engine's entry scope for ``build``'s operation.
 
         The operation's span is the caller's child and current for the whole call (driver spans
@@ -181,11 +186,13 @@ class Source:
         ends it as an error at once; the call's return ends it if no post signal did. A failing
         ``build`` or ``after`` is reported as ``source.<name>.<kind>`` and the call runs untraced.
         ``track``: a call no pre signal claims (SQLAlchemy's flush) is claimed by its key as it
-        starts, so that it is in flight and reaped as an orphan if it never returns.
+        starts, so that it is in flight and reaped as an orphan if it never returns. ``failed`` runs
+        when the call raises, before the error ends the operation (``source.<name>.<kind>.failed``).
         """
         engine = self.engine
         where = self.where(kind)
         where_after = f"{where}.after"
+        where_failed = f"{where}.failed"
         report = safety.report
 
         def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -200,7 +207,16 @@ class Source:
             with EntryScope(engine, op, expect) as scope:  # engine.entry(), without its frame
                 if track and expect is not None and scope.op is not None:
                     engine.claim(expect)
-                result = wrapped(*args, **kwargs)
+                try:
+                    result = wrapped(*args, **kwargs)
+                except BaseException as error:
+                    own = scope.op
+                    if failed is not None and own is not None and not own.done:
+                        try:
+                            failed(own, instance, args, kwargs, error)
+                        except Exception as exc:  # noqa: BLE001
+                            report(where_failed, exc)
+                    raise
                 own = scope.op
                 if after is not None and own is not None and not own.done:
                     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
@@ -38,9 +40,34 @@ class TestDjangoContract(SourceContract):
         return IntegrityError
 
     def orphan(self) -> None:
-        author = Author(name="orphan")
-        self._orphans.append(author)
-        signals.pre_save.send(sender=Author, instance=author, raw=False, using=self.alias, update_fields=None)
+        """A save that does not return (held inside save_base by a pre_save receiver until the test is over)."""
+        release, inside = threading.Event(), threading.Event()
+
+        def hold(sender: Any, instance: Any, **_: Any) -> None:
+            if instance.name == "orphan":
+                inside.set()
+                release.wait(30)
+
+        def save() -> None:
+            try:
+                Author(name="orphan").save(using=self.alias)
+            finally:
+                connections.close_all()
+
+        signals.pre_save.connect(hold, sender=Author, weak=False)
+        thread = threading.Thread(target=save, daemon=True)
+        thread.start()
+        assert inside.wait(10)
+        self._orphans.append((release, thread, hold))
+
+    @pytest.fixture(autouse=True)
+    def _release_orphans(self) -> Iterator[None]:
+        yield
+        while self._orphans:
+            release, thread, hold = self._orphans.pop()
+            release.set()
+            thread.join(10)
+            signals.pre_save.disconnect(hold, sender=Author)
 
     def run_concurrently(self, threads: int, per_thread: int) -> int:
         run_threads(threads, per_thread, lambda _t, _i: self.succeed())

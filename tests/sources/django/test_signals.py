@@ -97,6 +97,7 @@ def test_integrity_error_is_an_error_span_at_once(cap: Capture, alias: str) -> N
     assert not attrs(failed).get(semconv.SIGTRACE_ORPHANED)
     event = one_audit(cap, failed)
     assert event["outcome"] == semconv.OUTCOME_ERROR and event["error_type"] == "IntegrityError"
+    assert "created" not in event  # its INSERT was compiled, and failed: nothing was created
     assert cap.installation is not None and cap.installation.in_flight() == 0
 
 

@@ -259,3 +259,16 @@ def test_a_raising_router_is_the_applications_error_not_sigtraces() -> None:
     assert Author.objects.filter(pk=author.pk).exists()
     failed = [s for s in cap.spans if (s.attributes or {}).get(semconv.ERROR_TYPE) == "LookupError"]
     assert len(failed) == 2, [s.name for s in cap.spans]
+
+
+def test_sigtrace_connects_no_model_signal_receiver() -> None:
+    """Django's model signals keep their no-receiver fast path: saves are read at save_base, not received."""
+    from django.db.models import signals
+
+    model_signals = (signals.pre_save, signals.post_save, signals.pre_delete, signals.post_delete, signals.m2m_changed)
+    before = [list(signal.receivers) for signal in model_signals]
+    with capture(sources=["django"]) as cap:
+        assert [list(signal.receivers) for signal in model_signals] == before
+        Author.objects.create(name="quiet")
+        assert len(cap.spans_named("save testapp_author")) == 1
+    connections.close_all()
