@@ -39,6 +39,7 @@ values (sigtrace/sources/django/diff.py).
 
 from __future__ import annotations
 
+import dis
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -289,6 +290,8 @@ class DjangoSource(Source):
         super().__init__(engine, options)
         self.django = django_options()
         self._facts: FactsCache[type[Any], DjangoModelFacts] = FactsCache(self._model_facts)
+        #: ``save_base``'s code and its ``post_save`` line (:meth:`_failed`), read at attach.
+        self._post_save_line: tuple[Any, int] | None = None
         #: Which transaction each write runs in (sigtrace/sources/django/transactions.py).
         self._transactions = DjangoTransactions(self.guard)
         #: Old values for ``{field: [old, new]}``: only for the models in ``audit_diff``, with ``capture_values``.
@@ -306,7 +309,8 @@ class DjangoSource(Source):
         if opts.trace_save:
             # No pre_save/post_save receiver (module docstring); in flight from the start (track): a save that
             # never returns is reaped as an orphan.
-            save = self.entry("save_base", self._build_save, self._saved, failed=_not_created, track=True)
+            self._post_save_line = _post_save_line(Model.save_base)
+            save = self.entry("save_base", self._build_save, self._saved, failed=self._failed, track=True)
             self.patch(Model, "save_base", save)
         # No pre_delete/post_delete/m2m_changed receiver: each one costs the application queries
         # (module docstring). Deletes and m2m changes are observed at Django's entry points instead.
@@ -458,6 +462,23 @@ class DjangoSource(Source):
             op.values = {name: _plain(getattr(instance, attnames.get(name, name), None)) for name in written}
         else:
             op.values, op.audit["diff"] = changes  # the names whose value is [old, new]
+
+    def _failed(
+        self, op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: BaseException
+    ) -> None:
+        """``save_base`` raised. From a ``post_save`` receiver of the application: the row was written, the save
+        is ``ok`` (what the database kept) and the error the application's. Before: nothing was created."""
+        where = self._post_save_line
+        tb = error.__traceback__
+        while where is not None and tb is not None:
+            if tb.tb_frame.f_code is where[0]:
+                if tb.tb_lineno >= where[1]:
+                    self._saved(op, instance, args, kwargs, None)
+                    self.engine.finish(op, semconv.OUTCOME_OK, untrack=True)
+                    return
+                break
+            tb = tb.tb_next
+        op.audit.pop("created", None)  # an INSERT compiled before the failure created nothing
 
     def _saved(self, op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], _: Any) -> None:
         """``save_base`` returned: what its post_save said (the pk of a new row, ``created``), read here."""
@@ -700,9 +721,16 @@ class DjangoSource(Source):
         return op
 
 
-def _not_created(op: Operation, _instance: Any, _args: Any, _kwargs: Any, _error: BaseException) -> None:
-    """A save that failed created nothing, whatever INSERT was compiled before it failed (post_save never came)."""
-    op.audit.pop("created", None)
+def _post_save_line(save_base: Callable[..., Any]) -> tuple[Any, int] | None:
+    """``save_base``'s code and the line where it sends ``post_save``: every write of the save is done there."""
+    code = getattr(save_base, "__code__", None)
+    if code is None:
+        return None
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "LOAD_GLOBAL" and instruction.argval == "post_save":
+            line = instruction.positions.lineno if instruction.positions else None
+            return (code, line) if line else None
+    return None
 
 
 def _collected(collector: Any) -> list[tuple[type[Any], list[str | None]]]:

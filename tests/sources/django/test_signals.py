@@ -118,6 +118,28 @@ def test_a_raising_receiver_fails_the_operation_at_once(cap: Capture, alias: str
     assert cap.installation is not None and cap.installation.in_flight() == 0
 
 
+def test_a_raising_post_save_receiver_leaves_the_written_row_ok(cap: Capture, alias: str) -> None:
+    """The row is written before post_save is sent: the save is what the database kept, the error the app's."""
+
+    def complain(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+        raise PermissionError("after the fact")
+
+    signals.post_save.connect(complain, sender=Author, weak=False)
+    try:
+        with pytest.raises(PermissionError):
+            Author(name="kept").save(using=alias)
+    finally:
+        signals.post_save.disconnect(complain, sender=Author)
+    assert Author.objects.using(alias).filter(name="kept").exists()
+    (span,) = cap.spans
+    assert span.status.status_code == StatusCode.UNSET
+    assert attrs(span)[semconv.SIGTRACE_SIGNAL] == "post_save"
+    event = one_audit(cap, span)
+    assert event["outcome"] == semconv.OUTCOME_OK and event["created"] is True
+    assert event["pk"] == str(Author.objects.using(alias).get(name="kept").pk)
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
 def test_sigtrace_never_breaks_a_save(alias: str) -> None:
     from sigtrace.core import safety
 
