@@ -79,10 +79,14 @@ def test_compare_fails_only_what_breaks_with_sigtrace() -> None:
     assert comparison.tests == 7
 
 
-def test_the_allowlist_gives_a_reason_for_every_entry() -> None:
-    entries = run.load_allowlist()
-    assert entries, "the allow-list names at least the receiver-list test of Django's signals suite"
-    for entry in entries:
+def test_the_allowlist_gives_a_reason_for_every_entry(tmp_path: Path) -> None:
+    # The repository's list is empty now (docs/peer-suites.md); its reader still reads entries.
+    sample = tmp_path / "allowlist.toml"
+    sample.write_text(
+        '[[allow]]\nsuite = "django"\ntest = "a.B.test_c"\nreason = "inspects the receiver list of a signal"\n'
+    )
+    assert [(e.suite, e.test) for e in run.load_allowlist(sample)] == [("django", "a.B.test_c")]
+    for entry in run.load_allowlist():
         assert entry.suite in {"django", "ormar", "signalbus", "pynamodb"}
         assert len(entry.reason) > 20
 
