@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--signalbus-python", default=str(h.ROOT / ".venv-signalbus" / "bin" / "python"))
     parser.add_argument("--output", help="JSON file (default: benchmarks/results/<UTC time>-instructions.json)")
     parser.add_argument("--table", help="print the table of a saved run and exit")
+    parser.add_argument("--plot", nargs="+", metavar=("RESULTS", "PNG"), help="plot a saved run (to PNG) and exit")
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -217,6 +218,15 @@ def main() -> None:
         return
     if args.table:
         print(table(json.loads(Path(args.table).read_text(encoding="utf-8"))))
+        return
+    if args.plot:
+        import run
+
+        source = Path(args.plot[0])
+        target = Path(args.plot[1]) if len(args.plot) > 1 else source.with_suffix(".png")
+        results = json.loads(source.read_text(encoding="utf-8"))
+        ylabel = "added thousands of instructions per operation"
+        print(run.plot(results, target, key="added", scale=1 / 1000, ylabel=ylabel))
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("valgrind (with callgrind_control) is needed: apt-get install valgrind")

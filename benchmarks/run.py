@@ -455,8 +455,18 @@ def save(results: dict[str, Any], args: argparse.Namespace, started: dt.datetime
     print(plot(results, path.with_suffix(".png")))
 
 
-def plot(results: dict[str, Any], path: Path) -> str:
-    """A bar chart of the added µs per source and variant (matplotlib, installed by the bench session only)."""
+def plot(
+    results: dict[str, Any],
+    path: Path,
+    *,
+    key: str = "added_us",
+    scale: float = 1.0,
+    ylabel: str = "added µs per operation (paired median)",
+) -> str:
+    """A bar chart of the added µs per source and variant (matplotlib, installed by the bench session only).
+
+    ``key``/``scale``/``ylabel``: another figure of the same results shape (instructions.py: added instructions).
+    """
     try:
         import matplotlib
 
@@ -475,12 +485,12 @@ def plot(results: dict[str, Any], path: Path) -> str:
         xs, ys = [], []
         for x, r in enumerate(rows):
             v = r["variants"].get(name)
-            if v is not None and "added_us" in v:
+            if v is not None and key in v:
                 xs.append(x + (i - (len(names) - 1) / 2) * width)
-                ys.append(v["added_us"])
+                ys.append(v[key] * scale)
         ax.bar(xs, ys, width, label=name, color=color)
     ax.set_xticks(range(len(rows)), [_row_name(r) for r in rows], rotation=20, ha="right")
-    ax.set_ylabel("added µs per operation (paired median)")
+    ax.set_ylabel(ylabel)
     code = results.get("git", {}).get("code_head", "")[:7]
     ax.set_title(f"What each variant adds to the operation (sigtrace {code}; lower is better)")
     ax.axhline(0, color="black", linewidth=0.6)
