@@ -253,6 +253,8 @@ class EdgySource(Source):
         #: databasez backend transactions that are a SAVEPOINT to SQLAlchemy but a transaction of their
         #: own to SQLite: issued while the driver was in autocommit, so their RELEASE commits.
         self._fresh: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Made once (each transaction hook enters it, several times per write).
+        self._transaction_guard = self.guard("transaction")
 
     # --- attach ---
 
@@ -370,7 +372,7 @@ class EdgySource(Source):
 
     def _transaction_of(self, database: Any) -> Transaction | None:
         """The transaction open on the connection this task's queries to ``database`` go to, if any."""
-        with self.guard("transaction"):
+        with self._transaction_guard:
             return self._transactions.current(_connection_of(database))
         return None  # the guard reported a failure: the write is reported when it returns
 
@@ -625,7 +627,7 @@ class EdgySource(Source):
     def _wrap_bound_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         """A transaction or savepoint begins on a connection (databasez creates it under the connection's lock)."""
         wrapped(*args, **kwargs)
-        with self.guard("transaction"):
+        with self._transaction_guard:
             connection = instance.connection
             transaction = instance.transaction
             if transaction._force_rollback and getattr(connection, "connection_transaction", None) is transaction:
@@ -640,9 +642,11 @@ class EdgySource(Source):
                 # The first such transaction is the write's own: later ones inside the same call (a
                 # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
                 self._fresh_transactions.add(txn)
-                op = self.current_entry()
+                scope = current_scope()  # self.current_entry(), without its two frames
+                op = scope.op if scope is not None else None
                 if (
                     op is not None
+                    and op.source == SOURCE
                     and not op.done
                     and (op.transaction is None or op.transaction not in self._fresh_transactions)
                 ):
@@ -656,7 +660,7 @@ class EdgySource(Source):
         its awaits, a dozen per Edgy save on SQLite). A start that fails makes no ``BoundTransaction``,
         the only reader of ``_fresh``, and the backend transaction is never started again.
         """
-        with self.guard("transaction"):
+        with self._transaction_guard:
             if _savepoint_begins_transaction(instance.async_connection):
                 self._fresh.add(instance)
         return wrapped(*args, **kwargs)
@@ -673,7 +677,7 @@ class EdgySource(Source):
         transactions = self._transactions
         finishing = self._finishing
         released = self._released
-        guard = self.guard("transaction")
+        guard = self._transaction_guard
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             # A second commit/rollback while one is finishing is refused by databasez: not an end.
@@ -711,11 +715,11 @@ class EdgySource(Source):
         try:
             closing = await wrapped(*args, **kwargs)
         except BaseException:
-            with self.guard("transaction"):
+            with self._transaction_guard:
                 self._transactions.close(instance)
             raise
         if closing:
-            with self.guard("transaction"):
+            with self._transaction_guard:
                 if id(instance) in self._finishing:
                     self._released.add(id(instance))  # closed by the commit/rollback that released it
                 else:
