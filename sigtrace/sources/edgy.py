@@ -43,6 +43,7 @@ from edgy.core.db.querysets.base import BaseQuerySet
 from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
+from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
 from sigtrace.core.transactions import Transaction
@@ -82,6 +83,8 @@ _MAX_FILTER: Final = 1024
 
 #: family -> (pre signal name, post signal name).
 _FAMILY_SIGNALS: Final = {family: (f"pre_{family}", f"post_{family}") for family in FAMILIES}
+#: pre signal -> the post signal that ends its operation (``Operation.post_signal``).
+_POST_SIGNAL: Final = dict(_FAMILY_SIGNALS.values())
 
 
 # --------------------------------------------------------------------------- facts
@@ -123,7 +126,8 @@ def _pk_of(instance: Any) -> str | None:
     """``kit.pk_text`` of an instance's pk (a composite one is a mapping: ``"a|b"``)."""
     if instance is None:
         return None
-    name = _facts(type(instance)).pk_name
+    cls = type(instance)
+    name = (_facts.cached(id(cls)) or _facts(cls)).pk_name
     state = getattr(instance, "__dict__", None) if name is not None else None
     pk = state.get(name, _MISSING) if isinstance(state, dict) else _MISSING
     if pk is _MISSING:
@@ -249,6 +253,8 @@ class EdgySource(Source):
         #: databasez backend transactions that are a SAVEPOINT to SQLAlchemy but a transaction of their
         #: own to SQLite: issued while the driver was in autocommit, so their RELEASE commits.
         self._fresh: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Made once (each transaction hook enters it, several times per write).
+        self._transaction_guard = self.guard("transaction")
 
     # --- attach ---
 
@@ -339,21 +345,34 @@ class EdgySource(Source):
 
     # --- operations ---
 
-    def _new(self, name: str, model: Any, database: Any, signal: str, *, table: Any = None, **fields: Any) -> Operation:
+    def _new(
+        self, name: str, model: Any, database: Any, signal: str, *, table: Any = None, pk: str | None = None
+    ) -> Operation:
         """Every operation of this source: the model's facts, the database's, the connection's open transaction.
 
-        ``table``: the model whose table the rows are written in, if not ``model`` (a relation's).
+        ``table``: the model whose table the rows are written in, if not ``model`` (a relation's). Built in
+        one constructor call (not ``ModelFacts.operation``'s setattr loop), the facts read without a Python
+        frame, and the post signal of the pre ``signal`` named at the start (the span's end then sets no
+        attribute when it comes).
         """
-        db_system, namespace = _database_fields(database)
-        if table is not None:
-            fields["collection"] = _facts(table).collection
-        op = _facts(model).operation(SOURCE, name, db_system=db_system, namespace=namespace, signal=signal, **fields)
-        op.transaction = self._transaction_of(database)
-        return op
+        db_system, namespace = _database_fields.cached(id(database)) or _database_fields(database)
+        facts = _facts.cached(id(model)) or _facts(model)
+        return Operation(
+            SOURCE,
+            name,
+            model=facts.model,
+            collection=facts.collection if table is None else _facts(table).collection,
+            db_system=db_system,
+            namespace=namespace,
+            pk=pk,
+            signal=signal,
+            post_signal=_POST_SIGNAL.get(signal),
+            transaction=self._transaction_of(database),
+        )
 
     def _transaction_of(self, database: Any) -> Transaction | None:
         """The transaction open on the connection this task's queries to ``database`` go to, if any."""
-        with self.guard("transaction"):
+        with self._transaction_guard:
             return self._transactions.current(_connection_of(database))
         return None  # the guard reported a failure: the write is reported when it returns
 
@@ -443,6 +462,17 @@ class EdgySource(Source):
         engine = self.engine
 
         async def on_pre(sender: Any, **kwargs: Any) -> None:
+            if activate:  # in the caller's task: the entry wrapper's operation of this very call, most often
+                model_instance = kwargs.get("model_instance")
+                scope = current_scope()
+                own = scope.op if scope is not None else None
+                if (
+                    model_instance is not None
+                    and own is not None
+                    and own.source == SOURCE
+                    and self._claim_instance_write(own, family, sender, model_instance, kwargs)
+                ):
+                    return
             op, subject = self._from_signal(family, sender, kwargs, signal_name)
             if ATTR_QUERYSET in op.attributes:
                 # Not for an excluded operation: this builds the WHERE clause once more. (Anything
@@ -455,6 +485,43 @@ class EdgySource(Source):
         on_pre.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_pre
 
+    def _claim_instance_write(
+        self, own: Operation, family: str, sender: Any, model_instance: Any, kwargs: Mapping[str, Any]
+    ) -> bool:
+        """The pre signal of an instance write claims the entry wrapper's operation ``own`` of the same call.
+
+        What :meth:`_from_signal` and ``Engine.begin`` do for it, without building the operation the
+        signal describes only to copy it into ``own``: for the instance the wrapper saw, sent by its own
+        class (not a proxy's real class), model, table and database are those ``own`` has already, so
+        only what the signal tells is added (the pk, the fields and values written, ``is_update``).
+        False where this is not that case (the caller then takes the general path).
+        """
+        if type(model_instance) is not sender:
+            return False
+        key = (id(model_instance), SOURCE, family, id(own))  # _op_key(model_instance, family, self._tag())
+        claimed = self.engine.claim(key, signal=f"pre_{family}")
+        if claimed is None:
+            return False
+        if claimed is not own:
+            return True  # another operation of this key in flight: begin() would have returned it as it is
+        pk = _pk_of(model_instance)
+        if pk is not None:
+            own.pk = pk
+        if family != "delete":
+            values = kwargs.get("values")
+            names = _names(values)
+            if names is not None:
+                own.changed_fields = names
+            is_update = kwargs.get("is_update")
+            if family == "save" and isinstance(is_update, bool):
+                own.attributes[ATTR_IS_UPDATE] = is_update
+                own.audit["is_update"] = is_update
+            if self.capture_values:
+                captured = self._values(model_instance, values, family)
+                if captured is not None:
+                    own.values = captured
+        return True
+
     def _make_post(self, family: str) -> Callable[..., Any]:
         signal_name = f"post_{family}"
         engine = self.engine
@@ -464,10 +531,15 @@ class EdgySource(Source):
             instance = kwargs.get("instance")
             model_instance = kwargs.get("model_instance")
             subject = model_instance if in_task and model_instance is not None else instance
-            key = _op_key(subject, family, self._tag())
+            # _op_key(subject, family, self._tag()), without their three frames
+            scope = current_scope()
+            own = scope.op if scope is not None else None
+            if own is not None and own.source != SOURCE:
+                own = None
+            key = (id(subject), SOURCE, family, None if own is None else id(own))
             skipped = bool(kwargs.get("operation_skipped"))
             outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
-            if in_task:
+            if in_task and own is not None and own.key is None:  # claim() answers None for any other
                 # The entry wrapper's operation, if its pre signal never reached us (muted).
                 claimed = engine.claim(key, obj=subject, signal=signal_name)
                 if claimed is not None and claimed.changed_fields is None and family != "delete":
@@ -479,13 +551,15 @@ class EdgySource(Source):
                 counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
                 known = [c for c in counts if c is not None]
                 rows = sum(known) if known else None
-            if rows is not None:
+            pk = _pk_of(model_instance) if in_task else None
+            if rows is None:
+                op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
+            else:
                 attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
                 audit[semconv.AUDIT_ROWS] = rows
-            pk = _pk_of(model_instance) if in_task else None
-            op = engine.end(
-                key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
-            )
+                op = engine.end(
+                    key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
+                )
             if op is not None or not skipped:
                 return
             # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
@@ -553,7 +627,7 @@ class EdgySource(Source):
     def _wrap_bound_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         """A transaction or savepoint begins on a connection (databasez creates it under the connection's lock)."""
         wrapped(*args, **kwargs)
-        with self.guard("transaction"):
+        with self._transaction_guard:
             connection = instance.connection
             transaction = instance.transaction
             if transaction._force_rollback and getattr(connection, "connection_transaction", None) is transaction:
@@ -568,24 +642,28 @@ class EdgySource(Source):
                 # The first such transaction is the write's own: later ones inside the same call (a
                 # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
                 self._fresh_transactions.add(txn)
-                op = self.current_entry()
+                scope = current_scope()  # self.current_entry(), without its two frames
+                op = scope.op if scope is not None else None
                 if (
                     op is not None
+                    and op.source == SOURCE
                     and not op.done
                     and (op.transaction is None or op.transaction not in self._fresh_transactions)
                 ):
                     op.transaction = txn
 
-    async def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``)."""
-        fresh = False
-        with self.guard("transaction"):
-            fresh = _savepoint_begins_transaction(instance.async_connection)
-        result = await wrapped(*args, **kwargs)
-        if fresh:
-            with self.guard("transaction"):
+    def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``).
+
+        Decided by the connection's state before the start, and noted then: the library's own coroutine
+        is returned, with no coroutine frame of sigtrace's around it (one fewer frame resumed at each of
+        its awaits, a dozen per Edgy save on SQLite). A start that fails makes no ``BoundTransaction``,
+        the only reader of ``_fresh``, and the backend transaction is never started again.
+        """
+        with self._transaction_guard:
+            if _savepoint_begins_transaction(instance.async_connection):
                 self._fresh.add(instance)
-        return result
+        return wrapped(*args, **kwargs)
 
     def _forget_rolled_back_fresh(self) -> None:
         """A call that goes on after its own transaction rolled back (Edgy inserts that ignore a
@@ -599,7 +677,7 @@ class EdgySource(Source):
         transactions = self._transactions
         finishing = self._finishing
         released = self._released
-        guard = self.guard("transaction")
+        guard = self._transaction_guard
 
         async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             # A second commit/rollback while one is finishing is refused by databasez: not an end.
@@ -637,11 +715,11 @@ class EdgySource(Source):
         try:
             closing = await wrapped(*args, **kwargs)
         except BaseException:
-            with self.guard("transaction"):
+            with self._transaction_guard:
                 self._transactions.close(instance)
             raise
         if closing:
-            with self.guard("transaction"):
+            with self._transaction_guard:
                 if id(instance) in self._finishing:
                     self._released.add(id(instance))  # closed by the commit/rollback that released it
                 else:
@@ -689,7 +767,7 @@ class EdgySource(Source):
                     op.values = dict(kwargs) if queryset else self._values(instance, kwargs, family)
             if queryset:
                 op.attributes[ATTR_QUERYSET] = True
-            return op, _op_key(instance, family, id(op))
+            return op, (id(instance), SOURCE, family, id(op))  # _op_key(instance, family, id(op))
 
         def after(op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
             # No post signal ended it (muted): what the call itself tells.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,8 @@ __all__ = ["CustomSignal", "OrmarSource", "trace_custom_signal", "trace_custom_s
 #: pre/post signal -> operation name, for the lifecycle signals of Model.save/update/delete.
 _LIFECYCLE_PRE = {"pre_save": "save", "pre_update": "update", "pre_delete": "delete"}
 _LIFECYCLE_POST = {"post_save": "save", "post_update": "update", "post_delete": "delete"}
+#: operation name -> the post signal that ends it (``Operation.post_signal``: the span starts with it).
+_POST_SIGNAL = {op_name: signal for signal, op_name in _LIFECYCLE_POST.items()}
 _RELATION_PRE = {
     "pre_relation_add": semconv.OPERATION_RELATION_ADD,
     "pre_relation_remove": semconv.OPERATION_RELATION_REMOVE,
@@ -62,6 +64,8 @@ _RELATION_POST = {
 }
 _BULK_UPDATE = "post_bulk_update"
 BUILTIN_SIGNALS = frozenset((*_LIFECYCLE_PRE, *_LIFECYCLE_POST, *_RELATION_PRE, *_RELATION_POST, _BULK_UPDATE))
+#: The built-in signals with nothing to do after their receivers.
+_BUILTIN_PRE = frozenset((*_LIFECYCLE_PRE, *_RELATION_PRE))
 
 Wrapped = Callable[..., Awaitable[Any]]
 
@@ -182,7 +186,7 @@ def _writable_fields(cls: Any) -> frozenset[str]:
     Recomputed when the model's field count changes (ormar adds the reverse side of a relation to
     ``model_fields`` when a related model is declared later).
     """
-    count, writable = _writable(cls)
+    count, writable = _writable.cached(id(cls)) or _writable(cls)
     if count != len(getattr(getattr(cls, "ormar_config", None), "model_fields", None) or {}):
         _writable.forget(cls)
         count, writable = _writable(cls)
@@ -204,10 +208,9 @@ def _transaction_var() -> ContextVar[Any] | None:
     return _transaction_connection
 
 
-def _transaction_connection() -> Any:
-    """The connection of the ``database.transaction()`` this task is in (ormar sends every query there)."""
-    var = _transaction_var()
-    return None if var is None else var.get()
+def _no_transaction() -> None:
+    """``OrmarSource._transaction_connection`` for an ormar without the variable."""
+    return None
 
 
 class OrmarSource(Source):
@@ -217,7 +220,14 @@ class OrmarSource(Source):
 
     def __init__(self, engine: Engine, options: Options | None = None) -> None:
         super().__init__(engine, options)
-        self._signal_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        #: id(signal) -> its name in its model's ``SignalEmitter``, dropped with the signal (:meth:`_signal_name`):
+        #: one dict ``get`` per send, where a ``WeakKeyDictionary`` ran two Python frames and built a weak reference.
+        self._signal_names: dict[int, str] = {}
+        self._signal_refs: dict[int, weakref.ReferenceType[Any]] = {}
+        #: The connection of the ``database.transaction()`` this task is in (ormar sends every query there):
+        #: the variable's own ``get`` (no Python frame).
+        var = _transaction_var()
+        self._transaction_connection: Callable[[], Any] = var.get if var is not None else _no_transaction
         self._transactions = ConnectionTransactions(self.name)
         self._signal_guard = self.guard("signal")
         self._transaction_guard = self.guard("transaction")
@@ -292,28 +302,50 @@ class OrmarSource(Source):
 
     def _operation(self, facts: ModelFacts, name: str, **fields: Any) -> Operation:
         op = facts.operation(self.name, name, **fields)
-        connection = _transaction_connection()
+        connection = self._transaction_connection()
         if connection is not None:
             # Reported when that transaction ends: ``ok`` at the outermost commit, else ``rolled_back``.
             op.transaction = self._transactions.current(connection)
         return op
 
+    def _lifecycle_operation(self, instance: Any, name: str, signal: str) -> Operation:
+        """The ``save``/``update``/``delete`` of one instance, as :meth:`_operation` builds it.
+
+        Every write of every model comes here: one constructor call with every field (not
+        ``ModelFacts.operation``'s setattr loop), the facts read without a Python frame, and the
+        post signal that will end it named at the start (the span's end then sets no attribute).
+        """
+        cls = instance.__class__  # sees through a weakref.proxy, as _class_of
+        facts = _facts.cached(id(cls)) or _facts(cls)
+        connection = self._transaction_connection()
+        return Operation(
+            self.name,
+            name,
+            model=facts.model,
+            collection=facts.collection,
+            db_system=facts.db_system,
+            namespace=facts.namespace,
+            pk=pk_text(instance.pk),
+            signal=signal,
+            post_signal=_POST_SIGNAL[name],
+            # Reported when that transaction ends: ``ok`` at the outermost commit, else ``rolled_back``.
+            transaction=self._transactions.current(connection) if connection is not None else None,
+        )
+
     # --- Model entry points ---
 
     def _save_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        op = self._operation(_facts(_class_of(instance)), "save", pk=pk_text(instance.pk), signal="pre_save")
-        return op, identity_key(instance, "save")
+        return self._lifecycle_operation(instance, "save", "pre_save"), (id(instance), "save")  # identity_key
 
     def _update_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        op = self._operation(_facts(_class_of(instance)), "update", pk=pk_text(instance.pk), signal="pre_update")
+        op = self._lifecycle_operation(instance, "update", "pre_update")
         columns = args[0] if args else kwargs.get("_columns")
-        passed = {k: v for k, v in kwargs.items() if k != "_columns"}
+        passed = {k: v for k, v in kwargs.items() if k != "_columns"} if "_columns" in kwargs else kwargs
         self._describe_update(op, instance, passed, columns)
-        return op, identity_key(instance, "update")
+        return op, (id(instance), "update")  # identity_key(instance, "update")
 
     def _delete_entry(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
-        op = self._operation(_facts(_class_of(instance)), "delete", pk=pk_text(instance.pk), signal="pre_delete")
-        return op, identity_key(instance, "delete")
+        return self._lifecycle_operation(instance, "delete", "pre_delete"), (id(instance), "delete")  # identity_key
 
     def _describe_update(
         self, op: Operation, instance: Any, passed: Mapping[str, Any], columns: Iterable[str] | None
@@ -421,47 +453,79 @@ class OrmarSource(Source):
     # --- signals ---
 
     def _signal_name(self, signal: Any, sender: Any) -> str | None:
-        try:
-            return self._signal_names[signal]
-        except KeyError:
-            pass
+        """The name of ``signal`` in ``sender``'s ``SignalEmitter`` (found once per signal; see ``_signal_names``)."""
         emitter = getattr(getattr(sender, "ormar_config", None), "signals", None)
         if not isinstance(emitter, dict):
             return None
         for name, candidate in emitter.items():
             if candidate is signal:
-                self._signal_names[signal] = name
+                self._remember_signal(signal, str(name))
                 return str(name)
         return None
 
-    async def _wrap_send(self, wrapped: Wrapped, signal: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        name: str | None = None
+    def _remember_signal(self, signal: Any, name: str) -> None:
+        """Keep ``signal``'s name by ``id``, dropped by a weak reference's callback before that id can be reused."""
+        names, refs, ident = self._signal_names, self._signal_refs, id(signal)
+
+        def drop(ref: weakref.ReferenceType[Any]) -> None:
+            if refs.get(ident) is ref:
+                del refs[ident]
+                names.pop(ident, None)
+
+        refs[ident] = weakref.ref(signal, drop)
+        names[ident] = name
+
+    def _wrap_send(self, wrapped: Wrapped, signal: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Every ``Signal.send``: a plain function returning the coroutine to await.
+
+        A built-in pre signal is handled here, as the call is made (ormar awaits each send where it
+        makes it), and the library's own coroutine is returned: no coroutine frame of sigtrace's
+        around the receivers. Anything with work after the receivers (a post signal, a custom
+        signal) is awaited in :meth:`_send`.
+        """
+        name = self._signal_names.get(id(signal))
         sender = kwargs.get("sender", args[0] if args else None)
-        payload = kwargs if "sender" in kwargs else {**kwargs, "sender": sender}
-        with self._signal_guard:
-            name = self._signal_name(signal, sender)
-            if name is not None:
-                self._before_receivers(name, payload)
-        result = await wrapped(*args, **kwargs)
-        if name is not None:
-            # After the user's receivers returned: a raising receiver fails the call (and the
-            # operation, through the entry scope) instead of being reported as a success.
+        if name is None:
             with self._signal_guard:
+                name = self._signal_name(signal, sender)
+            if name is None:
+                return wrapped(*args, **kwargs)
+        payload = kwargs if "sender" in kwargs else {**kwargs, "sender": sender}
+        if name in _BUILTIN_PRE:
+            with self._signal_guard:
+                self._before_receivers(name, payload)
+            return wrapped(*args, **kwargs)
+        return self._send(wrapped, args, kwargs, name, payload)
+
+    async def _send(
+        self, wrapped: Wrapped, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, payload: Mapping[str, Any]
+    ) -> Any:
+        custom = name not in BUILTIN_SIGNALS  # a built-in post signal has nothing to do before its receivers
+        if custom:
+            with self._signal_guard:
+                self._custom_before(name, payload)
+        result = await wrapped(*args, **kwargs)
+        # After the user's receivers returned: a raising receiver fails the call (and the
+        # operation, through the entry scope) instead of being reported as a success.
+        with self._signal_guard:
+            if custom:
+                self._custom_after(name, payload)
+            else:
                 self._after_receivers(name, payload)
         return result
 
     def _before_receivers(self, name: str, kw: Mapping[str, Any]) -> None:
-        sender = kw["sender"]
-        if name in _LIFECYCLE_PRE:
+        """A built-in pre signal (``_BUILTIN_PRE``), before its receivers."""
+        op_name = _LIFECYCLE_PRE.get(name)
+        if op_name is not None:
             instance = kw.get("instance")
-            if instance is None or _is_parent_echo(sender, instance):
+            # ``emit_parent_signals`` re-sends a proxy model's signal to its ancestors: traced once.
+            if instance is None or kw["sender"] is not instance.__class__:
                 return
-            op_name = _LIFECYCLE_PRE[name]
-            key = identity_key(instance, op_name)
+            key: Hashable = (id(instance), op_name)  # identity_key(instance, op_name)
             if self.engine.claim(key, obj=instance, signal=name) is not None:
                 return  # the entry wrapper's operation: it knows the pk and the changed fields already
-            op = self._operation(_facts(sender), op_name, pk=pk_text(instance.pk), signal=name)
-            target = self.engine.begin(op, key, obj=instance)
+            target = self.engine.begin(self._lifecycle_operation(instance, op_name, name), key, obj=instance)
             if target is not None and op_name == "update" and target.changed_fields is None:
                 self._describe_update(target, instance, kw.get("passed_args") or {}, None)
         elif name in _RELATION_PRE:
@@ -477,17 +541,17 @@ class OrmarSource(Source):
             self.engine.begin(
                 self._relation_operation(op_name, instance, str(relation), _class_of(child), name, child), key
             )
-        elif name not in BUILTIN_SIGNALS:
-            self._custom_before(name, kw)
 
     def _after_receivers(self, name: str, kw: Mapping[str, Any]) -> None:
+        """A built-in post signal, after its receivers returned."""
         sender = kw["sender"]
-        if name in _LIFECYCLE_POST:
+        op_name = _LIFECYCLE_POST.get(name)
+        if op_name is not None:
             instance = kw.get("instance")
-            if instance is None or _is_parent_echo(sender, instance):
+            if instance is None or sender is not instance.__class__:  # an ancestor's echo (emit_parent_signals)
                 return
-            op_name = _LIFECYCLE_POST[name]
-            self.engine.end(identity_key(instance, op_name), obj=instance, signal=name, pk=pk_text(instance.pk))
+            key: Hashable = (id(instance), op_name)  # identity_key(instance, op_name)
+            self.engine.end(key, obj=instance, signal=name, pk=pk_text(instance.pk))
         elif name in _RELATION_POST:
             instance, child, relation = kw.get("instance"), kw.get("child"), kw.get("relation_name")
             if instance is None or child is None:
@@ -504,8 +568,6 @@ class OrmarSource(Source):
             op = self._bulk_operation(semconv.OPERATION_BULK_UPDATE, sender, instances, name)
             if self.engine.begin(op, key) is not None:
                 self.engine.end(key, signal=name)
-        elif name not in BUILTIN_SIGNALS:  # a built-in pre signal has nothing to do after its receivers
-            self._custom_after(name, kw)
 
     def _custom_before(self, name: str, kw: Mapping[str, Any]) -> None:
         sender = kw["sender"]
@@ -534,11 +596,6 @@ class OrmarSource(Source):
 
 
 # --- helpers ---
-
-
-def _is_parent_echo(sender: Any, instance: Any) -> bool:
-    """``emit_parent_signals`` re-sends a proxy model's signal to its ancestors: trace it once."""
-    return sender is not _class_of(instance)
 
 
 def _changed_fields(instance: Any, passed: Mapping[str, Any], columns: Iterable[str] | None) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import gc
 from typing import Any
 
 import ormar
@@ -228,6 +229,23 @@ async def test_update_of_unsaved_model_fails_without_a_signal(cap: Capture, make
         await m.Tag(name="x").update()
     (span,) = cap.spans_named("update tags")
     assert attrs(span)[semconv.ERROR_TYPE] == "ModelPersistenceError"
+    # The span started with the post signal it expected (post_update); none came: it says the last one.
+    assert attrs(span)[semconv.SIGTRACE_SIGNAL] == "pre_update"
+    assert audit_of(cap, span)["signal"] == "pre_update"
+
+
+def test_a_signal_name_is_forgotten_with_its_signal(cap: Capture) -> None:
+    """Names are kept by ``id(signal)``: the entry goes with the signal, before its id can be reused."""
+    assert cap.installation is not None
+    source: Any = cap.installation.sources["ormar"]
+    signal = ormar.signals.Signal()
+    ident = id(signal)
+    source._remember_signal(signal, "pre_save")
+    assert source._signal_names.get(ident) == "pre_save"
+    del signal
+    gc.collect()
+    assert ident not in source._signal_names
+    assert ident not in source._signal_refs
 
 
 async def test_sigtrace_errors_never_reach_save(
