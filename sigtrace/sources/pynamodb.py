@@ -78,6 +78,9 @@ _REQUEST_FLAGS: Final = (
     ("Segment", aws_attributes.AWS_DYNAMODB_SEGMENT),
     ("TotalSegments", aws_attributes.AWS_DYNAMODB_TOTAL_SEGMENTS),
 )
+#: ``isinstance(value, _MAPPING)`` is ``isinstance(value, Mapping)``, but a dict (what PynamoDB and botocore
+#: pass) is told at once by its type: ``Mapping``'s ABC check is a Python call of its own, about ten per call here.
+_MAPPING: Final = (dict, Mapping)
 #: The request fields of :data:`_REQUEST_FLAGS`: a request with none of them (every item call) skips their loop.
 _FLAG_FIELDS: Final = frozenset(field for field, _name in _REQUEST_FLAGS)
 #: ``json.dumps(entry, sort_keys=True, default=str)`` without a new encoder per call (what ``dumps`` builds
@@ -90,7 +93,7 @@ _capacity_json: Final = json.JSONEncoder(sort_keys=True, default=str).encode
 
 def _key_text(value: Any) -> str:
     """A key attribute value (``{"S": ...}``, ``{"N": ...}``, ``{"B": ...}``) as text."""
-    if isinstance(value, Mapping) and len(value) == 1:
+    if isinstance(value, _MAPPING) and len(value) == 1:
         ((kind, raw),) = value.items()
         if kind == "B" and isinstance(raw, bytes | bytearray):
             return base64.b64encode(bytes(raw)).decode("ascii")
@@ -181,7 +184,7 @@ class _Keys:
     @staticmethod
     def names(connection: Any, table: str) -> tuple[str, ...]:
         tables = getattr(connection, "_tables", None)
-        meta = tables.get(table) if isinstance(tables, Mapping) else None
+        meta = tables.get(table) if isinstance(tables, _MAPPING) else None
         if meta is None:
             return ()
         return _KEY_NAMES.cached(id(meta)) or _KEY_NAMES(meta)
@@ -189,7 +192,7 @@ class _Keys:
     @staticmethod
     def of(item_or_key: Any, names: tuple[str, ...], *, is_key: bool) -> dict[str, str] | None:
         """``{name: text}`` of the key attributes of an ``Item`` (by the schema's names) or of a ``Key``."""
-        if not isinstance(item_or_key, Mapping):
+        if item_or_key is None or not isinstance(item_or_key, _MAPPING):
             return None
         if names:
             key = {name: _key_text(item_or_key[name]) for name in names if name in item_or_key}
@@ -297,7 +300,7 @@ class PynamoDBSource(Source):
         # What the request tells: a failure here leaves a plainer span, never an untracked call.
         try:
             params = args[1] if len(args) > 1 else kwargs.get("operation_kwargs")
-            if not isinstance(params, Mapping):
+            if not isinstance(params, _MAPPING):
                 params = {}
             tables = _table_names(params)
             attributes = _base_attributes(operation, tables)
@@ -341,7 +344,7 @@ class PynamoDBSource(Source):
             op.pk = pk_text(key) if key else None  # "hash" or "hash|range"
             if key and op.write:
                 op.audit["key"] = key
-            if operation == "PutItem" and isinstance(item, Mapping):
+            if operation == "PutItem" and isinstance(item, _MAPPING):
                 op.changed_fields = [str(name) for name in item]
                 if self.capture_values:
                     op.values = {str(k): _plain(v) for k, v in item.items()}
@@ -516,10 +519,10 @@ def _batch_entries(
 def _response_attributes(data: Any) -> dict[str, AttributeValue]:
     """What a successful response adds: consumed capacity, item counts, the AWS request id."""
     attributes: dict[str, AttributeValue] = {}
-    if not isinstance(data, Mapping):
+    if not isinstance(data, _MAPPING):
         return attributes
     capacity = data.get("ConsumedCapacity")
-    if isinstance(capacity, Mapping):
+    if isinstance(capacity, _MAPPING):
         capacity = [capacity]
     if isinstance(capacity, list) and capacity:
         attributes[aws_attributes.AWS_DYNAMODB_CONSUMED_CAPACITY] = [_capacity_json(entry) for entry in capacity]
@@ -531,7 +534,7 @@ def _response_attributes(data: Any) -> dict[str, AttributeValue]:
         if isinstance(value, int):
             attributes[name] = value
     meta = data.get("ResponseMetadata")
-    if isinstance(meta, Mapping) and meta.get("RequestId"):
+    if isinstance(meta, _MAPPING) and meta.get("RequestId"):
         attributes[aws_attributes.AWS_REQUEST_ID] = str(meta["RequestId"])
     return attributes
 
