@@ -38,7 +38,8 @@ from pynamodb.models import Model
 from pynamodb.signals import post_dynamodb_send, pre_dynamodb_send
 
 from sigtrace import semconv
-from sigtrace.core.engine import EntryScope
+from sigtrace.core import safety
+from sigtrace.core.context import current_scope
 from sigtrace.core.operation import Operation
 from sigtrace.sources.kit import FactsCache, Source, batch_audit, pk_text
 
@@ -77,6 +78,14 @@ _REQUEST_FLAGS: Final = (
     ("Segment", aws_attributes.AWS_DYNAMODB_SEGMENT),
     ("TotalSegments", aws_attributes.AWS_DYNAMODB_TOTAL_SEGMENTS),
 )
+#: ``isinstance(value, _MAPPING)`` is ``isinstance(value, Mapping)``, but a dict (what PynamoDB and botocore
+#: pass) is told at once by its type: ``Mapping``'s ABC check is a Python call of its own, about ten per call here.
+_MAPPING: Final = (dict, Mapping)
+#: The request fields of :data:`_REQUEST_FLAGS`: a request with none of them (every item call) skips their loop.
+_FLAG_FIELDS: Final = frozenset(field for field, _name in _REQUEST_FLAGS)
+#: ``json.dumps(entry, sort_keys=True, default=str)`` without a new encoder per call (what ``dumps`` builds
+#: for any non-default option): the same text.
+_capacity_json: Final = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
 # --- reading DynamoDB's wire format -------------------------------------------------------------
@@ -84,7 +93,7 @@ _REQUEST_FLAGS: Final = (
 
 def _key_text(value: Any) -> str:
     """A key attribute value (``{"S": ...}``, ``{"N": ...}``, ``{"B": ...}``) as text."""
-    if isinstance(value, Mapping) and len(value) == 1:
+    if isinstance(value, _MAPPING) and len(value) == 1:
         ((kind, raw),) = value.items()
         if kind == "B" and isinstance(raw, bytes | bytearray):
             return base64.b64encode(bytes(raw)).decode("ascii")
@@ -154,26 +163,36 @@ def _request_id(error: BaseException) -> str | None:
     return None
 
 
+def _key_names_of(meta: Any) -> tuple[str, ...]:
+    """Key attribute names of a table's ``MetaTable`` (from the model's schema or DescribeTable)."""
+    try:
+        hash_key = meta.hash_keyname
+        range_key = meta.range_keyname
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return ()
+    return (hash_key, range_key) if range_key else (hash_key,)
+
+
+#: MetaTable -> its key names, once per MetaTable: its ``range_keyname`` walks the key schema at every
+#: call for a table with no range key. A MetaTable's schema never changes; one it has none for is asked again.
+_KEY_NAMES: Final[FactsCache[Any, tuple[str, ...]]] = FactsCache(_key_names_of, keep=bool)
+
+
 class _Keys:
     """Key attribute names of each table a Connection knows (from the model's schema or DescribeTable)."""
 
     @staticmethod
     def names(connection: Any, table: str) -> tuple[str, ...]:
         tables = getattr(connection, "_tables", None)
-        meta = tables.get(table) if isinstance(tables, Mapping) else None
+        meta = tables.get(table) if isinstance(tables, _MAPPING) else None
         if meta is None:
             return ()
-        try:
-            hash_key = meta.hash_keyname
-            range_key = meta.range_keyname
-        except (ValueError, KeyError, AttributeError, TypeError):
-            return ()
-        return (hash_key, range_key) if range_key else (hash_key,)
+        return _KEY_NAMES.cached(id(meta)) or _KEY_NAMES(meta)
 
     @staticmethod
     def of(item_or_key: Any, names: tuple[str, ...], *, is_key: bool) -> dict[str, str] | None:
         """``{name: text}`` of the key attributes of an ``Item`` (by the schema's names) or of a ``Key``."""
-        if not isinstance(item_or_key, Mapping):
+        if item_or_key is None or not isinstance(item_or_key, _MAPPING):
             return None
         if names:
             key = {name: _key_text(item_or_key[name]) for name in names if name in item_or_key}
@@ -221,6 +240,13 @@ class PynamoDBSource(Source):
         super().__init__(engine, options)
         #: Connection -> its model's name (one walk of Model's subclasses per Connection; "none" kept too).
         self._models: FactsCache[Any, str | None] = FactsCache(_owner_of)
+        #: Whether the installation excludes anything (fixed for its life): only then may a pre signal's
+        #: exclusion differ from its dispatch call's, and the pre receiver take :meth:`Engine.begin`'s full path.
+        self._excluding = bool(engine.exclude)
+        self._where_dispatch = self.where("dispatch")
+        self._where_describe = self.where("describe")
+        self._where_failure = self.where("failure")
+        self._where_response = self.where("response")
 
     def attach(self) -> None:
         self.connect(pre_dynamodb_send, self._on_pre, kind="pre")
@@ -228,15 +254,19 @@ class PynamoDBSource(Source):
         self.patch(Connection, "dispatch", self._dispatch)
 
     # --- the entry point ---
+    # The safety net is spelled ``try/except Exception: safety.report(...)``: what ``with self.guard(...)``
+    # does, without its two calls per block (four blocks per call here).
 
     def _dispatch(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        entry: EntryScope | None = None
-        with self.guard("dispatch"):
+        engine = self.engine
+        try:
             op = self._describe(instance, args, kwargs)
-            if op is not None:
-                entry = self.engine.entry(op)
+            entry = engine.entry(op) if op is not None else None
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(self._where_dispatch, exc)
+            entry = None
         if entry is None:
             return wrapped(*args, **kwargs)
         # Not Source.entry: a failure is described (DynamoDB's error code) before the scope ends it.
@@ -244,42 +274,64 @@ class PynamoDBSource(Source):
             try:
                 data = wrapped(*args, **kwargs)
             except BaseException as exc:
-                own = scope.operation
+                own = scope.op
                 if own is not None and not own.done:
-                    with self.guard("failure"):
+                    try:
                         _describe_failure(own, exc)
+                    except Exception as failure:  # noqa: BLE001
+                        safety.report(self._where_failure, failure)
                 raise
-            own = scope.operation
+            own = scope.op
             if own is not None and not own.done:
-                with self.guard("response"):
-                    self.engine.end(op=own, attributes=_response_attributes(data))
+                try:
+                    # engine.end(op=own, attributes=...) without its update loop and second discard.
+                    own.attributes.update(_response_attributes(data))
+                    engine.finish(own, semconv.OUTCOME_OK, untrack=True)
+                except Exception as exc:  # noqa: BLE001
+                    safety.report(self._where_response, exc)
             return data
 
     def _describe(self, connection: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Operation | None:
         operation = args[0] if args else kwargs.get("operation_name")
         if not isinstance(operation, str):
             return None
-        op = _Dispatched(source=SOURCE, name=operation, db_system=DB_SYSTEM, write=operation in WRITE_OPERATIONS)
+        write = operation in WRITE_OPERATIONS
+        op: Operation | None = None
         # What the request tells: a failure here leaves a plainer span, never an untracked call.
-        with self.guard("describe"):
+        try:
             params = args[1] if len(args) > 1 else kwargs.get("operation_kwargs")
-            if not isinstance(params, Mapping):
+            if not isinstance(params, _MAPPING):
                 params = {}
             tables = _table_names(params)
             attributes = _base_attributes(operation, tables)
             region = getattr(connection, "region", None)
             if isinstance(region, str):
                 attributes[cloud_attributes.CLOUD_REGION] = region
-            for field, name in _REQUEST_FLAGS:
-                value = params.get(field)
-                if isinstance(value, bool | int | str):
-                    attributes[name] = value
-            op.update(
-                model=self._models(connection),
+            if not _FLAG_FIELDS.isdisjoint(params):
+                for field, name in _REQUEST_FLAGS:
+                    value = params.get(field)
+                    if isinstance(value, bool | int | str):
+                        attributes[name] = value
+            models = self._models
+            # One constructor call. The span starts with the post signal as ``sigtrace.signal`` (what the
+            # call's post receiver will name), so its end sets no attribute for it when the signal comes.
+            op = _Dispatched(
+                source=SOURCE,
+                name=operation,
+                model=models.cached(id(connection)) or models(connection),
                 collection=tables[0] if len(tables) == 1 else None,
+                db_system=DB_SYSTEM,
+                post_signal=POST_SIGNAL,
+                write=write,
                 attributes=attributes,
             )
             self._describe_items(op, connection, operation, params)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(self._where_describe, exc)
+            if op is None:
+                op = _Dispatched(
+                    source=SOURCE, name=operation, db_system=DB_SYSTEM, post_signal=POST_SIGNAL, write=write
+                )
         return op
 
     def _describe_items(self, op: Operation, connection: Any, operation: str, params: Mapping[str, Any]) -> None:
@@ -292,7 +344,7 @@ class PynamoDBSource(Source):
             op.pk = pk_text(key) if key else None  # "hash" or "hash|range"
             if key and op.write:
                 op.audit["key"] = key
-            if operation == "PutItem" and isinstance(item, Mapping):
+            if operation == "PutItem" and isinstance(item, _MAPPING):
                 op.changed_fields = [str(name) for name in item]
                 if self.capture_values:
                     op.values = {str(k): _plain(v) for k, v in item.items()}
@@ -324,6 +376,25 @@ class PynamoDBSource(Source):
         operation = kwargs.get("operation_name")
         if req_uuid is None or not isinstance(operation, str):
             return
+        scope = current_scope()
+        own = scope.op if scope is not None else None
+        if (
+            type(own) is _Dispatched
+            and own.key is None
+            and not own.done
+            and scope is not None
+            and scope.expect is None
+            and own.name == operation
+            and not self._excluding
+        ):
+            # The dispatch call's own pre signal (every call but one of an overridden ``dispatch``): what
+            # Engine.begin does when it claims the scope's operation, without building the signal's operation
+            # to copy into it. That one would add only the req_uuid and the signal's name: the rest (model,
+            # table, attributes) it takes from the same Connection and request as the dispatch call did.
+            if self.engine.table.add(req_uuid, own) is None:
+                own.correlation_id = str(req_uuid)
+                own.signal = PRE_SIGNAL
+            return
         table = kwargs.get("table_name")
         tables = [table] if isinstance(table, str) else []
         op = Operation(
@@ -334,6 +405,7 @@ class PynamoDBSource(Source):
             db_system=DB_SYSTEM,
             correlation_id=str(req_uuid),
             signal=PRE_SIGNAL,
+            post_signal=POST_SIGNAL,
             write=operation in WRITE_OPERATIONS,
             attributes=_base_attributes(operation, tables),
         )
@@ -343,12 +415,13 @@ class PynamoDBSource(Source):
         req_uuid = kwargs.get("req_uuid")
         if req_uuid is None:
             return
-        own = self.engine.lookup(req_uuid)
+        engine = self.engine
+        own = engine.table.get(req_uuid)  # engine.lookup, without its frame
         if isinstance(own, _Dispatched) and not own.done:
             # The dispatch wrapper's own call: it ends it with what the response tells.
             own.signal = POST_SIGNAL
             return
-        self.engine.end(req_uuid, signal=POST_SIGNAL)
+        engine.end(req_uuid, signal=POST_SIGNAL)
 
 
 def _base_attributes(operation: str, tables: list[str]) -> dict[str, AttributeValue]:
@@ -446,15 +519,13 @@ def _batch_entries(
 def _response_attributes(data: Any) -> dict[str, AttributeValue]:
     """What a successful response adds: consumed capacity, item counts, the AWS request id."""
     attributes: dict[str, AttributeValue] = {}
-    if not isinstance(data, Mapping):
+    if not isinstance(data, _MAPPING):
         return attributes
     capacity = data.get("ConsumedCapacity")
-    if isinstance(capacity, Mapping):
+    if isinstance(capacity, _MAPPING):
         capacity = [capacity]
     if isinstance(capacity, list) and capacity:
-        attributes[aws_attributes.AWS_DYNAMODB_CONSUMED_CAPACITY] = [
-            json.dumps(entry, sort_keys=True, default=str) for entry in capacity
-        ]
+        attributes[aws_attributes.AWS_DYNAMODB_CONSUMED_CAPACITY] = [_capacity_json(entry) for entry in capacity]
     for field, name in (
         ("Count", aws_attributes.AWS_DYNAMODB_COUNT),
         ("ScannedCount", aws_attributes.AWS_DYNAMODB_SCANNED_COUNT),
@@ -463,7 +534,7 @@ def _response_attributes(data: Any) -> dict[str, AttributeValue]:
         if isinstance(value, int):
             attributes[name] = value
     meta = data.get("ResponseMetadata")
-    if isinstance(meta, Mapping) and meta.get("RequestId"):
+    if isinstance(meta, _MAPPING) and meta.get("RequestId"):
         attributes[aws_attributes.AWS_REQUEST_ID] = str(meta["RequestId"])
     return attributes
 

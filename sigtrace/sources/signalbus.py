@@ -247,15 +247,24 @@ def _is_pk(mapper: Any, prop: Any) -> bool:
     return any(column in mapper.primary_key for column in columns)
 
 
-def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
-    """``db.system.name`` and ``db.namespace`` of an engine or connection (its engine's URL)."""
-    if bind is None:
-        return None, None
+def _database_of_bind(bind: Any) -> tuple[str | None, str | None]:
     url = getattr(bind, "url", None) or getattr(getattr(bind, "engine", None), "url", None)
     if url is not None:
         return database_of_url(url)
     dialect = getattr(getattr(bind, "dialect", None), "name", None)
     return (semconv.db_system_name(dialect), None) if isinstance(dialect, str) else (None, None)
+
+
+#: Bind (engine or connection) -> its database, once per bind: rendering and parsing its URL was most of a
+#: run's own work at every commit. An engine's URL is fixed for its life.
+_BIND_DBS: Final[FactsCache[Any, tuple[str | None, str | None]]] = FactsCache(_database_of_bind)
+
+
+def _db_of_bind(bind: Any) -> tuple[str | None, str | None]:
+    """``db.system.name`` and ``db.namespace`` of an engine or connection (its engine's URL)."""
+    if bind is None:
+        return None, None
+    return _BIND_DBS.cached(id(bind)) or _BIND_DBS(bind)  # (a tuple of two: never falsy)
 
 
 def _db_of_row(row: Any) -> tuple[str | None, str | None]:
@@ -328,6 +337,8 @@ class SignalBusSource(Source):
         self._models: FactsCache[Any, ModelFacts] = FactsCache(self._learn)
         self._seq = itertools.count()
         self._left_pending: Any = None
+        self._guard_send = self.guard("send")
+        self._where_send = self._guard_send.kind
 
     def attach(self) -> None:
         module = importlib.import_module("flask_signalbus.signalbus")
@@ -538,7 +549,8 @@ class SignalBusSource(Source):
     ) -> Any:
         op = None
         origin: SpanContext | None = None
-        with self.guard("send"):
+        # The safety net as try/except: what ``with self.guard("send")`` does, without its two calls.
+        try:
             # (inside the net: even isinstance() raises on a weak proxy whose referent is gone)
             if not _SENDING.get() and row is not None and not isinstance(row, type):
                 db = _db_of_send(row)
@@ -546,6 +558,8 @@ class SignalBusSource(Source):
                     SOURCE, "send", db_system=db[0], namespace=db[1], pk=_pk_of(row), signal=_SEND
                 )
                 origin = _origin_of(row)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(self._where_send, exc)
         if op is None:
             return wrapped(*args, **kwargs)
         key = identity_key(row, "send", next(self._seq))
@@ -598,7 +612,7 @@ class SignalBusSource(Source):
         subject: Any = None,
     ) -> Any:
         engine = self.engine
-        guard = self.guard("send")
+        guard = self._guard_send
         caller = trace.get_current_span() if origins else None
         sending = _SENDING.set(True)
         try:

@@ -244,3 +244,25 @@ def test_count_and_index_free_paths(cap: Capture) -> None:
     assert attrs(count)["aws.dynamodb.count"] == 2
     assert refresh.name == f"GetItem {ORDERS}" and attrs(refresh)["aws.dynamodb.consistent_read"] is True
     assert attrs(refresh)[semconv.SIGTRACE_PK] == f"{key}|1"
+
+
+def _reported(**options: object) -> tuple[dict[str, object], dict[str, object]]:
+    """Span attributes and audit event of one PutItem, without what differs between two calls."""
+    with capture(sources=["pynamodb"], **options) as cap:
+        Order("same-key", 7, total=12).save()
+        span = cap.span(f"PutItem {ORDERS}")
+        (event,) = cap.audit_for(span)
+    varying = {semconv.SIGTRACE_CORRELATION_ID, "aws.request_id", "correlation_id", "timestamp", "duration_ms"}
+    varying |= {"trace_id", "span_id", "request_id", "chain", "prev", "hash"}
+    a = {k: v for k, v in attrs(span).items() if k not in varying}
+    e = {k: v for k, v in event.items() if k not in varying}
+    return a, e
+
+
+def test_the_pre_signal_claims_its_dispatch_call_as_engine_begin_does() -> None:
+    # The pre receiver claims the dispatch call's own operation directly (no operation built to absorb);
+    # with any exclusion configured it takes Engine.begin's full path instead: both report the same.
+    fast = _reported()
+    full = _reported(exclude=["model:SomethingElse"])
+    assert fast == full
+    assert fast[0][semconv.SIGTRACE_SIGNAL] == "post_dynamodb_send"
