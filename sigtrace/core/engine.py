@@ -180,18 +180,28 @@ class Engine:
             scope.ops.append(target)
         return target
 
-    def claim(self, key: Hashable, *, obj: object = None, signal: str | None = None) -> Operation | None:
+    def claim(
+        self, key: Hashable, *, obj: object = None, signal: str | None = None, unexpected: bool = False
+    ) -> Operation | None:
         """The entry scope's operation, if it waits for this pre signal's ``key``: claimed, no new operation.
 
         The cheap path of :meth:`begin` for the common case (a pre signal inside the library call
         its source wrapped): a source calls it first and builds an :class:`Operation` only when it
-        returns ``None``. ``signal`` names the pre signal on the claimed operation.
+        returns ``None``. ``signal`` names the pre signal on the claimed operation. ``unexpected``:
+        also a scope that waits for no key (the library makes the key inside the call, as PynamoDB
+        its ``req_uuid``); the source has checked that this signal is its call's own.
         """
         scope = current_scope()
         if scope is None:
             return None
         own = scope.op
-        if own is None or own.done or own.key is not None or scope.expect is None or scope.expect != key:
+        if own is None or own.done or own.key is not None:
+            return None
+        expect = scope.expect
+        if expect is None:
+            if not unexpected:
+                return None
+        elif expect != key:
             return None
         if self._excluding and signal is not None and self._excluded(own.source, own.model, own.name, signal):
             return None

@@ -240,9 +240,6 @@ class PynamoDBSource(Source):
         super().__init__(engine, options)
         #: Connection -> its model's name (one walk of Model's subclasses per Connection; "none" kept too).
         self._models: FactsCache[Any, str | None] = FactsCache(_owner_of)
-        #: Whether the installation excludes anything (fixed for its life): only then may a pre signal's
-        #: exclusion differ from its dispatch call's, and the pre receiver take :meth:`Engine.begin`'s full path.
-        self._excluding = bool(engine.exclude)
         self._where_dispatch = self.where("dispatch")
         self._where_describe = self.where("describe")
         self._where_failure = self.where("failure")
@@ -378,23 +375,16 @@ class PynamoDBSource(Source):
             return
         scope = current_scope()
         own = scope.op if scope is not None else None
-        if (
-            type(own) is _Dispatched
-            and own.key is None
-            and not own.done
-            and scope is not None
-            and scope.expect is None
-            and own.name == operation
-            and not self._excluding
-        ):
-            # The dispatch call's own pre signal (every call but one of an overridden ``dispatch``): what
-            # Engine.begin does when it claims the scope's operation, without building the signal's operation
-            # to copy into it. That one would add only the req_uuid and the signal's name: the rest (model,
-            # table, attributes) it takes from the same Connection and request as the dispatch call did.
-            if self.engine.table.add(req_uuid, own) is None:
+        if type(own) is _Dispatched and own.name == operation:
+            # The dispatch call's own pre signal (every call but one of an overridden ``dispatch``): claimed,
+            # without building the signal's operation for Engine.begin to copy into it. That one would add
+            # only the req_uuid and the signal's name: the rest (model, table, attributes) it takes from the
+            # same Connection and request as the dispatch call did. An excluded signal is not claimed.
+            claimed = self.engine.claim(req_uuid, signal=PRE_SIGNAL, unexpected=True)
+            if claimed is own:
                 own.correlation_id = str(req_uuid)
-                own.signal = PRE_SIGNAL
-            return
+            if claimed is not None:
+                return
         table = kwargs.get("table_name")
         tables = [table] if isinstance(table, str) else []
         op = Operation(
@@ -416,7 +406,7 @@ class PynamoDBSource(Source):
         if req_uuid is None:
             return
         engine = self.engine
-        own = engine.table.get(req_uuid)  # engine.lookup, without its frame
+        own = engine.lookup(req_uuid)
         if isinstance(own, _Dispatched) and not own.done:
             # The dispatch wrapper's own call: it ends it with what the response tells.
             own.signal = POST_SIGNAL
