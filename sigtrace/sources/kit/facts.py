@@ -9,7 +9,7 @@ audit fields of a batch.
 
 from __future__ import annotations
 
-import weakref
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from sigtrace import semconv
 from sigtrace.core.operation import Operation
 from sigtrace.core.text import MAX_TEXT, safe_text
+from sigtrace.sources.kit.identity import WeakIdentityMap
 
 __all__ = ["FactsCache", "ModelFacts", "batch_audit", "database_of_url", "pk_text"]
 
@@ -32,60 +33,38 @@ class FactsCache(Generic[K, V]):
 
     ``keep(value)`` decides whether an answer is final: a model whose table is not known yet
     (abstract, being defined) is asked again next time. A key that takes no weak reference is
-    computed every time. Keys are told apart by identity (a model class, a mapper, an engine).
-
-    Held by ``id(key)`` in a plain dict, with a weak reference whose callback removes the entry when
-    the key goes (before its ``id`` can be reused): a lookup is one dict ``get``, where a
-    ``WeakKeyDictionary`` built a weak reference and ran two Python frames per lookup. Hot paths
-    read :attr:`cached` directly (the dict's own ``get``: no Python frame at all).
+    computed every time. Keys are told apart by identity (a model class, a mapper, an engine), in a
+    :class:`~sigtrace.sources.kit.identity.WeakIdentityMap`: one dict ``get`` per lookup, and none
+    at all for hot paths that read :attr:`cached`.
     """
 
-    __slots__ = ("__weakref__", "_compute", "_keep", "_refs", "_values", "cached")
+    __slots__ = ("_compute", "_keep", "_values", "cached")
 
     def __init__(self, compute: Callable[[K], V], *, keep: Callable[[V], bool] | None = None) -> None:
         self._compute = compute
         self._keep = keep
-        self._values: dict[int, V] = {}
-        self._refs: dict[int, weakref.ReferenceType[Any]] = {}
+        self._values: WeakIdentityMap[V] = WeakIdentityMap()
         #: ``cached(id(key))``: the value kept for ``key``, or ``None`` (for values that are never falsy:
         #: ``cache.cached(id(cls)) or cache(cls)``).
-        self.cached: Callable[[int], V | None] = self._values.get
+        self.cached: Callable[[int], V | None] = self._values.get_by_id
 
     def __call__(self, key: K) -> V:
-        found = self._values.get(id(key), _MISSING)
+        found = self._values.get(key, _MISSING)
         if found is not _MISSING:
             return found  # type: ignore[no-any-return]
         value = self._compute(key)
         if self._keep is None or self._keep(value):
-            self._remember(key, value)
+            with contextlib.suppress(TypeError):  # no weak reference to it: computed every time
+                self._values.set(key, value)
         return value
 
     def __len__(self) -> int:
         return len(self._values)
 
-    def _remember(self, key: K, value: V) -> None:
-        ident = id(key)
-        this = weakref.ref(self)
-
-        def drop(ref: weakref.ReferenceType[Any]) -> None:
-            cache = this()
-            if cache is not None and cache._refs.get(ident) is ref:
-                del cache._refs[ident]
-                cache._values.pop(ident, None)
-
-        try:
-            ref = weakref.ref(key, drop)
-        except TypeError:  # no weak reference to it: computed every time
-            return
-        self._refs[ident] = ref
-        self._values[ident] = value
-
     def forget(self, key: K) -> None:
-        self._refs.pop(id(key), None)
-        self._values.pop(id(key), None)
+        self._values.pop(key)
 
     def clear(self) -> None:
-        self._refs.clear()
         self._values.clear()
 
 

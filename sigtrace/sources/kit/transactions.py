@@ -16,11 +16,11 @@ never ended) closes it, and its held writes are reported ``unknown``.
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import Any
 
 from sigtrace.core import safety
 from sigtrace.core.transactions import Transaction, TransactionStack
+from sigtrace.sources.kit.identity import WeakIdentityMap
 
 __all__ = ["ConnectionTransactions", "rolled_back_by_server"]
 
@@ -43,11 +43,10 @@ class _Connection:
     when it commits, whatever the transactions below it do.
     """
 
-    __slots__ = ("closed", "finalizer", "layers")
+    __slots__ = ("closed", "layers")
 
     def __init__(self) -> None:
         self.layers: list[TransactionStack] = []
-        self.finalizer: weakref.finalize[Any, Any] | None = None
         self.closed = False
 
     @property
@@ -69,8 +68,6 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
-        if self.finalizer is not None:
-            self.finalizer.detach()
         for layer in reversed(self.layers):
             layer.close()
 
@@ -80,11 +77,11 @@ class ConnectionTransactions:
 
     def __init__(self, name: str) -> None:
         self._lock = threading.Lock()
-        self._connections: weakref.WeakKeyDictionary[Any, _Connection] = weakref.WeakKeyDictionary()
+        #: Connection -> its open transactions; a connection collected with transactions open (never
+        #: committed, never closed) closes them (by identity, held weakly: kit/identity.py).
+        self._connections: WeakIdentityMap[_Connection] = WeakIdentityMap(on_collected=self._collected)
         #: The library's transaction object -> its core transaction, its stack, its connection's entry.
-        self._handles: weakref.WeakKeyDictionary[Any, tuple[Transaction, TransactionStack, _Connection]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._handles: WeakIdentityMap[tuple[Transaction, TransactionStack, _Connection]] = WeakIdentityMap()
         self._guard_end = safety.guard(f"source.{name}.transaction_end")
         self._guard_close = safety.guard(f"source.{name}.transaction_close")
 
@@ -92,10 +89,7 @@ class ConnectionTransactions:
         """The innermost open transaction of ``connection`` (``None``: the write is autocommitted)."""
         if connection is None:
             return None
-        try:
-            entry = self._connections.get(connection)
-        except TypeError:  # not weakly referenceable: never tracked
-            return None
+        entry: _Connection | None = self._connections.get(connection)
         return None if entry is None or entry.closed else entry.current
 
     def begin(self, connection: Any, handle: Any, *, fresh: bool = False) -> Transaction:
@@ -104,21 +98,19 @@ class ConnectionTransactions:
         ``fresh``: the database began it as an outermost transaction although others are open.
         """
         with self._lock:
-            entry = self._connections.get(connection)
+            entry: _Connection | None = self._connections.get(connection)
             if entry is None or entry.closed:
                 entry = _Connection()
-                self._connections[connection] = entry
-                # A connection collected with transactions open (never committed, never closed).
-                entry.finalizer = weakref.finalize(connection, self._collected, entry)
+                self._connections.set(connection, entry)
             txn, stack = entry.begin(fresh=fresh)
-            self._handles[handle] = (txn, stack, entry)
+            self._handles.set(handle, (txn, stack, entry))
             return txn
 
     def end(self, handle: Any, *, committed: bool) -> None:
         """``handle`` committed (its writes join its parent, or are reported ``ok``) or rolled back."""
         with self._guard_end:
             with self._lock:
-                found = self._handles.pop(handle, None)
+                found = self._handles.pop(handle)
             if found is None:
                 return
             txn, stack, _ = found
@@ -142,20 +134,20 @@ class ConnectionTransactions:
             return
         with self._guard_close:
             with self._lock:
-                found = self._handles.pop(handle, None)
+                found = self._handles.pop(handle)
             if found is not None:
                 found[2].close()
 
     def forget(self, handle: Any) -> None:
         """``handle`` will not end through this table (a transaction that is not reported as one)."""
         with self._lock:
-            self._handles.pop(handle, None)
+            self._handles.pop(handle)
 
     def close(self, connection: Any) -> None:
         """``connection`` was closed or released: what is still open on it ends ``unknown``."""
         with self._guard_close:
             with self._lock:
-                entry = self._connections.pop(connection, None)
+                entry = self._connections.pop(connection)
             if entry is not None:
                 entry.close()
 
