@@ -244,15 +244,16 @@ def _filter_text(statement: Any) -> str | None:
 
 #: Filter text per compiled statement: SQLAlchemy compiles each statement shape once (its compiled cache)
 #: and hands the same compiled object to every execution of that shape; compiling a WHERE clause here
-#: costs more than a small UPDATE itself, so it is done once per compiled object.
-_filters: FactsCache[Any, str | None] = FactsCache(lambda compiled: _filter_text(compiled.statement))
+#: costs more than a small UPDATE itself, so it is done once per compiled object. Kept as "" for a statement
+#: without a filter (a WHERE clause's text is never empty), so that a hit is one ``cached`` call, no frame.
+_filters: FactsCache[Any, str] = FactsCache(lambda compiled: _filter_text(compiled.statement) or "")
 
 
 def _filter_of(statement: Any, result: Any) -> str | None:
     compiled = getattr(getattr(result, "context", None), "compiled", None)
     if getattr(compiled, "statement", None) is None:
         return _filter_text(statement)
-    return _filters(compiled)
+    return (_filters.cached(id(compiled)) or _filters(compiled)) or None
 
 
 def _rows_of(result: Any, state: Any) -> int | None:
@@ -467,15 +468,19 @@ class SQLAlchemySource(Source):
         else:
             return None
         mapper = state.bind_mapper
-        facts = _facts(mapper) if mapper is not None else None
+        facts = (_facts.cached(id(mapper)) or _facts(mapper)) if mapper is not None else None
         if not self.engine.enabled(SOURCE, facts.model if facts is not None else None, name):
             return None
         db = _db_of_session(state.session, mapper)
-        fields: dict[str, Any] = {"db_system": db[0], "namespace": db[1], "write": name != semconv.OPERATION_SELECT}
-        if facts is not None:
-            op = facts.operation(SOURCE, name, **fields)
-        else:
-            op = Operation(source=SOURCE, name=name, collection=_statement_table(state.statement), **fields)
+        op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop)
+            SOURCE,
+            name,
+            model=facts.model if facts is not None else None,
+            collection=facts.collection if facts is not None else _statement_table(state.statement),
+            db_system=db[0],
+            namespace=db[1],
+            write=name != semconv.OPERATION_SELECT,
+        )
         return op, ("execute", next(self._seq))
 
     def _statement_done(

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import orm
 
 from sigtrace.sources import sqlalchemy as source
 from sigtrace.sources.kit import pk_text
-from tests.sources.sqlalchemy.models import Customer, Stock
+from sigtrace.testing import capture
+from tests.sources.sqlalchemy.models import Customer, Order, Stock, audit_by
 
 
 class _Unprintable:
@@ -31,3 +33,17 @@ def test_the_pk_of_an_identity_is_pk_text_of_it(identity: tuple[Any, ...]) -> No
     facts = source._facts(sa.inspect(Stock if len(identity) == 2 else Customer))
     state = SimpleNamespace(key=(Customer, identity, None), dict={})
     assert source._pk_of(facts, state) == pk_text(identity)
+
+
+def test_a_statement_without_a_filter_has_none_also_once_cached(engine: sa.Engine) -> None:
+    """The filter cache keeps "" for a statement without WHERE clause: reported as no filter, first time or not."""
+    with capture(sources=["sqlalchemy"]) as cap, orm.Session(engine) as session:
+        session.add(Customer(id=1, name="c", orders=[Order(id=1, total=1)]))
+        session.commit()
+        cap.clear()
+        for total in (2, 3):
+            session.execute(sa.update(Order).values(total=total))
+            session.execute(sa.update(Order).where(Order.total > total).values(status="paid"))
+        session.commit()
+    events = audit_by(cap.audit_events, "update", "Order")
+    assert [event.get("filter") for event in events] == [None, "sa_orders.total > :total_1"] * 2
