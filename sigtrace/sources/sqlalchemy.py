@@ -71,7 +71,6 @@ _MAPPER_EVENTS: Final = (
 _sa: Any = importlib.import_module("sqlalchemy")
 _orm: Any = importlib.import_module("sqlalchemy.orm")
 _attributes: Any = importlib.import_module("sqlalchemy.orm.attributes")
-_instance_state: Callable[[Any], Any] = _attributes.instance_state
 _get_state_history: Callable[..., Any] = _attributes.get_state_history
 _PASSIVE_NO_INITIALIZE: Final[Any] = importlib.import_module("sqlalchemy.orm.base").PASSIVE_NO_INITIALIZE
 _UnmappedColumnError: type[Exception] = importlib.import_module("sqlalchemy.orm.exc").UnmappedColumnError
@@ -340,15 +339,20 @@ class SQLAlchemySource(Source):
         self.patch(session_module, "Session.flush", self._wrap_flush)
         self.patch(session_module, "Session._bulk_save_mappings", self._wrap_bulk)
         for event_name, operation, before in _MAPPER_EVENTS:
-            # A partial (C) of the method: one Python frame fewer per object written, twice.
-            hook = functools.partial(self._begin_item if before else self._end_item, operation)
-            self._listen(_orm.Mapper, event_name, self.receiver("batch", hook))
+            # A partial (C) of the method: one Python frame fewer per object written, twice; under the method's
+            # name (what SQLAlchemy's listener list shows).
+            method = self._begin_item if before else self._end_item
+            hook = functools.update_wrapper(functools.partial(method, operation), method)
+            # raw: the object's InstanceState as the target, which is what the hooks read; with retval, SQLAlchemy
+            # calls the hook as it is instead of through its own Python wrapper (``MapperEvents._listen``: one
+            # frame, a list and ``state.obj()`` per event). The return value of these events is ignored (1.4-2.1).
+            self._listen(_orm.Mapper, event_name, self.receiver("batch", hook), raw=True, retval=True)
         self._listen(_orm.Session, "do_orm_execute", self._on_orm_execute)
         TRACKER.acquire()
         self.on_detach(TRACKER.release)
 
-    def _listen(self, target: Any, name: str, listener: Callable[..., Any]) -> None:
-        _sa.event.listen(target, name, listener)
+    def _listen(self, target: Any, name: str, listener: Callable[..., Any], **options: bool) -> None:
+        _sa.event.listen(target, name, listener, **options)
         self.on_detach(lambda: _sa.event.remove(target, name, listener))
 
     # --- flushes ---
@@ -378,13 +382,12 @@ class SQLAlchemySource(Source):
         )
         return op, ("flush", next(self._seq))
 
-    def _begin_item(self, operation: str, mapper: Any, connection: Any, target: Any) -> None:
-        """``before_insert`` / ``before_update`` / ``before_delete`` of one object."""
+    def _begin_item(self, operation: str, mapper: Any, connection: Any, state: Any) -> None:
+        """``before_insert`` / ``before_update`` / ``before_delete`` of one object (its state: ``raw``)."""
         record = _FLUSH.get()
         if record is None:  # a flush begun before install()
             return
         facts = _facts.cached(id(mapper)) or _facts(mapper)
-        state = _instance_state(target)
         key = (id(mapper), operation)
         batch = record.batches.get(key)
         if operation == semconv.OPERATION_UPDATE and not _has_changes(facts, state):
@@ -412,15 +415,14 @@ class SQLAlchemySource(Source):
                 started.transaction = tx
         batch.started += 1
 
-    def _end_item(self, operation: str, mapper: Any, connection: Any, target: Any) -> None:
-        """``after_insert`` / ``after_update`` / ``after_delete`` of one object."""
+    def _end_item(self, operation: str, mapper: Any, connection: Any, state: Any) -> None:
+        """``after_insert`` / ``after_update`` / ``after_delete`` of one object (its state: ``raw``)."""
         record = _FLUSH.get()
         if record is None:
             return
         batch = record.batches.get((id(mapper), operation))
         if batch is None:
             return
-        state = _instance_state(target)
         if batch.skipped and id(state) in batch.skipped:
             batch.skipped.discard(id(state))
             return
