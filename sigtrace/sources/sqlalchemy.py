@@ -2,13 +2,14 @@
 
 How it attaches (SQLAlchemy 1.4, 2.0 and 2.1; see docs/sources/sqlalchemy.md for the per-operation table):
 
-* **Flushes** — ``Session.flush`` is wrapped at class level (every ``Session``, its subclasses such as
-  SQLModel's, the ``sync_session`` of every ``AsyncSession``, scoped and Flask-SQLAlchemy sessions,
-  sessions made before ``install()``; autoflush and ``commit()`` call it too). A flush with work to do
-  is one operation ``flush`` (span ``flush {db.namespace}``) in the kit's entry scope: current while
-  the flush runs (the driver's statement spans of opentelemetry-instrumentation-sqlalchemy nest under
-  it), ended as an ERROR at once, with the batches it interrupted, by the exception that leaves it.
-  A clean session's flush (each query's autoflush) costs two attribute checks and is not traced.
+* **Flushes** — ``Session._flush``, what ``Session.flush`` calls when the session has work to do, is
+  wrapped at class level (every ``Session``, its subclasses such as SQLModel's, the ``sync_session`` of
+  every ``AsyncSession``, scoped and Flask-SQLAlchemy sessions, sessions made before ``install()``;
+  autoflush and ``commit()`` call it too). A flush with work to do is one operation ``flush`` (span
+  ``flush {db.namespace}``) in the kit's entry scope: current while the flush runs (the driver's
+  statement spans of opentelemetry-instrumentation-sqlalchemy nest under it), ended as an ERROR at
+  once, with the batches it interrupted, by the exception that leaves it.
+  A clean session's flush (each query's autoflush) returns before ``_flush``: sigtrace adds nothing to it.
 * **Batches** — inside it, one operation per (mapper, operation) batch of the unit of work (span
   ``insert orders``, ``update customers``, ``delete lines``) from the first ``before_*`` mapper event of
   the batch to its last ``after_*`` one, with ``sigtrace.rows_affected``; one audit event per object
@@ -336,7 +337,9 @@ class SQLAlchemySource(Source):
             )
         # Outside SUPPORTED_VERSIONS, install() warns (and attaches only when named): sigtrace/sources/__init__.py.
         session_module = importlib.import_module("sqlalchemy.orm.session")
-        self.patch(session_module, "Session.flush", self._wrap_flush)
+        # Not Session.flush: a clean session's flush (every query's autoflush) then runs no sigtrace code at all,
+        # and a flush with work skips the checks Session.flush has made already (1.4 to 2.1: its only caller).
+        self.patch(session_module, "Session._flush", self._wrap_flush)
         self.patch(session_module, "Session._bulk_save_mappings", self._wrap_bulk)
         for event_name, operation, before in _MAPPER_EVENTS:
             # A partial (C) of the method: one Python frame fewer per object written, twice; under the method's
@@ -358,8 +361,8 @@ class SQLAlchemySource(Source):
     # --- flushes ---
 
     def _wrap_flush(self, wrapped: Callable[..., Any], session: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        # The cheap path first: a clean session's flush (every query's autoflush) does nothing.
-        if session._flushing or session._is_clean() or _FLUSH.get() is not None:
+        # A session flushed inside another's flush (from its events): part of the outer flush, as its writes.
+        if _FLUSH.get() is not None:
             return wrapped(*args, **kwargs)
         try:
             return self._flush(wrapped, session, args, kwargs)
