@@ -457,7 +457,13 @@ class SQLAlchemySource(Source):
     # --- ORM statements through Session.execute ---
 
     def _on_orm_execute(self, state: Any) -> Any:
-        if not (state.is_update or state.is_delete or state.is_insert or (state.is_select and self.audit_reads)):
+        # Every Session.execute (each query) comes here: ORMExecuteState's is_update / is_delete / is_insert /
+        # is_select read as what those properties return (the statement's flags), without their four frames.
+        statement = state.statement
+        if statement.is_dml:
+            if not (statement.is_update or statement.is_delete or statement.is_insert):
+                return None
+        elif not (self.audit_reads and statement.is_select):
             return None  # SQLAlchemy goes on as if no listener were here
         return self._execute(state.invoke_statement, state, (), {})
 

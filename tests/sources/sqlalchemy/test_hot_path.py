@@ -47,3 +47,26 @@ def test_a_statement_without_a_filter_has_none_also_once_cached(engine: sa.Engin
         session.commit()
     events = audit_by(cap.audit_events, "update", "Order")
     assert [event.get("filter") for event in events] == [None, "sa_orders.total > :total_1"] * 2
+
+
+def test_the_statement_flags_read_are_what_orm_execute_state_says(engine: sa.Engine) -> None:
+    """``_on_orm_execute`` reads the statement's flags where ORMExecuteState's properties would be read."""
+    seen: list[tuple[bool, ...]] = []
+
+    def listener(state: Any) -> None:
+        statement = state.statement
+        seen.append((state.is_update, statement.is_dml and statement.is_update))
+        seen.append((state.is_delete, statement.is_dml and statement.is_delete))
+        seen.append((state.is_insert, statement.is_dml and statement.is_insert))
+        seen.append((state.is_select, statement.is_select))
+
+    with orm.Session(engine) as session:
+        sa.event.listen(session, "do_orm_execute", listener)
+        session.execute(sa.insert(Customer).values(id=1, name="c"))
+        session.execute(sa.update(Customer).values(name="d"))
+        session.execute(sa.select(Customer))
+        session.execute(sa.text("SELECT 1"))
+        session.execute(sa.delete(Customer))
+        session.rollback()
+    assert len(seen) == 20
+    assert all(ours == theirs for ours, theirs in seen)
