@@ -2,13 +2,14 @@
 
 How it attaches (SQLAlchemy 1.4, 2.0 and 2.1; see docs/sources/sqlalchemy.md for the per-operation table):
 
-* **Flushes** — ``Session.flush`` is wrapped at class level (every ``Session``, its subclasses such as
-  SQLModel's, the ``sync_session`` of every ``AsyncSession``, scoped and Flask-SQLAlchemy sessions,
-  sessions made before ``install()``; autoflush and ``commit()`` call it too). A flush with work to do
-  is one operation ``flush`` (span ``flush {db.namespace}``) in the kit's entry scope: current while
-  the flush runs (the driver's statement spans of opentelemetry-instrumentation-sqlalchemy nest under
-  it), ended as an ERROR at once, with the batches it interrupted, by the exception that leaves it.
-  A clean session's flush (each query's autoflush) costs two attribute checks and is not traced.
+* **Flushes** — ``Session._flush``, what ``Session.flush`` calls when the session has work to do, is
+  wrapped at class level (every ``Session``, its subclasses such as SQLModel's, the ``sync_session`` of
+  every ``AsyncSession``, scoped and Flask-SQLAlchemy sessions, sessions made before ``install()``;
+  autoflush and ``commit()`` call it too). A flush with work to do is one operation ``flush`` (span
+  ``flush {db.namespace}``) in the kit's entry scope: current while the flush runs (the driver's
+  statement spans of opentelemetry-instrumentation-sqlalchemy nest under it), ended as an ERROR at
+  once, with the batches it interrupted, by the exception that leaves it.
+  A clean session's flush (each query's autoflush) returns before ``_flush``: sigtrace adds nothing to it.
 * **Batches** — inside it, one operation per (mapper, operation) batch of the unit of work (span
   ``insert orders``, ``update customers``, ``delete lines``) from the first ``before_*`` mapper event of
   the batch to its last ``after_*`` one, with ``sigtrace.rows_affected``; one audit event per object
@@ -33,6 +34,7 @@ instance state only (``state.dict``, identity, committed attribute history with
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import re
@@ -41,11 +43,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
-from opentelemetry.util.types import AttributeValue
-
 from sigtrace import semconv
-from sigtrace.core.engine import Engine, instrumentation_suppressed
+from sigtrace.core.engine import Engine
 from sigtrace.core.operation import Operation
+from sigtrace.core.text import safe_text
 from sigtrace.sources.kit import Entry, FactsCache, ModelFacts, Source, batch_audit, pk_text
 from sigtrace.sources.kit.sa_session import TRACKER
 
@@ -71,7 +72,6 @@ _MAPPER_EVENTS: Final = (
 _sa: Any = importlib.import_module("sqlalchemy")
 _orm: Any = importlib.import_module("sqlalchemy.orm")
 _attributes: Any = importlib.import_module("sqlalchemy.orm.attributes")
-_instance_state: Callable[[Any], Any] = _attributes.instance_state
 _get_state_history: Callable[..., Any] = _attributes.get_state_history
 _PASSIVE_NO_INITIALIZE: Final[Any] = importlib.import_module("sqlalchemy.orm.base").PASSIVE_NO_INITIALIZE
 _UnmappedColumnError: type[Exception] = importlib.import_module("sqlalchemy.orm.exc").UnmappedColumnError
@@ -161,7 +161,9 @@ def _db_of_session(session: Any, mapper: Any = None) -> tuple[str | None, str | 
             bind = session.get_bind(mapper=mapper) if mapper is not None else session.get_bind()
         except Exception:  # noqa: BLE001 - binds per mapper only, or none: the flush names no database
             return None, None
-    return _databases(bind) if bind is not None else (None, None)
+    if bind is None:
+        return None, None
+    return _databases.cached(id(bind)) or _databases(bind)
 
 
 # --- what an object's state says, without loading anything ---
@@ -174,8 +176,14 @@ def _pk_of_values(facts: _MapperFacts, values: Mapping[str, Any]) -> str | None:
 
 def _pk_of(facts: _MapperFacts, state: Any) -> str | None:
     """The pk of an object: its identity, else the pk attributes it holds (all of them, or none)."""
-    if state.key is not None:
-        return pk_text(state.identity)
+    key = state.key
+    if key is not None:
+        identity = key[1]  # state.identity, without its property frame
+        if len(identity) == 1:
+            # A one-column pk (most models): pk_text's answer for it, without its type checks and generator.
+            part = identity[0]
+            return None if part is None else safe_text(part)
+        return pk_text(identity)
     return _pk_of_values(facts, state.dict)
 
 
@@ -236,15 +244,16 @@ def _filter_text(statement: Any) -> str | None:
 
 #: Filter text per compiled statement: SQLAlchemy compiles each statement shape once (its compiled cache)
 #: and hands the same compiled object to every execution of that shape; compiling a WHERE clause here
-#: costs more than a small UPDATE itself, so it is done once per compiled object.
-_filters: FactsCache[Any, str | None] = FactsCache(lambda compiled: _filter_text(compiled.statement))
+#: costs more than a small UPDATE itself, so it is done once per compiled object. Kept as "" for a statement
+#: without a filter (a WHERE clause's text is never empty), so that a hit is one ``cached`` call, no frame.
+_filters: FactsCache[Any, str] = FactsCache(lambda compiled: _filter_text(compiled.statement) or "")
 
 
 def _filter_of(statement: Any, result: Any) -> str | None:
     compiled = getattr(getattr(result, "context", None), "compiled", None)
     if getattr(compiled, "statement", None) is None:
         return _filter_text(statement)
-    return _filters(compiled)
+    return (_filters.cached(id(compiled)) or _filters(compiled)) or None
 
 
 def _rows_of(result: Any, state: Any) -> int | None:
@@ -328,24 +337,32 @@ class SQLAlchemySource(Source):
             )
         # Outside SUPPORTED_VERSIONS, install() warns (and attaches only when named): sigtrace/sources/__init__.py.
         session_module = importlib.import_module("sqlalchemy.orm.session")
-        self.patch(session_module, "Session.flush", self._wrap_flush)
+        # Not Session.flush: a clean session's flush (every query's autoflush) then runs no sigtrace code at all,
+        # and a flush with work skips the checks Session.flush has made already (1.4 to 2.1: its only caller).
+        self.patch(session_module, "Session._flush", self._wrap_flush)
         self.patch(session_module, "Session._bulk_save_mappings", self._wrap_bulk)
         for event_name, operation, before in _MAPPER_EVENTS:
-            hook = self._before(operation) if before else self._after(operation)
-            self._listen(_orm.Mapper, event_name, self.receiver("batch", hook))
+            # A partial (C) of the method: one Python frame fewer per object written, twice; under the method's
+            # name (what SQLAlchemy's listener list shows).
+            method = self._begin_item if before else self._end_item
+            hook = functools.update_wrapper(functools.partial(method, operation), method)
+            # raw: the object's InstanceState as the target, which is what the hooks read; with retval, SQLAlchemy
+            # calls the hook as it is instead of through its own Python wrapper (``MapperEvents._listen``: one
+            # frame, a list and ``state.obj()`` per event). The return value of these events is ignored (1.4-2.1).
+            self._listen(_orm.Mapper, event_name, self.receiver("batch", hook), raw=True, retval=True)
         self._listen(_orm.Session, "do_orm_execute", self._on_orm_execute)
         TRACKER.acquire()
         self.on_detach(TRACKER.release)
 
-    def _listen(self, target: Any, name: str, listener: Callable[..., Any]) -> None:
-        _sa.event.listen(target, name, listener)
+    def _listen(self, target: Any, name: str, listener: Callable[..., Any], **options: bool) -> None:
+        _sa.event.listen(target, name, listener, **options)
         self.on_detach(lambda: _sa.event.remove(target, name, listener))
 
     # --- flushes ---
 
     def _wrap_flush(self, wrapped: Callable[..., Any], session: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        # The cheap path first: a clean session's flush (every query's autoflush) does nothing.
-        if session._flushing or session._is_clean() or _FLUSH.get() is not None:
+        # A session flushed inside another's flush (from its events): part of the outer flush, as its writes.
+        if _FLUSH.get() is not None:
             return wrapped(*args, **kwargs)
         try:
             return self._flush(wrapped, session, args, kwargs)
@@ -353,40 +370,27 @@ class SQLAlchemySource(Source):
             _FLUSH.set(None)  # it was None when the flush began
 
     def _flush_entry(self, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
-        if instrumentation_suppressed():
-            return None
+        # Under suppress_instrumentation() the entry scope's own check leaves the flush untraced, and
+        # Engine.begin its batches: not read here a second time.
         record = _Flush(session, _db_of_session(session))
         # Set even where the flush itself is excluded (``operation:flush``): its batches are still traced,
         # inside the entry scope, which ends those a failure interrupts at once.
         _FLUSH.set(record)
         op = _FlushOperation(
-            source=SOURCE,
-            name=semconv.OPERATION_FLUSH,
+            SOURCE,
+            semconv.OPERATION_FLUSH,
             db_system=record.db[0],
             namespace=record.db[1],
             audit_items=(),  # its objects are audited, by their batches
         )
         return op, ("flush", next(self._seq))
 
-    def _before(self, operation: str) -> Callable[[Any, Any, Any], None]:
-        def before_write(mapper: Any, connection: Any, target: Any) -> None:
-            record = _FLUSH.get()
-            if record is not None:  # None: a flush begun before install()
-                self._begin_item(record, operation, mapper, target)
-
-        return before_write
-
-    def _after(self, operation: str) -> Callable[[Any, Any, Any], None]:
-        def after_write(mapper: Any, connection: Any, target: Any) -> None:
-            record = _FLUSH.get()
-            if record is not None:
-                self._end_item(record, operation, mapper, target)
-
-        return after_write
-
-    def _begin_item(self, record: _Flush, operation: str, mapper: Any, target: Any) -> None:
-        facts = _facts(mapper)
-        state = _instance_state(target)
+    def _begin_item(self, operation: str, mapper: Any, connection: Any, state: Any) -> None:
+        """``before_insert`` / ``before_update`` / ``before_delete`` of one object (its state: ``raw``)."""
+        record = _FLUSH.get()
+        if record is None:  # a flush begun before install()
+            return
+        facts = _facts.cached(id(mapper)) or _facts(mapper)
         key = (id(mapper), operation)
         batch = record.batches.get(key)
         if operation == semconv.OPERATION_UPDATE and not _has_changes(facts, state):
@@ -396,7 +400,14 @@ class SQLAlchemySource(Source):
             batch.skipped.add(id(state))
             return
         if batch is None or batch.op is None or batch.op.done:
-            op = facts.operation(SOURCE, operation, db_system=record.db[0], namespace=record.db[1])
+            op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop)
+                SOURCE,
+                operation,
+                model=facts.model,
+                collection=facts.collection,
+                db_system=record.db[0],
+                namespace=record.db[1],
+            )
             started = self.engine.begin(op, ("batch", next(self._seq)))
             if started is None:
                 return  # excluded (model, operation) or suppressed
@@ -407,18 +418,21 @@ class SQLAlchemySource(Source):
                 started.transaction = tx
         batch.started += 1
 
-    def _end_item(self, record: _Flush, operation: str, mapper: Any, target: Any) -> None:
+    def _end_item(self, operation: str, mapper: Any, connection: Any, state: Any) -> None:
+        """``after_insert`` / ``after_update`` / ``after_delete`` of one object (its state: ``raw``)."""
+        record = _FLUSH.get()
+        if record is None:
+            return
         batch = record.batches.get((id(mapper), operation))
         if batch is None:
             return
-        state = _instance_state(target)
         if batch.skipped and id(state) in batch.skipped:
             batch.skipped.discard(id(state))
             return
         op = batch.op
         if op is None or op.done:
             return
-        facts = _facts(mapper)
+        facts = _facts.cached(id(mapper)) or _facts(mapper)
         item: dict[str, Any] = {"pk": _pk_of(facts, state)}
         if operation != semconv.OPERATION_DELETE:
             capture = self.capture_values
@@ -431,17 +445,25 @@ class SQLAlchemySource(Source):
         if batch.done >= batch.started:
             rows = len(batch.items)
             op.audit_items = batch.items
-            attributes: dict[str, AttributeValue] = {semconv.SIGTRACE_ROWS_AFFECTED: rows}
+            # Set here rather than passed to Engine.end (whose ``**updates`` go through Operation.update's loop).
+            attributes = op.attributes
+            attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
             if rows > 1:
                 attributes[semconv.DB_OPERATION_BATCH_SIZE] = rows
             else:
                 op.pk = item["pk"]
-            self.engine.end(op=op, attributes=attributes)
+            self.engine.end(op=op)
 
     # --- ORM statements through Session.execute ---
 
     def _on_orm_execute(self, state: Any) -> Any:
-        if not (state.is_update or state.is_delete or state.is_insert or (state.is_select and self.audit_reads)):
+        # Every Session.execute (each query) comes here: ORMExecuteState's is_update / is_delete / is_insert /
+        # is_select read as what those properties return (the statement's flags), without their four frames.
+        statement = state.statement
+        if statement.is_dml:
+            if not (statement.is_update or statement.is_delete or statement.is_insert):
+                return None
+        elif not (self.audit_reads and statement.is_select):
             return None  # SQLAlchemy goes on as if no listener were here
         return self._execute(state.invoke_statement, state, (), {})
 
@@ -457,15 +479,19 @@ class SQLAlchemySource(Source):
         else:
             return None
         mapper = state.bind_mapper
-        facts = _facts(mapper) if mapper is not None else None
+        facts = (_facts.cached(id(mapper)) or _facts(mapper)) if mapper is not None else None
         if not self.engine.enabled(SOURCE, facts.model if facts is not None else None, name):
             return None
         db = _db_of_session(state.session, mapper)
-        fields: dict[str, Any] = {"db_system": db[0], "namespace": db[1], "write": name != semconv.OPERATION_SELECT}
-        if facts is not None:
-            op = facts.operation(SOURCE, name, **fields)
-        else:
-            op = Operation(source=SOURCE, name=name, collection=_statement_table(state.statement), **fields)
+        op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop)
+            SOURCE,
+            name,
+            model=facts.model if facts is not None else None,
+            collection=facts.collection if facts is not None else _statement_table(state.statement),
+            db_system=db[0],
+            namespace=db[1],
+            write=name != semconv.OPERATION_SELECT,
+        )
         return op, ("execute", next(self._seq))
 
     def _statement_done(

@@ -91,7 +91,7 @@ class TestSQLAlchemyContract(SourceContract):
         from sigtrace.sources.kit.sa_session import TRACKER
         from sigtrace.sources.sqlalchemy import _MAPPER_EVENTS
 
-        assert not hasattr(orm.Session.flush, "__wrapped__"), "Session.flush is still patched"
+        assert not hasattr(orm.Session._flush, "__wrapped__"), "Session._flush is still patched"
         assert not hasattr(orm.Session._bulk_save_mappings, "__wrapped__")
         # An instance's dispatch joins the class-level listeners: none is left on Session or Mapper.
         session = orm.Session(_e())
