@@ -49,9 +49,9 @@ class FactsCache(Generic[K, V]):
         self.cached: Callable[[int], V | None] = self._values.get_by_id
 
     def __call__(self, key: K) -> V:
-        found = self._values.get(key, _MISSING)
+        found = self._values.get_or(key, _MISSING)
         if found is not _MISSING:
-            return found  # type: ignore[no-any-return]
+            return found
         value = self._compute(key)
         if self._keep is None or self._keep(value):
             with contextlib.suppress(TypeError):  # no weak reference to it: computed every time

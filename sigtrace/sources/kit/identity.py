@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 __all__ = ["WeakIdentityMap"]
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class WeakIdentityMap(Generic[V]):
@@ -30,8 +31,11 @@ class WeakIdentityMap(Generic[V]):
         #: ``get_by_id(id(obj))``: the value of ``obj``, or ``None`` (the dict's own ``get``: no Python frame).
         self.get_by_id: Callable[[int], V | None] = self._values.get
 
-    def get(self, obj: object, default: Any = None) -> Any:
-        """The value of ``obj``, else ``default``."""
+    def get(self, obj: object) -> V | None:
+        return self._values.get(id(obj))
+
+    def get_or(self, obj: object, default: T) -> V | T:
+        """The value of ``obj``, else ``default`` (for maps whose values may be ``None``)."""
         return self._values.get(id(obj), default)
 
     def set(self, obj: object, value: V) -> None:

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import importlib
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
 from sigtrace.core import safety
 from sigtrace.core.transactions import Transaction
+from sigtrace.sources.kit.identity import WeakIdentityMap
 
 __all__ = ["TRACKER", "SessionTransactions"]
 
@@ -52,7 +52,8 @@ class SessionTransactions:
         self._users = 0
         self._session_class: Any = None
         self._event: Any = None
-        self._by_transaction: weakref.WeakKeyDictionary[Any, Transaction] = weakref.WeakKeyDictionary()
+        #: SQLAlchemy's transaction -> its core transaction (by identity, held weakly: kit/identity.py).
+        self._by_transaction: WeakIdentityMap[Transaction] = WeakIdentityMap()
         self._listeners = (
             ("after_transaction_create", _guarded(self._on_create)),
             ("after_commit", _guarded(self._on_commit)),
@@ -82,7 +83,7 @@ class SessionTransactions:
             for name, listener in self._listeners:
                 if self._event.contains(self._session_class, name, listener):
                     self._event.remove(self._session_class, name, listener)
-            self._by_transaction = weakref.WeakKeyDictionary()
+            self._by_transaction = WeakIdentityMap()
 
     @property
     def active(self) -> bool:
@@ -117,7 +118,7 @@ class SessionTransactions:
         else:
             return  # a subtransaction (e.g. around a flush): part of its parent
         with self._lock:
-            self._by_transaction[transaction] = tx
+            self._by_transaction.set(transaction, tx)
 
     def _on_commit(self, session: Any) -> None:
         tx = self._target(session)
@@ -130,8 +131,10 @@ class SessionTransactions:
             tx.rollback()
 
     def _on_end(self, session: Any, transaction: Any) -> None:
+        if self._by_transaction.get(transaction) is None:
+            return  # untracked (a flush's subtransaction): no lock taken
         with self._lock:
-            tx = self._by_transaction.pop(transaction, None)
+            tx = self._by_transaction.pop(transaction)
         if tx is not None and not tx.closed:
             tx.rollback()  # closed without a commit: the database discarded its writes
 
