@@ -318,13 +318,9 @@ class OrmarSource(Source):
         cls = instance.__class__  # sees through a weakref.proxy, as _class_of
         facts = _facts.cached(id(cls)) or _facts(cls)
         connection = self._transaction_connection()
-        return Operation(
+        return facts.operation(
             self.name,
             name,
-            model=facts.model,
-            collection=facts.collection,
-            db_system=facts.db_system,
-            namespace=facts.namespace,
             pk=pk_text(instance.pk),
             signal=signal,
             post_signal=_POST_SIGNAL[name],

@@ -431,13 +431,9 @@ class DjangoSource(Source):
         if not using:
             using = _known_db(instance)
         at = facts._at.get(using) or facts.at(using)
-        op = Operation(  # the constructor with every field (not ModelFacts.operation's setattr loop)
+        op = at.operation(
             SOURCE,
             "save",
-            model=at.model,
-            collection=at.collection,
-            db_system=at.db_system,
-            namespace=at.namespace,
             pk=pk_text(instance.pk),
             signal=signal,
             post_signal=facts.post_save,

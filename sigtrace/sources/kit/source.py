@@ -47,6 +47,22 @@ _MISSING = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _call_hook(
+    hook: Callable[..., None],
+    where: str,
+    op: Operation,
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    value: Any,
+) -> None:
+    """An entry wrapper's ``after`` or ``failed`` hook under the safety net (reported as ``where``)."""
+    try:
+        hook(op, instance, args, kwargs, value)
+    except Exception as exc:  # noqa: BLE001 - the safety net
+        safety.report(where, exc)
+
+
 def _named(guarded: F, function: Callable[..., Any]) -> F:
     """The guarded receiver under the receiver's own name (what a library's receiver list shows)."""
     for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -212,17 +228,11 @@ class Source:
                 except BaseException as error:
                     own = scope.op
                     if failed is not None and own is not None and not own.done:
-                        try:
-                            failed(own, instance, args, kwargs, error)
-                        except Exception as exc:  # noqa: BLE001
-                            report(where_failed, exc)
+                        _call_hook(failed, where_failed, own, instance, args, kwargs, error)
                     raise
                 own = scope.op
                 if after is not None and own is not None and not own.done:
-                    try:
-                        after(own, instance, args, kwargs, result)
-                    except Exception as exc:  # noqa: BLE001
-                        report(where_after, exc)
+                    _call_hook(after, where_after, own, instance, args, kwargs, result)
             return result
 
         return wrapper
@@ -262,10 +272,7 @@ class Source:
                 result = await wrapped(*args, **kwargs)
                 own = scope.op
                 if after is not None and own is not None and not own.done:
-                    try:
-                        after(own, instance, args, kwargs, result)
-                    except Exception as exc:  # noqa: BLE001
-                        report(where_after, exc)
+                    _call_hook(after, where_after, own, instance, args, kwargs, result)
             return result
 
         def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
