@@ -431,9 +431,13 @@ class DjangoSource(Source):
         if not using:
             using = _known_db(instance)
         at = facts._at.get(using) or facts.at(using)
-        op = at.operation(
+        op = Operation(  # ModelFacts.operation spelled out (no keyword dict to fill in): every save
             SOURCE,
             "save",
+            model=at.model,
+            collection=at.collection,
+            db_system=at.db_system,
+            namespace=at.namespace,
             pk=pk_text(instance.pk),
             signal=signal,
             post_signal=facts.post_save,
