@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from opentelemetry.semconv._incubating.attributes import aws_attributes, cloud_attributes
@@ -41,7 +41,7 @@ from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.operation import Operation
-from sigtrace.sources.kit import FactsCache, Source, batch_audit, pk_text
+from sigtrace.sources.kit import Entry, FactsCache, Source, batch_audit, pk_text
 
 __all__ = ["DB_SYSTEM", "WRITE_OPERATIONS", "PynamoDBSource", "error_code"]
 
@@ -178,6 +178,16 @@ def _key_names_of(meta: Any) -> tuple[str, ...]:
 _KEY_NAMES: Final[FactsCache[Any, tuple[str, ...]]] = FactsCache(_key_names_of, keep=bool)
 
 
+def _responded(op: Operation, _connection: Any, _args: Any, _kwargs: Any, data: Any) -> None:
+    """``Source.entry``'s ``after``: what the response tells (consumed capacity, counts)."""
+    op.attributes.update(_response_attributes(data))
+
+
+def _failed(op: Operation, _connection: Any, _args: Any, _kwargs: Any, error: BaseException) -> None:
+    """``Source.entry``'s ``failed``: DynamoDB's error code and request id, before the error ends the call."""
+    _describe_failure(op, error)
+
+
 class _Keys:
     """Key attribute names of each table a Connection knows (from the model's schema or DescribeTable)."""
 
@@ -240,53 +250,22 @@ class PynamoDBSource(Source):
         super().__init__(engine, options)
         #: Connection -> its model's name (one walk of Model's subclasses per Connection; "none" kept too).
         self._models: FactsCache[Any, str | None] = FactsCache(_owner_of)
-        self._where_dispatch = self.where("dispatch")
         self._where_describe = self.where("describe")
-        self._where_failure = self.where("failure")
-        self._where_response = self.where("response")
 
     def attach(self) -> None:
         self.connect(pre_dynamodb_send, self._on_pre, kind="pre")
         self.connect(post_dynamodb_send, self._on_post, kind="post")
-        self.patch(Connection, "dispatch", self._dispatch)
+        # A failure is described (DynamoDB's error code) before the scope ends it; a response's attributes
+        # are read when the call returns.
+        dispatch = self.entry("dispatch", self._build_dispatch, _responded, failed=_failed)
+        self.patch(Connection, "dispatch", dispatch)
 
     # --- the entry point ---
-    # The safety net is spelled ``try/except Exception: safety.report(...)``: what ``with self.guard(...)``
-    # does, without its two calls per block (four blocks per call here).
 
-    def _dispatch(
-        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        engine = self.engine
-        try:
-            op = self._describe(instance, args, kwargs)
-            entry = engine.entry(op) if op is not None else None
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report(self._where_dispatch, exc)
-            entry = None
-        if entry is None:
-            return wrapped(*args, **kwargs)
-        # Not Source.entry: a failure is described (DynamoDB's error code) before the scope ends it.
-        with entry as scope:
-            try:
-                data = wrapped(*args, **kwargs)
-            except BaseException as exc:
-                own = scope.op
-                if own is not None and not own.done:
-                    try:
-                        _describe_failure(own, exc)
-                    except Exception as failure:  # noqa: BLE001
-                        safety.report(self._where_failure, failure)
-                raise
-            own = scope.op
-            if own is not None and not own.done:
-                try:
-                    # engine.end(op=own, attributes=...) without its update loop and second discard.
-                    own.attributes.update(_response_attributes(data))
-                    engine.finish(own, semconv.OUTCOME_OK, untrack=True)
-                except Exception as exc:  # noqa: BLE001
-                    safety.report(self._where_response, exc)
-            return data
+    def _build_dispatch(self, connection: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        """The operation of one ``Connection.dispatch``; its pre signal claims it by the ``req_uuid`` it makes."""
+        op = self._describe(connection, args, kwargs)
+        return None if op is None else (op, None)
 
     def _describe(self, connection: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Operation | None:
         operation = args[0] if args else kwargs.get("operation_name")
