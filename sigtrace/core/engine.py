@@ -59,13 +59,14 @@ _DESCRIPTIVE = (
 
 #: The key ``suppress_instrumentation()`` sets, and the plain one older instrumentations set (as
 #: ``opentelemetry.instrumentation.utils.is_instrumentation_enabled`` reads both; here from one context lookup).
-_SUPPRESS_KEYS = (_SUPPRESSED, _SUPPRESSED_PLAIN) = (_SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
+_SUPPRESSED = _SUPPRESS_INSTRUMENTATION_KEY
+_SUPPRESSED_PLAIN = "suppress_instrumentation"
 
 
 def instrumentation_suppressed() -> bool:
     """True inside ``suppress_instrumentation()`` (OpenTelemetry's own exporters use it)."""
     ctx = current_context()
-    return bool(ctx.get(_SUPPRESS_KEYS[0]) or ctx.get(_SUPPRESS_KEYS[1]))
+    return bool(ctx.get(_SUPPRESSED) or ctx.get(_SUPPRESSED_PLAIN))
 
 
 def error_type_of(error: BaseException) -> str:

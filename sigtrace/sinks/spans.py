@@ -90,29 +90,6 @@ class SpanSink:
             for key, value in op.attributes.items():
                 attrs[key] = value[:limit] if isinstance(value, str) else value
 
-    def _changed_own(self, started: Mapping[str, AttributeValue], op: Operation) -> dict[str, AttributeValue] | None:
-        """What :meth:`_add_own` would add that the span did not start with (``None``: nothing): the
-        usual end, where at most the pk is new, spelled as comparisons (no dict built, no comprehension frame)."""
-        changed: dict[str, AttributeValue] | None = None
-        if op.signal and started.get(semconv.SIGTRACE_SIGNAL) != op.signal:
-            changed = {semconv.SIGTRACE_SIGNAL: op.signal}
-        limit = self.max_value_length
-        if op.pk is not None:
-            pk = op.pk[:limit]
-            if started.get(semconv.SIGTRACE_PK) != pk:
-                changed = changed or {}
-                changed[semconv.SIGTRACE_PK] = pk
-        if op.correlation_id is not None and started.get(semconv.SIGTRACE_CORRELATION_ID) != op.correlation_id:
-            changed = changed or {}
-            changed[semconv.SIGTRACE_CORRELATION_ID] = op.correlation_id
-        for key, value in op.attributes.items():
-            if isinstance(value, str):
-                value = value[:limit]
-            if started.get(key, _MISSING) != value:
-                changed = changed or {}
-                changed[key] = value
-        return changed
-
     # --- the sink life cycle (core/sinks.py) ---
 
     def cancelled(self, op: Operation) -> None:
@@ -171,11 +148,13 @@ class SpanSink:
         started = op.span_attributes or {}
         base = _base_attributes(op.source, op.db_system, op.name, op.model, op.collection, op.namespace, self.dup)
         if base is op.span_base:  # same operation, model and collection: same name, same cached set
-            changed = self._changed_own(started, op)
+            current: dict[str, AttributeValue] = {}
+            self._add_own(current, op)
         else:
             if getattr(span, "name", None) != op.span_name:
                 span.update_name(op.span_name)
-            changed = {key: value for key, value in self.attributes(op).items() if started.get(key, _MISSING) != value}
+            current = self.attributes(op)
+        changed = {key: value for key, value in current.items() if started.get(key, _MISSING) != value}
         if changed:
             span.set_attributes(changed)
         if op.signal is None and semconv.SIGTRACE_SIGNAL in started:
