@@ -471,8 +471,13 @@ class EntryScope(Scope):
     ) -> None:
         try:
             own = self.op
-            if self.ops or (own is not None and not own.done):
+            if self.ops:
                 self._finish_pending(exc)
+            elif own is not None and not own.done:  # the common case: only the call's own operation is open
+                if exc is not None:
+                    self._engine.finish(own, semconv.OUTCOME_ERROR, exc, untrack=True)
+                else:
+                    self._engine.finish(own, semconv.OUTCOME_OK, untrack=True)
             if self._span_token is not None:
                 # A with-block restores its caller's context whatever was attached inside it
                 # (detach(token, force=True), without its frame).

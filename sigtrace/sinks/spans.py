@@ -99,9 +99,6 @@ class SpanSink:
     def described(self, op: Operation, before: Labels) -> None:
         """The span's name and attributes are brought up to date when it ends."""
 
-    def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
-        self.end(op, end_ns)  # not delayed by a transaction: the span says what the call did
-
     def resolved(self, op: Operation) -> None:
         """The span ended with the call; a transaction's later outcome is the audit event's and the count's."""
 
@@ -116,7 +113,7 @@ class SpanSink:
 
         Where the source names the post signal that will end ``op`` (``op.post_signal``), the span starts
         with it as ``sigtrace.signal``: at the end it is then the same and not set again, which is most of
-        what the span sink cost over a bare SDK span. :meth:`end` corrects it where another signal was last,
+        what the span sink cost over a bare SDK span. :meth:`finished` corrects it where another signal was last,
         and removes it where no signal came at all (only from SDK spans, which allow it: ``_unsets``).
         """
         base = _base_attributes(op.source, op.db_system, op.name, op.model, op.collection, op.namespace, self.dup)
@@ -137,7 +134,8 @@ class SpanSink:
             start_time=op.start_ns,
         )
 
-    def end(self, op: Operation, end_ns: int) -> None:
+    def finished(self, op: Operation, end_ns: int, duration_s: float, held: bool) -> None:
+        """End ``op``'s span now, also for a write ``held`` by its transaction: the span says what the call did."""
         span = op.span
         if span is None:
             return
@@ -154,7 +152,12 @@ class SpanSink:
             if getattr(span, "name", None) != op.span_name:
                 span.update_name(op.span_name)
             current = self.attributes(op)
-        changed = {key: value for key, value in current.items() if started.get(key, _MISSING) != value}
+        changed: dict[str, AttributeValue] | None = None
+        for key, value in current.items():  # a loop, not a comprehension: no frame of its own (Python 3.11)
+            if started.get(key, _MISSING) != value:
+                if changed is None:
+                    changed = {}
+                changed[key] = value
         if changed:
             span.set_attributes(changed)
         if op.signal is None and semconv.SIGTRACE_SIGNAL in started:

@@ -55,6 +55,7 @@ from django.db.models.sql import subqueries
 
 from sigtrace import semconv
 from sigtrace._config import ConfigError, parse_bool, warn_unknown_variables
+from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import weak_ref
 from sigtrace.core.operation import Operation
@@ -345,7 +346,8 @@ class DjangoSource(Source):
         inherits at call time.
         """
         own = query_class.__dict__.get("get_compiler")
-        guard = self.guard("compiler")
+        where = self.where("compiler")
+        report = safety.report
         resolve = self._resolve
         inserts = query_class is subqueries.InsertQuery
 
@@ -358,13 +360,15 @@ class DjangoSource(Source):
             scope = current_scope()  # Engine.current(), without its frame: every write query compiled
             op = scope.op if scope is not None else None
             if op is not None and op.source == SOURCE and not op.done:
-                with guard:
+                try:  # the safety net (``with self.guard``, without its two calls: every write query)
                     if op.db_system is None:
                         resolve(op, getattr(compiler, "using", None))
                     if inserts and op.name == "save" and query.model._meta.db_table == op.collection:
                         # The row of the saved model itself is inserted (not a parent's): Django's
                         # created=(not updated), without a post_save receiver.
                         op.audit["created"] = True
+                except Exception as exc:  # noqa: BLE001
+                    report(where, exc)
             return compiler
 
         get_compiler.__name__ = get_compiler.__qualname__ = "get_compiler"

@@ -232,7 +232,10 @@ class Source:
                     raise
                 own = scope.op
                 if after is not None and own is not None and not own.done:
-                    _call_hook(after, where_after, own, instance, args, kwargs, result)
+                    try:  # _call_hook, without its frame: every call that returns
+                        after(own, instance, args, kwargs, result)
+                    except Exception as exc:  # noqa: BLE001 - the safety net
+                        report(where_after, exc)
             return result
 
         return wrapper
