@@ -91,6 +91,10 @@ class Engine:
         #: The sinks told of a start: not those that say they do nothing then (``wants_started = False``,
         #: e.g. the audit sink): one Python call fewer per operation.
         self._on_start = tuple(sink for _kind, sink in self._starting if getattr(sink, "wants_started", True))
+        #: Whether a write inside an open transaction waits for it: only if a sink reports what the database
+        #: kept (the audit log, the operations count). Without one (spans only) a source mirrors no
+        #: transaction: no listener, no patch, no lookup per write (decided once, at installation).
+        self.holds_writes = any(getattr(sink, "wants_resolved", True) for _kind, sink in self._starting)
         self.exclude = exclude or Exclusions()
         self._excluding = bool(self.exclude)
         self.table = InFlightTable(max_in_flight, orphan_timeout, self._orphaned)

@@ -26,7 +26,10 @@ class Sink(Protocol):
     """A consumer of operations. Every method is called inside the engine's safety net.
 
     A sink whose :meth:`started` does nothing may say so with a class attribute ``wants_started = False``:
-    the engine then does not call it (one call fewer per operation); without it, it is called.
+    the engine then does not call it (one call fewer per operation); without it, it is called. A sink for
+    which a write's transaction changes nothing (it reports the call, as the span sink does) says
+    ``wants_resolved = False``: where no sink of an installation wants :meth:`resolved`, the sources
+    mirror no transaction at all (:attr:`Engine.holds_writes`).
     """
 
     def started(self, op: Operation) -> None:

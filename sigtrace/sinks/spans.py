@@ -61,6 +61,9 @@ def _base_attributes(
 class SpanSink:
     """Starts and ends the span of each operation."""
 
+    #: A span says what the call did: a transaction's later outcome changes nothing in it (core/sinks.py).
+    wants_resolved = False
+
     def __init__(self, tracer_provider: TracerProvider | None, max_value_length: int) -> None:
         self.tracer: Tracer = trace.get_tracer(semconv.SCOPE_NAME, tracer_provider=tracer_provider)
         self.dup = old_names_enabled()

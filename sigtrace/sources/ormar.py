@@ -227,7 +227,9 @@ class OrmarSource(Source):
         #: The connection of the ``database.transaction()`` this task is in (ormar sends every query there):
         #: the variable's own ``get`` (no Python frame).
         var = _transaction_var()
-        self._transaction_connection: Callable[[], Any] = var.get if var is not None else _no_transaction
+        self._transaction_connection: Callable[[], Any] = (
+            var.get if var is not None and self.holds_writes else _no_transaction
+        )
         self._transactions = ConnectionTransactions(self.name)
         self._signal_guard = self.guard("signal")
         self._transaction_guard = self.guard("transaction")
@@ -253,8 +255,9 @@ class OrmarSource(Source):
         self.patch(queryset, "QuerySet.delete", entry("queryset_delete", self._queryset_delete_entry, _rows_after))
         self.patch(queryset, "QuerySet.bulk_create", entry("bulk_create", self._bulk_create_entry, _after_bulk_create))
         self.patch(queryset, "QuerySet.bulk_update", entry("bulk_update", self._bulk_update_entry))
-        self.patch("ormar.databases.transaction", "Transaction.__aenter__", self._wrap_transaction_enter)
-        self.patch("ormar.databases.transaction", "Transaction.__aexit__", self._wrap_transaction_exit)
+        if self.holds_writes:  # spans only: nothing waits for a commit (Engine.holds_writes), nothing mirrored
+            self.patch("ormar.databases.transaction", "Transaction.__aenter__", self._wrap_transaction_enter)
+            self.patch("ormar.databases.transaction", "Transaction.__aexit__", self._wrap_transaction_exit)
 
     # --- transactions (ormar.databases.transaction.Transaction: one connection, savepoints inside) ---
 

@@ -355,8 +355,9 @@ class SignalBusSource(Source):
             for cls in _mapped_classes():
                 self.instrument_model(cls)
 
-        TRACKER.acquire()
-        self.on_detach(TRACKER.release)
+        if self.holds_writes:  # spans only: nothing waits for a commit (Engine.holds_writes), no session listener
+            TRACKER.acquire()
+            self.on_detach(TRACKER.release)
 
         if self.meter is not None:
             self._left_pending = self.meter.create_counter(

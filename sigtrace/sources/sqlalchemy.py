@@ -351,8 +351,9 @@ class SQLAlchemySource(Source):
             # frame, a list and ``state.obj()`` per event). The return value of these events is ignored (1.4-2.1).
             self._listen(_orm.Mapper, event_name, self.receiver("batch", hook), raw=True, retval=True)
         self._listen(_orm.Session, "do_orm_execute", self._on_orm_execute)
-        TRACKER.acquire()
-        self.on_detach(TRACKER.release)
+        if self.holds_writes:  # spans only: nothing waits for a commit (Engine.holds_writes), no session listener
+            TRACKER.acquire()
+            self.on_detach(TRACKER.release)
 
     def _listen(self, target: Any, name: str, listener: Callable[..., Any], **options: bool) -> None:
         _sa.event.listen(target, name, listener, **options)

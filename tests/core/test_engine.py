@@ -328,3 +328,21 @@ def test_current_and_expecting_tell_a_hook_the_entry_scope_it_runs_in() -> None:
         with engine.entry(Operation("test", "save", model="Hidden"), expect=marker):
             assert engine.current() is None and engine.expecting() == marker  # excluded: the scope still says
         assert engine.current() is None and engine.expecting() is None
+
+
+@pytest.mark.parametrize(
+    ("options", "holds"),
+    [
+        ({}, True),  # the default: audit log and metrics
+        ({"audit": False}, True),  # the operations count still waits for the commit
+        ({"metrics": False}, True),  # the audit log does
+        ({"audit": False, "metrics": False}, False),  # spans only: a span says what the call did
+    ],
+)
+def test_writes_wait_for_their_transaction_only_where_a_sink_reports_what_was_kept(
+    options: dict[str, Any], holds: bool
+) -> None:
+    with capture(sources=["blinker"], **options) as cap:
+        assert engine_of(cap).holds_writes is holds
+        assert cap.installation is not None
+        assert all(source.holds_writes is holds for source in cap.installation.sources.values())

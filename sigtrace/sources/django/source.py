@@ -306,7 +306,8 @@ class DjangoSource(Source):
 
     def attach(self) -> None:
         opts = self.django
-        self._transactions.attach(self.patch)
+        if self.holds_writes:  # spans only: nothing waits for a commit (Engine.holds_writes), nothing patched
+            self._transactions.attach(self.patch)
         if opts.trace_save:
             # No pre_save/post_save receiver (module docstring); in flight from the start (track): a save that
             # never returns is reaped as an orphan.

@@ -84,8 +84,11 @@ class DjangoTransactions:
         self._local = threading.local()
         #: Aliases configured with ``AUTOCOMMIT: False`` (out of autocommit from their first connect on).
         self._manual: dict[str, bool] = {}
+        #: Patched (:meth:`attach`): without its patches no transaction would ever end, so none is tracked.
+        self._attached = False
 
     def attach(self, patch: Callable[[Any, str, Callable[..., Any]], None]) -> None:
+        self._attached = True
         patch(BaseDatabaseWrapper, "savepoint", self._wrap_savepoint)
         patch(BaseDatabaseWrapper, "savepoint_commit", self._wrap_savepoint_commit)
         patch(BaseDatabaseWrapper, "savepoint_rollback", self._wrap_savepoint_rollback)
@@ -100,7 +103,7 @@ class DjangoTransactions:
 
     def assign(self, op: Operation, using: str | None) -> None:
         """Set ``op.transaction``: the transaction open on ``connections[using]`` as the write starts."""
-        if not using:
+        if not using or not self._attached:
             return
         # The common case first, outside the guard (two dict lookups that cannot fail): a connection in
         # autocommit, on this thread, with none out of it.

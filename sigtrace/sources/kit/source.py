@@ -89,6 +89,9 @@ class Source:
         self.capture_values = bool(options is not None and options.capture_values)
         #: ``audit_reads``: reads reach the audit log too.
         self.audit_reads = bool(options is not None and options.audit_reads)
+        #: Whether writes wait for their transaction (``Engine.holds_writes``): without, a source mirrors
+        #: no transaction (spans only: the span says what the call did, nothing waits for the commit).
+        self.holds_writes = engine.holds_writes
         #: The installation's meter, for a source's own instruments (``None`` with metrics off).
         self.meter: Meter | None = None
         self._undo: list[Callable[[], None]] = []

@@ -16,6 +16,7 @@ from typing import Any
 import ormar
 import pytest
 import sqlalchemy
+import wrapt
 
 from sigtrace.testing import Capture, capture
 from tests.outcomes import counted, events_of, outcomes_of
@@ -276,3 +277,25 @@ async def test_a_commit_the_database_refuses_is_rolled_back(bank: Bank, cap: Cap
     finally:
         async with bank.database.engine.begin() as conn:
             await conn.exec_driver_sql("DROP TABLE tx_ormar_transfers")
+
+
+async def test_spans_only_mirrors_no_transaction(bank: Bank) -> None:
+    """Without the audit log and metrics nothing waits for a commit (``Engine.holds_writes``): ormar's
+    ``Transaction`` stays unpatched; the write's span ends with the call as always."""
+    from ormar.databases.transaction import Transaction
+
+    def patched(name: str) -> bool:
+        return isinstance(vars(Transaction)[name], wrapt.FunctionWrapper)
+
+    with capture(sources=["ormar"]):
+        assert patched("__aenter__")  # what the check below would see patched
+    with capture(sources=["ormar"], audit=False, metrics=False) as spans_only:
+        assert not patched("__aenter__") and not patched("__aexit__")
+        with pytest.raises(RollbackError):
+            async with bank.database.transaction():
+                await bank.Account(id="s1", balance=1).save()
+                raise RollbackError
+        span = spans_only.span(SAVE)
+        assert span.status.is_ok
+        assert spans_only.installation is not None and spans_only.installation.in_flight() == 0
+    assert await stored(bank) == set()

@@ -111,3 +111,23 @@ def test_a_signalbus_flush_holds_its_sends_and_the_orm_flush_deleting_their_rows
         assert deletes and all(parent_of(d) in {span_id(f) for f in orm_flushes} for d in deletes)
         outcomes = sorted((e["operation"], e["outcome"]) for e in cap.audit_events)
         assert outcomes == [("delete", "ok")] * 2 + [("send", "ok")] * 2
+
+
+def test_spans_only_listens_to_no_session_transaction(harness: Harness) -> None:
+    """Without the audit log and metrics nothing waits for a commit (``Engine.holds_writes``): no listener on
+    ``Session`` mirrors its transactions; each send still has its span, the failed one an error."""
+    from sigtrace.sources.kit.sa_session import TRACKER
+
+    h = harness
+    with capture(sources=["signalbus"]):
+        assert TRACKER.active  # what the check below would see listening
+    h.fail_texts.add("s2")
+    with capture(sources=["signalbus"], audit=False, metrics=False) as spans_only:
+        assert not TRACKER.active
+        for text in ("s1", "s2"):
+            h.db.session.add(h.Outbox(text=text))
+        h.db.session.commit()
+        statuses = sorted(s.status.is_ok for s in spans_only.spans_named("send outbox"))
+        assert statuses in ([False], [False, True])  # s1 sent before s2 or not (the queue is a set)
+        assert spans_only.installation is not None and spans_only.installation.in_flight() == 0
+    assert h.pending(h.Outbox) == 2

@@ -77,3 +77,24 @@ def test_a_hundred_concurrent_transactions_half_rolled_back_match_the_database(
     assert len(stored) == transactions // 2
     assert inserts_counted(cap, semconv.OUTCOME_ROLLED_BACK) == transactions // 2
     assert counted(cap, semconv.OUTCOME_ROLLED_BACK) == transactions // 2  # nothing but the inserts rolled back
+
+
+def test_spans_only_listens_to_no_session_transaction(engine: sa.Engine) -> None:
+    """Without the audit log and metrics nothing waits for a commit (``Engine.holds_writes``): no listener on
+    ``Session`` mirrors its transactions; the insert's span ends with its flush as always."""
+    from sigtrace.sources.kit.sa_session import TRACKER
+
+    with capture(sources=["sqlalchemy"]):
+        assert TRACKER.active  # what the check below would see listening
+    with capture(sources=["sqlalchemy"], audit=False, metrics=False) as spans_only:
+        assert not TRACKER.active
+        assert not sa.event.contains(orm.Session, "after_commit", TRACKER._listeners[1][1])
+        with orm.Session(engine) as session:
+            session.add(Customer(id=7, name="rolled back"))
+            session.flush()
+            session.rollback()
+        span = spans_only.span(f"insert {TABLE}")
+        assert span.status.is_ok
+        assert spans_only.installation is not None and spans_only.installation.in_flight() == 0
+    with orm.Session(engine) as session:
+        assert session.get(Customer, 7) is None
