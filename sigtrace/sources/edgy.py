@@ -58,6 +58,7 @@ from sigtrace.sources.kit import (
     database_of_url,
     pk_text,
 )
+from sigtrace.sources.kit.identity import WeakIdentityMap
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
 
@@ -245,6 +246,11 @@ class EdgySource(Source):
         self._registries: dict[int, Registry] = {}
         self._receivers: dict[str, Callable[..., Any]] = {}
         self._transactions = ConnectionTransactions(SOURCE)
+        #: databasez backend transaction -> its mirror, for those mirrored (a write is held in it or
+        #: inside it); by identity, held weakly.
+        self._mirrors: WeakIdentityMap[Transaction] = WeakIdentityMap()
+        #: databasez Connections with mirrored transactions: their release is watched.
+        self._mirrored_connections: WeakIdentityMap[bool] = WeakIdentityMap()
         #: The transactions of ``_fresh`` savepoints (weakly: they end with their connection's stack).
         self._fresh_transactions: weakref.WeakSet[Transaction] = weakref.WeakSet()
         #: id(Connection) -> commits/rollbacks under way on it; ids released during one of them.
@@ -252,7 +258,7 @@ class EdgySource(Source):
         self._released: set[int] = set()
         #: databasez backend transactions that are a SAVEPOINT to SQLAlchemy but a transaction of their
         #: own to SQLite: issued while the driver was in autocommit, so their RELEASE commits.
-        self._fresh: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._fresh: WeakIdentityMap[bool] = WeakIdentityMap()
         #: Made once (each transaction hook enters it, several times per write).
         self._transaction_guard = self.guard("transaction")
 
@@ -369,12 +375,6 @@ class EdgySource(Source):
             post_signal=_POST_SIGNAL.get(signal),
             transaction=self._transaction_of(database),
         )
-
-    def _transaction_of(self, database: Any) -> Transaction | None:
-        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
-        with self._transaction_guard:
-            return self._transactions.current(_connection_of(database))
-        return None  # the guard reported a failure: the write is reported when it returns
 
     def _tag(self) -> int | None:
         """Identifies the entry call we are in (same in pre and post, also in gathered child tasks)."""
@@ -615,55 +615,99 @@ class EdgySource(Source):
         return result
 
     # --- transactions (databasez: a stack of BoundTransactions per Connection) ---
+    #
+    # Mirrored when a write needs them, not as they begin: a write that starts on a connection with
+    # open transactions mirrors that connection's stack (``_mirror``), and a savepoint SQLite begins
+    # as a transaction of its own is mirrored as it starts for the write that opened it. A
+    # transaction that holds no write (Edgy's own around each save outside any transaction, the
+    # common case) is never mirrored: its commit, rollback and connection exit run without any
+    # sigtrace code beyond one dict lookup. Mirrors are keyed by the backend transaction
+    # (``BoundTransaction.transaction_db``), which databasez creates before its ``BoundTransaction``.
 
     def _patch_transactions(self) -> None:
         tx = "databasez.core.transaction"
-        self.patch(tx, "BoundTransaction.__init__", self._wrap_bound_init)
         self.patch("databasez.sqlalchemy", "SQLAlchemyTransaction.start", self._wrap_backend_start)
         self.patch(tx, "BoundTransaction.commit", self._bound_end(committing=True))
         self.patch(tx, "BoundTransaction.rollback", self._bound_end(committing=False))
         self.patch("databasez.core.connection", "Connection._aexit_raw", self._wrap_connection_exit)
 
-    def _wrap_bound_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
-        """A transaction or savepoint begins on a connection (databasez creates it under the connection's lock)."""
-        wrapped(*args, **kwargs)
+    def _transaction_of(self, database: Any) -> Transaction | None:
+        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
         with self._transaction_guard:
-            connection = instance.connection
-            transaction = instance.transaction
-            if transaction._force_rollback and getattr(connection, "connection_transaction", None) is transaction:
+            connection = _connection_of(database)
+            if connection is None or not connection._transaction_stack:
+                return None  # no transaction open on it (databasez's own stack): autocommitted
+            self._mirror(connection)
+            return self._transactions.current(connection)
+        return None  # the guard reported a failure: the write is reported when it returns
+
+    def _mirror(self, connection: Any) -> None:
+        """Mirror the transactions open on ``connection`` (databasez's stack, outermost first) not mirrored yet.
+
+        In the stack's order, so each begins inside the one below it, as it did in the database; those
+        mirrored before (for an earlier write) are below any that are not (the stack only grows on top).
+        """
+        mirrors = self._mirrors
+        for bound in tuple(connection._transaction_stack):
+            backend = getattr(bound, "transaction_db", None)
+            if backend is None or mirrors.get_by_id(id(backend)) is not None:
+                continue
+            transaction = getattr(bound, "transaction", None)
+            if (
+                transaction is not None
+                and transaction._force_rollback
+                and getattr(connection, "connection_transaction", None) is transaction
+            ):
                 # The whole-connection transaction of a force_rollback database (a test database):
                 # not reported as one (docs/sources/edgy.md, "Transactions").
-                return
-            fresh = instance.transaction_db in self._fresh
-            txn = self._transactions.begin(connection, instance, fresh=fresh)
-            if fresh:
-                # The write that opened it (Edgy wraps each save/update in a transaction) is kept or
-                # lost with it, not with the transaction the application opened around it.
-                # The first such transaction is the write's own: later ones inside the same call (a
-                # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
-                self._fresh_transactions.add(txn)
-                scope = current_scope()  # self.current_entry(), without its two frames
-                op = scope.op if scope is not None else None
-                if (
-                    op is not None
-                    and op.source == SOURCE
-                    and not op.done
-                    and (op.transaction is None or op.transaction not in self._fresh_transactions)
-                ):
-                    op.transaction = txn
+                continue
+            self._begin_mirror(connection, backend, fresh=self._fresh.get_by_id(id(backend)) is not None)
+
+    def _begin_mirror(self, connection: Any, backend: Any, *, fresh: bool) -> Transaction:
+        txn = self._transactions.begin(connection, backend, fresh=fresh)
+        self._mirrors.set(backend, txn)
+        self._mirrored_connections.set(connection, True)
+        if fresh:
+            self._fresh_transactions.add(txn)
+        return txn
 
     def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``).
+        """A savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``) is noted.
 
-        Decided by the connection's state before the start, and noted then: the library's own coroutine
-        is returned, with no coroutine frame of sigtrace's around it (one fewer frame resumed at each of
-        its awaits, a dozen per Edgy save on SQLite). A start that fails makes no ``BoundTransaction``,
-        the only reader of ``_fresh``, and the backend transaction is never started again.
+        Decided by the connection's state before the start. Any other start gets the library's own
+        coroutine, with no coroutine frame of sigtrace's around it (one fewer frame resumed at each
+        of its awaits).
         """
+        fresh = False
         with self._transaction_guard:
-            if _savepoint_begins_transaction(instance.async_connection):
-                self._fresh.add(instance)
-        return wrapped(*args, **kwargs)
+            fresh = _savepoint_begins_transaction(instance.async_connection)
+        if not fresh:
+            return wrapped(*args, **kwargs)
+        return self._fresh_start(wrapped, instance, args, kwargs)
+
+    async def _fresh_start(self, wrapped: Any, backend: Any, args: Any, kwargs: Any) -> Any:
+        """The start of a ``_fresh`` savepoint; once it began, the write that opened it is held in it.
+
+        The write that opened it (Edgy wraps each save/update in a transaction) is kept or lost with
+        it, not with the transaction the application opened around it. The first such transaction
+        is the write's own: later ones inside the same call (a bulk insert that ignores conflicts
+        rolls its own back) do not decide its fate. A start that fails begins nothing.
+        """
+        result = await wrapped(*args, **kwargs)
+        with self._transaction_guard:
+            self._fresh.set(backend, True)
+            scope = current_scope()  # self.current_entry(), without its two frames
+            op = scope.op if scope is not None else None
+            if (
+                op is not None
+                and op.source == SOURCE
+                and not op.done
+                and (op.transaction is None or op.transaction not in self._fresh_transactions)
+            ):
+                connection = backend.connection.owner
+                self._mirror(connection)  # those it begins on top of (its own BoundTransaction comes next)
+                op.transaction = self._begin_mirror(connection, backend, fresh=True)
+        return result
 
     def _forget_rolled_back_fresh(self) -> None:
         """A call that goes on after its own transaction rolled back (Edgy inserts that ignore a
@@ -674,15 +718,15 @@ class EdgySource(Source):
             op.transaction = None  # type: ignore[union-attr]
 
     def _bound_end(self, *, committing: bool) -> Callable[..., Any]:
+        """``BoundTransaction.commit``/``.rollback``: the library's own coroutine unless it is mirrored."""
         transactions = self._transactions
+        mirrors = self._mirrors
+        mirrored = mirrors.get_by_id
         finishing = self._finishing
         released = self._released
         guard = self._transaction_guard
 
-        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            # A second commit/rollback while one is finishing is refused by databasez: not an end.
-            if getattr(instance, "is_finalizing", True):
-                return await wrapped(*args, **kwargs)
+        async def tracked(wrapped: Any, instance: Any, backend: Any, args: Any, kwargs: Any) -> Any:
             # databasez releases the connection inside the call, after the commit: what is still open
             # on it is closed only once this transaction's own end is known (below).
             connection = instance.connection
@@ -692,11 +736,13 @@ class EdgySource(Source):
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 with guard:
-                    transactions.failed(instance, exc, committing=committing)
+                    mirrors.pop(backend)
+                    transactions.failed(backend, exc, committing=committing)
                 raise
             else:
                 with guard:
-                    transactions.end(instance, committed=committing)
+                    mirrors.pop(backend)
+                    transactions.end(backend, committed=committing)
                     if not committing:
                         self._forget_rolled_back_fresh()
             finally:
@@ -705,25 +751,45 @@ class EdgySource(Source):
                     finishing[key] = count
                 elif key in released:
                     released.discard(key)
-                    transactions.close(connection)
+                    self._close_connection(connection)
             return result
+
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            backend = getattr(instance, "transaction_db", None)
+            # Not mirrored (it holds no write), or a second commit/rollback while one is finishing
+            # (refused by databasez: not an end).
+            if backend is None or mirrored(id(backend)) is None or getattr(instance, "is_finalizing", True):
+                return wrapped(*args, **kwargs)
+            return tracked(wrapped, instance, backend, args, kwargs)
 
         return wrapper
 
-    async def _wrap_connection_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        """The connection is released once its last user left: what is still open on it never ended."""
+    def _close_connection(self, connection: Any) -> None:
+        self._mirrored_connections.pop(connection)
+        self._transactions.close(connection)
+
+    def _wrap_connection_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """The connection is released once its last user left: what is still open on it never ended.
+
+        Only a connection with mirrored transactions is watched (the others hold no write).
+        """
+        if self._mirrored_connections.get_by_id(id(instance)) is None:
+            return wrapped(*args, **kwargs)
+        return self._watched_exit(wrapped, instance, args, kwargs)
+
+    async def _watched_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
             closing = await wrapped(*args, **kwargs)
         except BaseException:
             with self._transaction_guard:
-                self._transactions.close(instance)
+                self._close_connection(instance)
             raise
         if closing:
             with self._transaction_guard:
                 if id(instance) in self._finishing:
                     self._released.add(id(instance))  # closed by the commit/rollback that released it
                 else:
-                    self._transactions.close(instance)
+                    self._close_connection(instance)
         return closing
 
     # --- entry points (the kit's entry scope: build the operation, run the call in it) ---
