@@ -130,23 +130,20 @@ def _pk_of(instance: Any) -> str | None:
         return None
     cls = type(instance)
     name = (_facts.cached(id(cls)) or _facts(cls)).pk_name
-    state = _instance_dict(instance) if name is not None else None
-    pk = state.get(name, _MISSING) if state is not None and name is not None else _MISSING
+    pk = _MISSING
+    if name is not None:
+        try:  # the __dict__ past Edgy's __getattribute__ (a Python frame per attribute read)
+            state = object.__getattribute__(instance, "__dict__")
+        except AttributeError:
+            state = None
+        if isinstance(state, dict):
+            pk = state.get(name, _MISSING)
     if pk is _MISSING:
         try:
             pk = instance.pk
         except Exception:  # noqa: BLE001 - not loaded / deleted: no pk to show
             return None
     return pk_text(pk)
-
-
-def _instance_dict(instance: Any) -> dict[str, Any] | None:
-    """An instance's ``__dict__`` read past Edgy's ``__getattribute__`` (a Python frame per attribute read)."""
-    try:
-        state = object.__getattribute__(instance, "__dict__")
-    except AttributeError:
-        return None
-    return state if isinstance(state, dict) else None
 
 
 def _model_class(sender: Any) -> Any:
@@ -314,7 +311,11 @@ class EdgySource(Source):
             if id(signal) in self._watched:
                 return
             self._watched[id(signal)] = signal
-            self.connect(signal, self._receivers[signal_name], kind=signal_name)
+            # Connected as Source.connect does, strongly; the receivers are their own safety net
+            # (``source.edgy.<signal name>``): no second coroutine frame per signal.
+            receiver = self._receivers[signal_name]
+            signal.connect(receiver, weak=False)
+            self.on_detach(lambda: signal.disconnect(receiver))
             self.on_detach(lambda: self._watched.pop(id(signal), None))
 
     def watch_model(self, model: Any) -> None:
@@ -488,27 +489,32 @@ class EdgySource(Source):
         signal_name = f"pre_{family}"
         activate = family in _IN_TASK
         engine = self.engine
+        where = self.where(signal_name)
+        report = safety.report
 
         async def on_pre(sender: Any, **kwargs: Any) -> None:
-            if activate:  # in the caller's task: the entry wrapper's operation of this very call, most often
-                model_instance = kwargs.get("model_instance")
-                scope = current_scope()
-                own = scope.op if scope is not None else None
-                if (
-                    model_instance is not None
-                    and own is not None
-                    and own.source == SOURCE
-                    and self._claim_instance_write(own, family, sender, model_instance, kwargs)
-                ):
-                    return
-            op, subject = self._from_signal(family, sender, kwargs, signal_name)
-            if ATTR_QUERYSET in op.attributes:
-                # Not for an excluded operation: this builds the WHERE clause once more. (Anything
-                # else is checked by begin() itself.)
-                if not engine.enabled(SOURCE, op.model, op.name, signal_name):
-                    return
-                await self._filter_shape(op, subject)
-            engine.begin(op, _op_key(subject, family, self._tag()), obj=subject, activate=activate)
+            try:  # the safety net of Source.receiver, without its coroutine frame
+                if activate:  # in the caller's task: the entry wrapper's operation of this very call, most often
+                    model_instance = kwargs.get("model_instance")
+                    scope = current_scope()
+                    own = scope.op if scope is not None else None
+                    if (
+                        model_instance is not None
+                        and own is not None
+                        and own.source == SOURCE
+                        and self._claim_instance_write(own, family, sender, model_instance, kwargs)
+                    ):
+                        return
+                op, subject = self._from_signal(family, sender, kwargs, signal_name)
+                if ATTR_QUERYSET in op.attributes:
+                    # Not for an excluded operation: this builds the WHERE clause once more. (Anything
+                    # else is checked by begin() itself.)
+                    if not engine.enabled(SOURCE, op.model, op.name, signal_name):
+                        return
+                    await self._filter_shape(op, subject)
+                engine.begin(op, _op_key(subject, family, self._tag()), obj=subject, activate=activate)
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                report(where, exc)
 
         on_pre.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_pre
@@ -554,50 +560,55 @@ class EdgySource(Source):
         signal_name = f"post_{family}"
         engine = self.engine
         in_task = family in _IN_TASK
+        where = self.where(signal_name)
+        report = safety.report
 
         async def on_post(sender: Any, **kwargs: Any) -> None:
-            instance = kwargs.get("instance")
-            model_instance = kwargs.get("model_instance")
-            subject = model_instance if in_task and model_instance is not None else instance
-            # _op_key(subject, family, self._tag()), without their three frames
-            scope = current_scope()
-            own = scope.op if scope is not None else None
-            if own is not None and own.source != SOURCE:
-                own = None
-            key = (id(subject), SOURCE, family, None if own is None else id(own))
-            skipped = bool(kwargs.get("operation_skipped"))
-            outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
-            if in_task and own is not None and own.key is None:  # claim() answers None for any other
-                # The entry wrapper's operation, if its pre signal never reached us (muted).
-                claimed = engine.claim(key, obj=subject, signal=signal_name)
-                if claimed is not None and claimed.changed_fields is None and family != "delete":
-                    claimed.changed_fields = _names(kwargs.get("values"))
-            attributes: dict[str, AttributeValue] = {}
-            audit: dict[str, Any] = {}
-            rows = _rows(kwargs.get("row_count"))
-            if rows is None and family == "bulk":
-                counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
-                known = [c for c in counts if c is not None]
-                rows = sum(known) if known else None
-            pk = _pk_of(model_instance) if in_task else None
-            if rows is None:
-                op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
-            else:
-                attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
-                audit[semconv.AUDIT_ROWS] = rows
-                op = engine.end(
-                    key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
-                )
-            if op is not None or not skipped:
-                return
-            # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
-            # unless this is a second post of the same call (models with their own signals).
-            own = self.current_entry()
-            if own is not None and own.key == key:
-                return
-            op, _ = self._from_signal(family, sender, kwargs, signal_name)
-            if engine.begin(op, key, obj=subject) is not None:
-                engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
+            try:  # the safety net of Source.receiver, without its coroutine frame
+                instance = kwargs.get("instance")
+                model_instance = kwargs.get("model_instance")
+                subject = model_instance if in_task and model_instance is not None else instance
+                # _op_key(subject, family, self._tag()), without their three frames
+                scope = current_scope()
+                own = scope.op if scope is not None else None
+                if own is not None and own.source != SOURCE:
+                    own = None
+                key = (id(subject), SOURCE, family, None if own is None else id(own))
+                skipped = bool(kwargs.get("operation_skipped"))
+                outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
+                if in_task and own is not None and own.key is None:  # claim() answers None for any other
+                    # The entry wrapper's operation, if its pre signal never reached us (muted).
+                    claimed = engine.claim(key, obj=subject, signal=signal_name)
+                    if claimed is not None and claimed.changed_fields is None and family != "delete":
+                        claimed.changed_fields = _names(kwargs.get("values"))
+                attributes: dict[str, AttributeValue] = {}
+                audit: dict[str, Any] = {}
+                rows = _rows(kwargs.get("row_count"))
+                if rows is None and family == "bulk":
+                    counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
+                    known = [c for c in counts if c is not None]
+                    rows = sum(known) if known else None
+                pk = _pk_of(model_instance) if in_task else None
+                if rows is None:
+                    op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
+                else:
+                    attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
+                    audit[semconv.AUDIT_ROWS] = rows
+                    op = engine.end(
+                        key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
+                    )
+                if op is not None or not skipped:
+                    return
+                # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
+                # unless this is a second post of the same call (models with their own signals).
+                own = self.current_entry()
+                if own is not None and own.key == key:
+                    return
+                op, _ = self._from_signal(family, sender, kwargs, signal_name)
+                if engine.begin(op, key, obj=subject) is not None:
+                    engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                report(where, exc)
 
         on_post.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_post
