@@ -43,6 +43,7 @@ from edgy.core.db.querysets.base import BaseQuerySet
 from opentelemetry.util.types import AttributeValue
 
 from sigtrace import semconv
+from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.operation import Operation
@@ -58,6 +59,7 @@ from sigtrace.sources.kit import (
     database_of_url,
     pk_text,
 )
+from sigtrace.sources.kit.identity import WeakIdentityMap
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
 
@@ -128,8 +130,14 @@ def _pk_of(instance: Any) -> str | None:
         return None
     cls = type(instance)
     name = (_facts.cached(id(cls)) or _facts(cls)).pk_name
-    state = getattr(instance, "__dict__", None) if name is not None else None
-    pk = state.get(name, _MISSING) if isinstance(state, dict) else _MISSING
+    pk = _MISSING
+    if name is not None:
+        try:  # the __dict__ past Edgy's __getattribute__ (a Python frame per attribute read)
+            state = object.__getattribute__(instance, "__dict__")
+        except AttributeError:
+            state = None
+        if isinstance(state, dict):
+            pk = state.get(name, _MISSING)
     if pk is _MISSING:
         try:
             pk = instance.pk
@@ -145,6 +153,20 @@ def _model_class(sender: Any) -> Any:
 def _database_of(subject: Any, model: Any) -> Any:
     """The ``Database`` a call's queries go to: the instance's or query set's (``using``), else the model's."""
     database = getattr(subject, "database", None)
+    return database if database is not None else getattr(model, "database", None)
+
+
+def _instance_database(instance: Any, model: Any) -> Any:
+    """:func:`_database_of` a model instance, its own read where Edgy keeps it (its private namespace).
+
+    Its ``database`` attribute runs Edgy's ``__getattribute__`` and pydantic's ``__getattr__``, which
+    read that same namespace (about 4 µs per read here). An instance laid out otherwise (another Edgy
+    version) is read through the attribute.
+    """
+    try:
+        database = object.__getattribute__(instance, "__pydantic_private__")["_edgy_namespace"]["database"]
+    except Exception:  # noqa: BLE001 - not this layout: the attribute says
+        return _database_of(instance, model)
     return database if database is not None else getattr(model, "database", None)
 
 
@@ -209,9 +231,11 @@ def _savepoint_begins_transaction(connection: Any) -> bool:
     its RELEASE commits it, whatever the outer transaction does later. Edgy wraps every save and
     update in such a savepoint. (ormar sends its own BEGIN and is not concerned.)
     """
-    if connection is None or connection.dialect.name != "sqlite" or not connection.in_transaction():
+    sync = None if connection is None else connection.sync_connection
+    # Not in a transaction (the outermost start, most often) first; then the dialect (no Python frame).
+    if sync is None or not sync.in_transaction() or sync.dialect.name != "sqlite":
         return False
-    driver = connection.sync_connection.connection.driver_connection
+    driver = sync.connection.driver_connection
     return getattr(driver, "in_transaction", None) is False
 
 
@@ -245,6 +269,11 @@ class EdgySource(Source):
         self._registries: dict[int, Registry] = {}
         self._receivers: dict[str, Callable[..., Any]] = {}
         self._transactions = ConnectionTransactions(SOURCE)
+        #: databasez backend transaction -> its mirror, for those mirrored (a write is held in it or
+        #: inside it); by identity, held weakly.
+        self._mirrors: WeakIdentityMap[Transaction] = WeakIdentityMap()
+        #: databasez Connections with mirrored transactions: their release is watched.
+        self._mirrored_connections: WeakIdentityMap[bool] = WeakIdentityMap()
         #: The transactions of ``_fresh`` savepoints (weakly: they end with their connection's stack).
         self._fresh_transactions: weakref.WeakSet[Transaction] = weakref.WeakSet()
         #: id(Connection) -> commits/rollbacks under way on it; ids released during one of them.
@@ -252,9 +281,10 @@ class EdgySource(Source):
         self._released: set[int] = set()
         #: databasez backend transactions that are a SAVEPOINT to SQLAlchemy but a transaction of their
         #: own to SQLite: issued while the driver was in autocommit, so their RELEASE commits.
-        self._fresh: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._fresh: WeakIdentityMap[bool] = WeakIdentityMap()
         #: Made once (each transaction hook enters it, several times per write).
         self._transaction_guard = self.guard("transaction")
+        self._transaction_where = self.where("transaction")
 
     # --- attach ---
 
@@ -281,7 +311,11 @@ class EdgySource(Source):
             if id(signal) in self._watched:
                 return
             self._watched[id(signal)] = signal
-            self.connect(signal, self._receivers[signal_name], kind=signal_name)
+            # Connected as Source.connect does, strongly; the receivers are their own safety net
+            # (``source.edgy.<signal name>``): no second coroutine frame per signal.
+            receiver = self._receivers[signal_name]
+            signal.connect(receiver, weak=False)
+            self.on_detach(lambda: signal.disconnect(receiver))
             self.on_detach(lambda: self._watched.pop(id(signal), None))
 
     def watch_model(self, model: Any) -> None:
@@ -370,12 +404,6 @@ class EdgySource(Source):
             transaction=self._transaction_of(database),
         )
 
-    def _transaction_of(self, database: Any) -> Transaction | None:
-        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
-        with self._transaction_guard:
-            return self._transactions.current(_connection_of(database))
-        return None  # the guard reported a failure: the write is reported when it returns
-
     def _tag(self) -> int | None:
         """Identifies the entry call we are in (same in pre and post, also in gathered child tasks)."""
         op = self.current_entry()
@@ -388,7 +416,8 @@ class EdgySource(Source):
         if family in _IN_TASK:
             model_instance = kwargs.get("model_instance")
             subject = model_instance if model_instance is not None else instance
-            op = self._new(family, model, _database_of(subject, model), signal, pk=_pk_of(model_instance))
+            database = _instance_database(subject, model) if subject is model_instance else _database_of(subject, model)
+            op = self._new(family, model, database, signal, pk=_pk_of(model_instance))
             if model_instance is None and isinstance(instance, BaseQuerySet):
                 op.attributes[ATTR_QUERYSET] = True  # a query set's write: its filter, no pk
             if family != "delete":
@@ -460,27 +489,32 @@ class EdgySource(Source):
         signal_name = f"pre_{family}"
         activate = family in _IN_TASK
         engine = self.engine
+        where = self.where(signal_name)
+        report = safety.report
 
         async def on_pre(sender: Any, **kwargs: Any) -> None:
-            if activate:  # in the caller's task: the entry wrapper's operation of this very call, most often
-                model_instance = kwargs.get("model_instance")
-                scope = current_scope()
-                own = scope.op if scope is not None else None
-                if (
-                    model_instance is not None
-                    and own is not None
-                    and own.source == SOURCE
-                    and self._claim_instance_write(own, family, sender, model_instance, kwargs)
-                ):
-                    return
-            op, subject = self._from_signal(family, sender, kwargs, signal_name)
-            if ATTR_QUERYSET in op.attributes:
-                # Not for an excluded operation: this builds the WHERE clause once more. (Anything
-                # else is checked by begin() itself.)
-                if not engine.enabled(SOURCE, op.model, op.name, signal_name):
-                    return
-                await self._filter_shape(op, subject)
-            engine.begin(op, _op_key(subject, family, self._tag()), obj=subject, activate=activate)
+            try:  # the safety net of Source.receiver, without its coroutine frame
+                if activate:  # in the caller's task: the entry wrapper's operation of this very call, most often
+                    model_instance = kwargs.get("model_instance")
+                    scope = current_scope()
+                    own = scope.op if scope is not None else None
+                    if (
+                        model_instance is not None
+                        and own is not None
+                        and own.source == SOURCE
+                        and self._claim_instance_write(own, family, sender, model_instance, kwargs)
+                    ):
+                        return
+                op, subject = self._from_signal(family, sender, kwargs, signal_name)
+                if ATTR_QUERYSET in op.attributes:
+                    # Not for an excluded operation: this builds the WHERE clause once more. (Anything
+                    # else is checked by begin() itself.)
+                    if not engine.enabled(SOURCE, op.model, op.name, signal_name):
+                        return
+                    await self._filter_shape(op, subject)
+                engine.begin(op, _op_key(subject, family, self._tag()), obj=subject, activate=activate)
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                report(where, exc)
 
         on_pre.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_pre
@@ -526,50 +560,55 @@ class EdgySource(Source):
         signal_name = f"post_{family}"
         engine = self.engine
         in_task = family in _IN_TASK
+        where = self.where(signal_name)
+        report = safety.report
 
         async def on_post(sender: Any, **kwargs: Any) -> None:
-            instance = kwargs.get("instance")
-            model_instance = kwargs.get("model_instance")
-            subject = model_instance if in_task and model_instance is not None else instance
-            # _op_key(subject, family, self._tag()), without their three frames
-            scope = current_scope()
-            own = scope.op if scope is not None else None
-            if own is not None and own.source != SOURCE:
-                own = None
-            key = (id(subject), SOURCE, family, None if own is None else id(own))
-            skipped = bool(kwargs.get("operation_skipped"))
-            outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
-            if in_task and own is not None and own.key is None:  # claim() answers None for any other
-                # The entry wrapper's operation, if its pre signal never reached us (muted).
-                claimed = engine.claim(key, obj=subject, signal=signal_name)
-                if claimed is not None and claimed.changed_fields is None and family != "delete":
-                    claimed.changed_fields = _names(kwargs.get("values"))
-            attributes: dict[str, AttributeValue] = {}
-            audit: dict[str, Any] = {}
-            rows = _rows(kwargs.get("row_count"))
-            if rows is None and family == "bulk":
-                counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
-                known = [c for c in counts if c is not None]
-                rows = sum(known) if known else None
-            pk = _pk_of(model_instance) if in_task else None
-            if rows is None:
-                op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
-            else:
-                attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
-                audit[semconv.AUDIT_ROWS] = rows
-                op = engine.end(
-                    key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
-                )
-            if op is not None or not skipped:
-                return
-            # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
-            # unless this is a second post of the same call (models with their own signals).
-            own = self.current_entry()
-            if own is not None and own.key == key:
-                return
-            op, _ = self._from_signal(family, sender, kwargs, signal_name)
-            if engine.begin(op, key, obj=subject) is not None:
-                engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
+            try:  # the safety net of Source.receiver, without its coroutine frame
+                instance = kwargs.get("instance")
+                model_instance = kwargs.get("model_instance")
+                subject = model_instance if in_task and model_instance is not None else instance
+                # _op_key(subject, family, self._tag()), without their three frames
+                scope = current_scope()
+                own = scope.op if scope is not None else None
+                if own is not None and own.source != SOURCE:
+                    own = None
+                key = (id(subject), SOURCE, family, None if own is None else id(own))
+                skipped = bool(kwargs.get("operation_skipped"))
+                outcome = semconv.OUTCOME_SKIPPED if skipped else semconv.OUTCOME_OK
+                if in_task and own is not None and own.key is None:  # claim() answers None for any other
+                    # The entry wrapper's operation, if its pre signal never reached us (muted).
+                    claimed = engine.claim(key, obj=subject, signal=signal_name)
+                    if claimed is not None and claimed.changed_fields is None and family != "delete":
+                        claimed.changed_fields = _names(kwargs.get("values"))
+                attributes: dict[str, AttributeValue] = {}
+                audit: dict[str, Any] = {}
+                rows = _rows(kwargs.get("row_count"))
+                if rows is None and family == "bulk":
+                    counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
+                    known = [c for c in counts if c is not None]
+                    rows = sum(known) if known else None
+                pk = _pk_of(model_instance) if in_task else None
+                if rows is None:
+                    op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
+                else:
+                    attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
+                    audit[semconv.AUDIT_ROWS] = rows
+                    op = engine.end(
+                        key, obj=subject, outcome=outcome, signal=signal_name, pk=pk, attributes=attributes, audit=audit
+                    )
+                if op is not None or not skipped:
+                    return
+                # A user's pre receiver raised SkipOperation before ours ran: record the skip anyway,
+                # unless this is a second post of the same call (models with their own signals).
+                own = self.current_entry()
+                if own is not None and own.key == key:
+                    return
+                op, _ = self._from_signal(family, sender, kwargs, signal_name)
+                if engine.begin(op, key, obj=subject) is not None:
+                    engine.end(key, obj=subject, outcome=outcome, pk=pk, attributes=attributes, audit=audit)
+            except Exception as exc:  # noqa: BLE001 - the safety net
+                report(where, exc)
 
         on_post.__name__ = f"sigtrace_edgy_{signal_name}"
         return on_post
@@ -615,55 +654,103 @@ class EdgySource(Source):
         return result
 
     # --- transactions (databasez: a stack of BoundTransactions per Connection) ---
+    #
+    # Mirrored when a write needs them, not as they begin: a write that starts on a connection with
+    # open transactions mirrors that connection's stack (``_mirror``), and a savepoint SQLite begins
+    # as a transaction of its own is mirrored as it starts for the write that opened it. A
+    # transaction that holds no write (Edgy's own around each save outside any transaction, the
+    # common case) is never mirrored: its commit, rollback and connection exit run without any
+    # sigtrace code beyond one dict lookup. Mirrors are keyed by the backend transaction
+    # (``BoundTransaction.transaction_db``), which databasez creates before its ``BoundTransaction``.
 
     def _patch_transactions(self) -> None:
         tx = "databasez.core.transaction"
-        self.patch(tx, "BoundTransaction.__init__", self._wrap_bound_init)
         self.patch("databasez.sqlalchemy", "SQLAlchemyTransaction.start", self._wrap_backend_start)
         self.patch(tx, "BoundTransaction.commit", self._bound_end(committing=True))
         self.patch(tx, "BoundTransaction.rollback", self._bound_end(committing=False))
         self.patch("databasez.core.connection", "Connection._aexit_raw", self._wrap_connection_exit)
 
-    def _wrap_bound_init(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
-        """A transaction or savepoint begins on a connection (databasez creates it under the connection's lock)."""
-        wrapped(*args, **kwargs)
-        with self._transaction_guard:
-            connection = instance.connection
-            transaction = instance.transaction
-            if transaction._force_rollback and getattr(connection, "connection_transaction", None) is transaction:
+    def _transaction_of(self, database: Any) -> Transaction | None:
+        """The transaction open on the connection this task's queries to ``database`` go to, if any."""
+        try:  # the transaction guard, without its two frames
+            connection = _connection_of(database)
+            if connection is None or not connection._transaction_stack:
+                return None  # no transaction open on it (databasez's own stack): autocommitted
+            self._mirror(connection)
+            return self._transactions.current(connection)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(self._transaction_where, exc)
+        return None  # a failure reported: the write is reported when it returns
+
+    def _mirror(self, connection: Any) -> None:
+        """Mirror the transactions open on ``connection`` (databasez's stack, outermost first) not mirrored yet.
+
+        In the stack's order, so each begins inside the one below it, as it did in the database; those
+        mirrored before (for an earlier write) are below any that are not (the stack only grows on top).
+        """
+        mirrors = self._mirrors
+        for bound in tuple(connection._transaction_stack):
+            backend = getattr(bound, "transaction_db", None)
+            if backend is None or mirrors.get_by_id(id(backend)) is not None:
+                continue
+            transaction = getattr(bound, "transaction", None)
+            if (
+                transaction is not None
+                and transaction._force_rollback
+                and getattr(connection, "connection_transaction", None) is transaction
+            ):
                 # The whole-connection transaction of a force_rollback database (a test database):
                 # not reported as one (docs/sources/edgy.md, "Transactions").
-                return
-            fresh = instance.transaction_db in self._fresh
-            txn = self._transactions.begin(connection, instance, fresh=fresh)
-            if fresh:
-                # The write that opened it (Edgy wraps each save/update in a transaction) is kept or
-                # lost with it, not with the transaction the application opened around it.
-                # The first such transaction is the write's own: later ones inside the same call (a
-                # bulk insert that ignores conflicts rolls its own back) do not decide its fate.
-                self._fresh_transactions.add(txn)
-                scope = current_scope()  # self.current_entry(), without its two frames
-                op = scope.op if scope is not None else None
-                if (
-                    op is not None
-                    and op.source == SOURCE
-                    and not op.done
-                    and (op.transaction is None or op.transaction not in self._fresh_transactions)
-                ):
-                    op.transaction = txn
+                continue
+            self._begin_mirror(connection, backend, fresh=self._fresh.get_by_id(id(backend)) is not None)
+
+    def _begin_mirror(self, connection: Any, backend: Any, *, fresh: bool) -> Transaction:
+        txn = self._transactions.begin(connection, backend, fresh=fresh)
+        self._mirrors.set(backend, txn)
+        self._mirrored_connections.set(connection, True)
+        if fresh:
+            self._fresh_transactions.add(txn)
+        return txn
 
     def _wrap_backend_start(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        """Notes a savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``).
+        """A savepoint the database begins as a transaction of its own (SQLite, see ``_fresh``) is noted.
 
-        Decided by the connection's state before the start, and noted then: the library's own coroutine
-        is returned, with no coroutine frame of sigtrace's around it (one fewer frame resumed at each of
-        its awaits, a dozen per Edgy save on SQLite). A start that fails makes no ``BoundTransaction``,
-        the only reader of ``_fresh``, and the backend transaction is never started again.
+        Decided by the connection's state before the start. Any other start gets the library's own
+        coroutine, with no coroutine frame of sigtrace's around it (one fewer frame resumed at each
+        of its awaits).
         """
+        try:  # the transaction guard, without its two frames
+            fresh = _savepoint_begins_transaction(instance.async_connection)
+        except Exception as exc:  # noqa: BLE001 - the safety net
+            safety.report(self._transaction_where, exc)
+            fresh = False
+        if not fresh:
+            return wrapped(*args, **kwargs)
+        return self._fresh_start(wrapped, instance, args, kwargs)
+
+    async def _fresh_start(self, wrapped: Any, backend: Any, args: Any, kwargs: Any) -> Any:
+        """The start of a ``_fresh`` savepoint; once it began, the write that opened it is held in it.
+
+        The write that opened it (Edgy wraps each save/update in a transaction) is kept or lost with
+        it, not with the transaction the application opened around it. The first such transaction
+        is the write's own: later ones inside the same call (a bulk insert that ignores conflicts
+        rolls its own back) do not decide its fate. A start that fails begins nothing.
+        """
+        result = await wrapped(*args, **kwargs)
         with self._transaction_guard:
-            if _savepoint_begins_transaction(instance.async_connection):
-                self._fresh.add(instance)
-        return wrapped(*args, **kwargs)
+            self._fresh.set(backend, True)
+            scope = current_scope()  # self.current_entry(), without its two frames
+            op = scope.op if scope is not None else None
+            if (
+                op is not None
+                and op.source == SOURCE
+                and not op.done
+                and (op.transaction is None or op.transaction not in self._fresh_transactions)
+            ):
+                connection = backend.connection.owner
+                self._mirror(connection)  # those it begins on top of (its own BoundTransaction comes next)
+                op.transaction = self._begin_mirror(connection, backend, fresh=True)
+        return result
 
     def _forget_rolled_back_fresh(self) -> None:
         """A call that goes on after its own transaction rolled back (Edgy inserts that ignore a
@@ -674,15 +761,15 @@ class EdgySource(Source):
             op.transaction = None  # type: ignore[union-attr]
 
     def _bound_end(self, *, committing: bool) -> Callable[..., Any]:
+        """``BoundTransaction.commit``/``.rollback``: the library's own coroutine unless it is mirrored."""
         transactions = self._transactions
+        mirrors = self._mirrors
+        mirrored = mirrors.get_by_id
         finishing = self._finishing
         released = self._released
         guard = self._transaction_guard
 
-        async def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            # A second commit/rollback while one is finishing is refused by databasez: not an end.
-            if getattr(instance, "is_finalizing", True):
-                return await wrapped(*args, **kwargs)
+        async def tracked(wrapped: Any, instance: Any, backend: Any, args: Any, kwargs: Any) -> Any:
             # databasez releases the connection inside the call, after the commit: what is still open
             # on it is closed only once this transaction's own end is known (below).
             connection = instance.connection
@@ -692,11 +779,13 @@ class EdgySource(Source):
                 result = await wrapped(*args, **kwargs)
             except BaseException as exc:
                 with guard:
-                    transactions.failed(instance, exc, committing=committing)
+                    mirrors.pop(backend)
+                    transactions.failed(backend, exc, committing=committing)
                 raise
             else:
                 with guard:
-                    transactions.end(instance, committed=committing)
+                    mirrors.pop(backend)
+                    transactions.end(backend, committed=committing)
                     if not committing:
                         self._forget_rolled_back_fresh()
             finally:
@@ -705,25 +794,45 @@ class EdgySource(Source):
                     finishing[key] = count
                 elif key in released:
                     released.discard(key)
-                    transactions.close(connection)
+                    self._close_connection(connection)
             return result
+
+        def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            backend = getattr(instance, "transaction_db", None)
+            # Not mirrored (it holds no write), or a second commit/rollback while one is finishing
+            # (refused by databasez: not an end).
+            if backend is None or mirrored(id(backend)) is None or getattr(instance, "is_finalizing", True):
+                return wrapped(*args, **kwargs)
+            return tracked(wrapped, instance, backend, args, kwargs)
 
         return wrapper
 
-    async def _wrap_connection_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        """The connection is released once its last user left: what is still open on it never ended."""
+    def _close_connection(self, connection: Any) -> None:
+        self._mirrored_connections.pop(connection)
+        self._transactions.close(connection)
+
+    def _wrap_connection_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        """The connection is released once its last user left: what is still open on it never ended.
+
+        Only a connection with mirrored transactions is watched (the others hold no write).
+        """
+        if self._mirrored_connections.get_by_id(id(instance)) is None:
+            return wrapped(*args, **kwargs)
+        return self._watched_exit(wrapped, instance, args, kwargs)
+
+    async def _watched_exit(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
             closing = await wrapped(*args, **kwargs)
         except BaseException:
             with self._transaction_guard:
-                self._transactions.close(instance)
+                self._close_connection(instance)
             raise
         if closing:
             with self._transaction_guard:
                 if id(instance) in self._finishing:
                     self._released.add(id(instance))  # closed by the commit/rollback that released it
                 else:
-                    self._transactions.close(instance)
+                    self._close_connection(instance)
         return closing
 
     # --- entry points (the kit's entry scope: build the operation, run the call in it) ---
@@ -759,7 +868,7 @@ class EdgySource(Source):
         def build(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry:
             model = instance.model_class if queryset else type(instance)
             self._ensure(model, family)
-            database = _database_of(instance, model)
+            database = _database_of(instance, model) if queryset else _instance_database(instance, model)
             op = self._new(family, model, database, signal_name, pk=None if queryset else _pk_of(instance))
             if family == "update":
                 op.changed_fields = sorted(map(str, kwargs))
@@ -807,7 +916,7 @@ class EdgySource(Source):
             params = instance._shared_relation_signals_params
             for model in (params.get("source"), params.get("target"), table):
                 self._ensure(model, family)
-            database = _database_of(owner, table)
+            database = _instance_database(owner, table)
             op = self._new(family, type(owner), database, f"pre_{family}", table=table, pk=_pk_of(owner))
             _describe_relation(op, params)
             return op, _op_key(owner, family, id(op))

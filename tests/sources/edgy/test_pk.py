@@ -77,3 +77,21 @@ async def test_composite_pk(pk_models: PkModels, cap: Capture) -> None:
     assert len(spans) == 2
     for span in spans:
         assert attrs(span)[semconv.SIGTRACE_PK] == "1|2"  # the columns' values joined by "|" (kit.pk_text)
+
+
+async def test_fast_reads_match_the_attributes(pk_models: PkModels, tmp_path: Any) -> None:
+    """The pk and the database are read past Edgy's ``__getattribute__`` (the source's hot path): the
+    same answers as the attributes, also for an instance given a database of its own."""
+    from sigtrace.sources.edgy import _database_of, _instance_database, _pk_of
+
+    other = edgy.Database(f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite'}")
+    coded = await pk_models.Coded.query.create(code="c-2")
+    pair = await pk_models.Pair.query.create(left=3, right=4)
+    unsaved = pk_models.Coded(code="c-3")
+    own = pk_models.Coded(code="c-4")
+    own.database = other
+    for instance in (coded, pair, unsaved, own):
+        model = type(instance)
+        assert _instance_database(instance, model) is _database_of(instance, model) is instance.database
+    assert _instance_database(own, pk_models.Coded) is other
+    assert [_pk_of(x) for x in (coded, pair, unsaved, own)] == ["c-2", "3|4", "c-3", "c-4"]

@@ -348,3 +348,32 @@ async def test_receivers_are_async_and_strong(db: Models, cap: Capture) -> None:
         assert inspect.iscoroutinefunction(ours[0])  # send_async breaks on a sync receiver
     await db.User.query.create(name="strong")
     assert len(cap.spans_named("save users")) == 1
+
+
+async def test_receiver_errors_are_reported_and_never_reach_save(
+    db: Models, cap: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receivers are their own safety net (``source.edgy.<signal>``, as ``Source.receiver`` names it)."""
+    from sigtrace.core import safety
+
+    assert cap.installation is not None
+    engine = cap.installation.engine
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("sigtrace bug")
+
+    before = safety.error_counts()
+    monkeypatch.setattr(engine, "claim", broken)
+    monkeypatch.setattr(engine, "end", broken)
+    with safety.strict(False):
+        user = await db.User.query.create(name="safe")
+        user.name = "safer"
+        await user.save()
+    monkeypatch.undo()
+    assert (await db.User.query.get(id=user.id)).name == "safer"
+    after = safety.error_counts()
+    for kind in ("source.edgy.pre_save", "source.edgy.post_save"):
+        assert after.get(kind, 0) - before.get(kind, 0) == 2, kind
+    with pytest.raises(RuntimeError, match="sigtrace bug"):  # strict mode: the net hides no bug
+        monkeypatch.setattr(engine, "claim", broken)
+        await user.save()

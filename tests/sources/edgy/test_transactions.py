@@ -168,6 +168,29 @@ async def test_a_rolled_back_savepoint_inside_a_committed_transaction(bank: Bank
     assert await stored(bank) == {"outer", "released"}
 
 
+async def test_savepoints_begun_before_the_first_write_inside_them(bank: Bank, cap: Capture) -> None:
+    """sigtrace mirrors a connection's transactions when a write needs them, not as they begin
+    (docs/sources/edgy.md, "Transactions"): a savepoint that held no write ended unseen, two nested
+    ones opened before the write inside them are mirrored then, each inside the one below it."""
+    async with bank.database.transaction():
+        # A first statement that is no savepoint: SQLite begins the transaction here (module docstring).
+        await bank.Account.query.filter(id="nobody").delete()
+        with pytest.raises(RollbackError):
+            async with bank.database.transaction():
+                raise RollbackError
+        async with bank.database.transaction():
+            with pytest.raises(RollbackError):
+                async with bank.database.transaction():
+                    await bank.Account.query.create(id="inner")
+                    raise RollbackError
+            assert outcomes(cap) == {"inner": ["rolled_back"]}
+            await bank.Account.query.create(id="middle")
+        assert outcomes(cap) == {"inner": ["rolled_back"]}  # released into the outer transaction
+    assert outcomes(cap) == {"None": ["ok"], "inner": ["rolled_back"], "middle": ["ok"]}
+    assert await stored(bank) == {"middle"}
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
 async def test_a_released_savepoint_of_a_rolled_back_transaction(bank: Bank, cap: Capture, backend: str) -> None:
     transaction = await bank.database.transaction()  # started by hand, ended by hand
     async with bank.database.transaction():
