@@ -297,7 +297,8 @@ class EdgySource(Source):
         self.connect(edgy_signals.pre_migrate, self._on_pre_migrate, kind="pre_migrate")
         self.connect(edgy_signals.post_migrate, self._on_post_migrate, kind="post_migrate")
         self._patch_entry_points()
-        self._patch_transactions()
+        if self.holds_writes:  # spans only: nothing waits for a commit (Engine.holds_writes), nothing mirrored
+            self._patch_transactions()
         # Every model, also those with their own Broadcaster and those registered after install().
         self.patch("edgy.core.connection.registry", "Registry.__init__", self._wrap_registry_init)
         for registry in self._known_registries():
@@ -401,7 +402,7 @@ class EdgySource(Source):
             pk=pk,
             signal=signal,
             post_signal=_POST_SIGNAL.get(signal),
-            transaction=self._transaction_of(database),
+            transaction=self._transaction_of(database) if self.holds_writes else None,
         )
 
     def _tag(self) -> int | None:

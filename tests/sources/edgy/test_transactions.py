@@ -21,6 +21,7 @@ from typing import Any
 
 import edgy
 import pytest
+import wrapt
 from edgy.core import signals as edgy_signals
 
 from sigtrace.sinks.redaction import MASK
@@ -399,3 +400,25 @@ async def test_bulk_writes_in_a_rolled_back_transaction(bank: Bank, cap: Capture
     else:
         assert seen == [("bulk_create", "rolled_back"), ("bulk_update", "rolled_back")]
         assert balances == {"k1": 0, "k2": 0}
+
+
+async def test_spans_only_mirrors_no_transaction(bank: Bank) -> None:
+    """Without the audit log and metrics nothing waits for a commit (``Engine.holds_writes``): databasez's
+    transactions stay unpatched; the write's span ends with the call as always."""
+    from databasez.core.transaction import BoundTransaction
+
+    def patched(name: str) -> bool:
+        return isinstance(vars(BoundTransaction)[name], wrapt.FunctionWrapper)
+
+    with capture(sources=["edgy"]):
+        assert patched("commit")  # what the check below would see patched
+    with capture(sources=["edgy"], audit=False, metrics=False) as spans_only:
+        assert not patched("commit") and not patched("rollback")
+        with pytest.raises(RollbackError):
+            async with bank.database.transaction():
+                await bank.Account.query.filter(id="nobody").delete()
+                await bank.Account.query.create(id="s1", balance=1)
+                raise RollbackError
+        assert spans_only.span(f"save {TABLE}").status.is_ok
+        assert spans_only.installation is not None and spans_only.installation.in_flight() == 0
+    assert await stored(bank) == set()
