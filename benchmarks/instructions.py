@@ -3,6 +3,7 @@
     python benchmarks/instructions.py                       # every source, every variant (about 10 minutes)
     python benchmarks/instructions.py --only django blinker
     python benchmarks/instructions.py --only django --variants "sigtrace full" "naive bridge"
+    python benchmarks/instructions.py --only edgy --repeat 3   # the median of three counts per variant
     python benchmarks/instructions.py --table results.json  # print the table of a saved run
 
 Timed figures on a 2-vCPU machine shared with other work move by tens of percent between runs (see
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,6 +208,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="sources to count (default: all)")
     parser.add_argument("--variants", nargs="*", help="variant names to count (default: all)")
     parser.add_argument("--ops", type=int, help="operations counted per variant (default: per source)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="counts per variant, each its own process; the median is reported"
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes under valgrind at once")
     parser.add_argument("--signalbus-python", default=str(h.ROOT / ".venv-signalbus" / "bin" / "python"))
     parser.add_argument("--output", help="JSON file (default: benchmarks/results/<UTC time>-instructions.json)")
@@ -251,12 +256,23 @@ def main() -> None:
             if args.variants is None or name in args.variants or name == h.BASELINE:
                 jobs.append((source, name, python, args.ops or OPS[source]))
     counts: dict[str, dict[str, float]] = {source: {} for source in kinds}
+    spreads: dict[str, dict[str, list[float]]] = {source: {} for source in kinds}
+    repeat = max(1, args.repeat)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {job: pool.submit(count, *job) for job in jobs}
-        for (source, name, _python, _ops), future in futures.items():
-            counts[source][name] = future.result()
-            print(f"  [{source}] {name}: {counts[source][name]:,.0f} instructions/op", file=sys.stderr, flush=True)
+        # Repeats interleaved (every variant once, then again): what the machine does to one count, it does
+        # to the others alike. The median per variant: one count thrown off (a garbage collection landing
+        # inside the counted operations, aiosqlite's thread) does not move it.
+        futures = [(job, pool.submit(count, *job)) for _ in range(repeat) for job in jobs]
+        for (source, name, _python, _ops), future in futures:
+            spreads[source].setdefault(name, []).append(future.result())
+            print(f"  [{source}] {name}: {spreads[source][name][-1]:,.0f} instructions/op", file=sys.stderr, flush=True)
+    for source, by_name in spreads.items():
+        counts[source] = {name: statistics.median(values) for name, values in by_name.items()}
     results["sources"] = [summarize(source, counts[source], kinds[source]) for source in kinds]
+    if repeat > 1:
+        for entry in results["sources"]:
+            for name, variant in entry["variants"].items():
+                variant["counts"] = spreads[entry["source"]][name]
     results["sources"] += [{"source": source, "skipped": why} for source, why in skipped.items()]
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     import run  # the results' git state, as the timed suite records it
