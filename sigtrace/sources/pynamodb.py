@@ -41,7 +41,9 @@ from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.context import current_scope
 from sigtrace.core.operation import Operation
+from sigtrace.core.text import MAX_TEXT
 from sigtrace.sources.kit import Entry, FactsCache, Source, batch_audit, pk_text
+from sigtrace.sources.kit.facts import PK_SEPARATOR
 
 __all__ = ["DB_SYSTEM", "WRITE_OPERATIONS", "PynamoDBSource", "error_code"]
 
@@ -178,38 +180,39 @@ def _key_names_of(meta: Any) -> tuple[str, ...]:
 _KEY_NAMES: Final[FactsCache[Any, tuple[str, ...]]] = FactsCache(_key_names_of, keep=bool)
 
 
-def _responded(op: Operation, _connection: Any, _args: Any, _kwargs: Any, data: Any) -> None:
-    """``Source.entry``'s ``after``: what the response tells (consumed capacity, counts)."""
-    op.attributes.update(_response_attributes(data))
-
-
 def _failed(op: Operation, _connection: Any, _args: Any, _kwargs: Any, error: BaseException) -> None:
     """``Source.entry``'s ``failed``: DynamoDB's error code and request id, before the error ends the call."""
     _describe_failure(op, error)
 
 
-class _Keys:
-    """Key attribute names of each table a Connection knows (from the model's schema or DescribeTable)."""
+def _key_names(connection: Any, table: str) -> tuple[str, ...]:
+    """Key attribute names of a table the Connection knows (from the model's schema or DescribeTable)."""
+    tables = getattr(connection, "_tables", None)
+    meta = tables.get(table) if isinstance(tables, _MAPPING) else None
+    if meta is None:
+        return ()
+    return _KEY_NAMES.cached(id(meta)) or _KEY_NAMES(meta)
 
-    @staticmethod
-    def names(connection: Any, table: str) -> tuple[str, ...]:
-        tables = getattr(connection, "_tables", None)
-        meta = tables.get(table) if isinstance(tables, _MAPPING) else None
-        if meta is None:
-            return ()
-        return _KEY_NAMES.cached(id(meta)) or _KEY_NAMES(meta)
 
-    @staticmethod
-    def of(item_or_key: Any, names: tuple[str, ...], *, is_key: bool) -> dict[str, str] | None:
-        """``{name: text}`` of the key attributes of an ``Item`` (by the schema's names) or of a ``Key``."""
-        if item_or_key is None or not isinstance(item_or_key, _MAPPING):
-            return None
-        if names:
-            key = {name: _key_text(item_or_key[name]) for name in names if name in item_or_key}
-            return key or None
-        if is_key:  # a Key holds only key attributes; PynamoDB puts the hash key first
-            return {str(name): _key_text(value) for name, value in item_or_key.items()}
+def _key_of(item_or_key: Any, names: tuple[str, ...], *, is_key: bool) -> dict[str, str] | None:
+    """``{name: text}`` of the key attributes of an ``Item`` (by the schema's names) or of a ``Key``."""
+    if item_or_key is None or not isinstance(item_or_key, _MAPPING):
         return None
+    if names:
+        key: dict[str, str] = {}
+        for name in names:
+            if name in item_or_key:
+                value = item_or_key[name]
+                # _key_text(value), without its frame for the usual ``{"S": text}`` / ``{"N": text}``.
+                if type(value) is dict and len(value) == 1:
+                    ((_kind, raw),) = value.items()
+                    key[name] = raw if type(raw) is str else _key_text(value)
+                else:
+                    key[name] = _key_text(value)
+        return key or None
+    if is_key:  # a Key holds only key attributes; PynamoDB puts the hash key first
+        return {str(name): _key_text(value) for name, value in item_or_key.items()} or None
+    return None
 
 
 def _owner_of(connection: Any) -> str | None:
@@ -221,9 +224,36 @@ def _owner_of(connection: Any) -> str | None:
 
 
 class _Dispatched(Operation):
-    """An operation built by the ``Connection.dispatch`` wrapper: its post signal leaves the end to the wrapper."""
+    """An operation built by the ``Connection.dispatch`` wrapper: its post signal leaves the end to the wrapper.
 
-    __slots__ = ()
+    ``req_uuid``: the one its pre signal claimed it with, so that its post signal is told by identity.
+    """
+
+    __slots__ = ("req_uuid",)
+    req_uuid: Any
+
+
+class _Call:
+    """What every call of one operation on one table through one Connection reports alike (built once)."""
+
+    __slots__ = ("attributes", "collection", "model", "write")
+
+    def __init__(
+        self, *, model: str | None, collection: str | None, write: bool, attributes: dict[str, AttributeValue]
+    ) -> None:
+        self.model = model
+        self.collection = collection
+        self.write = write
+        #: rpc.*, aws.dynamodb.table_names, cloud.region: copied into each operation's own attributes.
+        self.attributes = attributes
+
+
+#: (operation, table, region) combinations kept per Connection; beyond, a call builds its facts each time.
+MAX_CALLS: Final = 256
+
+
+def _new_calls(_connection: Any) -> dict[tuple[str, str, Any], _Call]:
+    return {}
 
 
 def _model_classes() -> Iterator[type[Any]]:
@@ -250,6 +280,8 @@ class PynamoDBSource(Source):
         super().__init__(engine, options)
         #: Connection -> its model's name (one walk of Model's subclasses per Connection; "none" kept too).
         self._models: FactsCache[Any, str | None] = FactsCache(_owner_of)
+        #: Connection -> {(operation, table, region): _Call}: what every such call reports alike.
+        self._calls: FactsCache[Any, dict[tuple[str, str, Any], _Call]] = FactsCache(_new_calls)
         self._where_describe = self.where("describe")
 
     def attach(self) -> None:
@@ -257,78 +289,117 @@ class PynamoDBSource(Source):
         self.connect(post_dynamodb_send, self._on_post, kind="post")
         # A failure is described (DynamoDB's error code) before the scope ends it; a response's attributes
         # are read when the call returns.
-        dispatch = self.entry("dispatch", self._build_dispatch, _responded, failed=_failed)
+        dispatch = self.entry("dispatch", self._describe, _response_attributes, failed=_failed)
         self.patch(Connection, "dispatch", dispatch)
 
     # --- the entry point ---
 
-    def _build_dispatch(self, connection: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
-        """The operation of one ``Connection.dispatch``; its pre signal claims it by the ``req_uuid`` it makes."""
-        op = self._describe(connection, args, kwargs)
-        return None if op is None else (op, None)
+    def _call(self, connection: Any, operation: str, tables: list[str], region: Any) -> _Call:
+        """What a call of ``operation`` on ``tables`` through ``connection`` reports whatever its request."""
+        attributes = _base_attributes(operation, tables)
+        if isinstance(region, str):
+            attributes[cloud_attributes.CLOUD_REGION] = region
+        return _Call(
+            model=self._models(connection),
+            collection=tables[0] if len(tables) == 1 else None,
+            write=operation in WRITE_OPERATIONS,
+            attributes=attributes,
+        )
 
-    def _describe(self, connection: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Operation | None:
+    def _describe(self, connection: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
+        """The operation of one ``Connection.dispatch``; its pre signal claims it by the ``req_uuid`` it makes."""
         operation = args[0] if args else kwargs.get("operation_name")
         if not isinstance(operation, str):
             return None
-        write = operation in WRITE_OPERATIONS
-        op: Operation | None = None
+        op: _Dispatched | None = None
         # What the request tells: a failure here leaves a plainer span, never an untracked call.
         try:
             params = args[1] if len(args) > 1 else kwargs.get("operation_kwargs")
             if not isinstance(params, _MAPPING):
                 params = {}
-            tables = _table_names(params)
-            attributes = _base_attributes(operation, tables)
+            table = params.get("TableName")
             region = getattr(connection, "region", None)
-            if isinstance(region, str):
-                attributes[cloud_attributes.CLOUD_REGION] = region
+            if isinstance(table, str):
+                # An item or table call: what it reports beside its key is the same for every such call.
+                calls = self._calls.cached(id(connection)) or self._calls(connection)
+                facts = calls.get((operation, table, region))
+                if facts is None:
+                    facts = self._call(connection, operation, [table], region)
+                    if len(calls) < MAX_CALLS:
+                        calls[(operation, table, region)] = facts
+            else:
+                facts = self._call(connection, operation, _table_names(params), region)
+            attributes = dict(facts.attributes)
             if not _FLAG_FIELDS.isdisjoint(params):
                 for field, name in _REQUEST_FLAGS:
                     value = params.get(field)
                     if isinstance(value, bool | int | str):
                         attributes[name] = value
-            models = self._models
             # One constructor call. The span starts with the post signal as ``sigtrace.signal`` (what the
             # call's post receiver will name), so its end sets no attribute for it when the signal comes.
             op = _Dispatched(
                 source=SOURCE,
                 name=operation,
-                model=models.cached(id(connection)) or models(connection),
-                collection=tables[0] if len(tables) == 1 else None,
+                model=facts.model,
+                collection=facts.collection,
                 db_system=DB_SYSTEM,
                 post_signal=POST_SIGNAL,
-                write=write,
+                write=facts.write,
                 attributes=attributes,
             )
-            self._describe_items(op, connection, operation, params)
+            op.req_uuid = None
+            if isinstance(table, str):
+                self._describe_item(op, connection, operation, table, params)
+            else:
+                self._describe_batch(op, connection, operation, params)
         except Exception as exc:  # noqa: BLE001 - the safety net
             safety.report(self._where_describe, exc)
             if op is None:
                 op = _Dispatched(
-                    source=SOURCE, name=operation, db_system=DB_SYSTEM, post_signal=POST_SIGNAL, write=write
+                    source=SOURCE,
+                    name=operation,
+                    db_system=DB_SYSTEM,
+                    post_signal=POST_SIGNAL,
+                    write=operation in WRITE_OPERATIONS,
                 )
-        return op
+                op.req_uuid = None
+        return op, None
 
-    def _describe_items(self, op: Operation, connection: Any, operation: str, params: Mapping[str, Any]) -> None:
-        """Key (``sigtrace.pk``), changed attribute names and, with ``capture_values``, the values."""
-        table = params.get("TableName")
-        if isinstance(table, str):
-            names = _Keys.names(connection, table)
-            item = params.get("Item")
-            key = _Keys.of(params.get("Key"), names, is_key=True) or _Keys.of(item, names, is_key=False)
-            op.pk = pk_text(key) if key else None  # "hash" or "hash|range"
-            if key and op.write:
+    def _describe_item(
+        self, op: Operation, connection: Any, operation: str, table: str, params: Mapping[str, Any]
+    ) -> None:
+        """A one-table call: its key (``sigtrace.pk``, audit ``key``), changed attribute names, values."""
+        tables = getattr(connection, "_tables", None)
+        meta = tables.get(table) if isinstance(tables, _MAPPING) else None
+        names = () if meta is None else (_KEY_NAMES.cached(id(meta)) or _KEY_NAMES(meta))
+        item = params.get("Item")
+        found = params.get("Key")
+        key = None if found is None else _key_of(found, names, is_key=True)
+        if key is None and item is not None:
+            key = _key_of(item, names, is_key=False)
+        if key is not None:
+            # pk_text(key), spelled for what _key_of returns (texts): "hash" or "hash|range".
+            parts = tuple(key.values())
+            for part in parts:
+                if len(part) > MAX_TEXT:
+                    op.pk = pk_text(key)
+                    break
+            else:
+                op.pk = parts[0] if len(parts) == 1 else PK_SEPARATOR.join(parts)
+            if op.write:
                 op.audit["key"] = key
-            if operation == "PutItem" and isinstance(item, _MAPPING):
-                op.changed_fields = [str(name) for name in item]
-                if self.capture_values:
-                    op.values = {str(k): _plain(v) for k, v in item.items()}
-            elif operation == "UpdateItem":
-                op.changed_fields, values = _update_fields(params)
-                if self.capture_values:
-                    op.values = values
-            return
+        if operation == "PutItem" and isinstance(item, _MAPPING):
+            # A tuple: the audit sink clips a tuple of names once per tuple (the same text as a list's).
+            op.changed_fields = tuple(item)
+            if self.capture_values:
+                op.values = {str(k): _plain(v) for k, v in item.items()}
+        elif operation == "UpdateItem":
+            op.changed_fields, values = _update_fields(params)
+            if self.capture_values:
+                op.values = values
+
+    def _describe_batch(self, op: Operation, connection: Any, operation: str, params: Mapping[str, Any]) -> None:
+        """A batch or transaction: its size, the tables, the items' keys and, with ``capture_values``, values."""
         entries = _batch_entries(connection, operation, params, self.capture_values)
         if entries is None:
             return
@@ -347,60 +418,72 @@ class PynamoDBSource(Source):
 
     # --- the signals (guarded by the kit: ``source.pynamodb.pre`` / ``.post``) ---
 
-    def _on_pre(self, sender: Any, **kwargs: Any) -> None:
-        req_uuid = kwargs.get("req_uuid")
-        operation = kwargs.get("operation_name")
-        if req_uuid is None or not isinstance(operation, str):
+    def _on_pre(
+        self, sender: Any, operation_name: Any = None, table_name: Any = None, req_uuid: Any = None, **_: Any
+    ) -> None:
+        if req_uuid is None or not isinstance(operation_name, str):
             return
+        # The key of the call in the in-flight table is its correlation id, text: hashed once, in C (a UUID's
+        # ``__hash__`` is a Python call, and the table hashes its key four times per call).
+        key = str(req_uuid)
         scope = current_scope()
         own = scope.op if scope is not None else None
-        if type(own) is _Dispatched and own.name == operation:
+        if type(own) is _Dispatched and own.name == operation_name:
             # The dispatch call's own pre signal (every call but one of an overridden ``dispatch``): claimed,
             # without building the signal's operation for Engine.begin to copy into it. That one would add
             # only the req_uuid and the signal's name: the rest (model, table, attributes) it takes from the
             # same Connection and request as the dispatch call did. An excluded signal is not claimed.
-            claimed = self.engine.claim(req_uuid, signal=PRE_SIGNAL, unexpected=True)
+            claimed = self.engine.claim(key, signal=PRE_SIGNAL, unexpected=True)
             if claimed is own:
-                own.correlation_id = str(req_uuid)
+                own.correlation_id = key
+                own.req_uuid = req_uuid
             if claimed is not None:
                 return
-        table = kwargs.get("table_name")
-        tables = [table] if isinstance(table, str) else []
+        table = table_name if isinstance(table_name, str) else None
         op = Operation(
             source=SOURCE,
-            name=operation,
+            name=operation_name,
             model=self._models(sender),
-            collection=table if isinstance(table, str) else None,
+            collection=table,
             db_system=DB_SYSTEM,
-            correlation_id=str(req_uuid),
+            correlation_id=key,
             signal=PRE_SIGNAL,
             post_signal=POST_SIGNAL,
-            write=operation in WRITE_OPERATIONS,
-            attributes=_base_attributes(operation, tables),
+            write=operation_name in WRITE_OPERATIONS,
+            attributes=_base_attributes(operation_name, [table] if table is not None else []),
         )
-        self.engine.begin(op, req_uuid)
+        self.engine.begin(op, key)
 
-    def _on_post(self, sender: Any, **kwargs: Any) -> None:
-        req_uuid = kwargs.get("req_uuid")
+    def _on_post(self, sender: Any, req_uuid: Any = None, **_: Any) -> None:
         if req_uuid is None:
             return
+        scope = current_scope()
+        if scope is not None:
+            own = scope.op
+            if type(own) is _Dispatched and own.req_uuid is req_uuid and not own.done:
+                # The post signal of the dispatch call its pre signal claimed (this very req_uuid): the
+                # wrapper ends it with what the response tells. Told by identity, without the table's lookup.
+                own.signal = POST_SIGNAL
+                return
+        key = str(req_uuid)
         engine = self.engine
-        own = engine.lookup(req_uuid)
-        if isinstance(own, _Dispatched) and not own.done:
-            # The dispatch wrapper's own call: it ends it with what the response tells.
-            own.signal = POST_SIGNAL
+        found = engine.lookup(key)
+        if isinstance(found, _Dispatched) and not found.done:
+            # A dispatch call's, claimed another way (Engine.begin's path): the wrapper ends it too.
+            found.signal = POST_SIGNAL
             return
-        engine.end(req_uuid, signal=POST_SIGNAL)
+        engine.end(key, signal=POST_SIGNAL)
 
 
 def _base_attributes(operation: str, tables: list[str]) -> dict[str, AttributeValue]:
+    """The RPC attributes of a call and its tables (a tuple: shared by the calls that cache it, as the SDK keeps it)."""
     attributes: dict[str, AttributeValue] = {
         semconv.RPC_SYSTEM: RPC_SYSTEM,
         semconv.RPC_SERVICE: RPC_SERVICE,
         semconv.RPC_METHOD: operation,
     }
     if tables:
-        attributes[semconv.AWS_DYNAMODB_TABLE_NAMES] = list(tables)
+        attributes[semconv.AWS_DYNAMODB_TABLE_NAMES] = tuple(tables)
     return attributes
 
 
@@ -434,7 +517,7 @@ def _batch_entries(
 
     def names(table: str) -> tuple[str, ...]:
         if table not in names_of:
-            names_of[table] = _Keys.names(connection, table)
+            names_of[table] = _key_names(connection, table)
         return names_of[table]
 
     def add(table: str, action: str, key: dict[str, str] | None, item: Any = None) -> None:
@@ -461,13 +544,13 @@ def _batch_entries(
                             add(
                                 table,
                                 action,
-                                _Keys.of(body.get(field), names(table), is_key=field == "Key"),
+                                _key_of(body.get(field), names(table), is_key=field == "Key"),
                                 body.get("Item"),
                             )
             elif isinstance(requests, Mapping):  # BatchGetItem
                 keys = requests.get("Keys")
                 for key in keys if isinstance(keys, list) else ():
-                    add(table, "get", _Keys.of(key, names(table), is_key=True))
+                    add(table, "get", _key_of(key, names(table), is_key=True))
         return entries
     if isinstance(transact, list):
         for entry in transact:
@@ -479,33 +562,58 @@ def _batch_entries(
                 action = dict(_TRANSACT_ACTIONS).get(str(kind), str(kind).lower())
                 table = str(body.get("TableName"))
                 item = body.get("Item")
-                key = _Keys.of(body.get("Key"), names(table), is_key=True) or _Keys.of(item, names(table), is_key=False)
+                key = _key_of(body.get("Key"), names(table), is_key=True) or _key_of(item, names(table), is_key=False)
                 add(table, action, key, item)
         return entries
     return None
 
 
-def _response_attributes(data: Any) -> dict[str, AttributeValue]:
-    """What a successful response adds: consumed capacity, item counts, the AWS request id."""
-    attributes: dict[str, AttributeValue] = {}
+def _response_attributes(op: Operation, _connection: Any, _args: Any, _kwargs: Any, data: Any) -> None:
+    """``Source.entry``'s ``after``: what a successful response adds (consumed capacity, counts, request id)."""
     if not isinstance(data, _MAPPING):
-        return attributes
+        return
+    attributes = op.attributes
     capacity = data.get("ConsumedCapacity")
-    if isinstance(capacity, _MAPPING):
-        capacity = [capacity]
-    if isinstance(capacity, list) and capacity:
-        attributes[aws_attributes.AWS_DYNAMODB_CONSUMED_CAPACITY] = [_capacity_json(entry) for entry in capacity]
-    for field, name in (
-        ("Count", aws_attributes.AWS_DYNAMODB_COUNT),
-        ("ScannedCount", aws_attributes.AWS_DYNAMODB_SCANNED_COUNT),
-    ):
-        value = data.get(field)
+    if capacity is not None:
+        if isinstance(capacity, _MAPPING):
+            attributes[aws_attributes.AWS_DYNAMODB_CONSUMED_CAPACITY] = [_capacity_text(capacity)]
+        elif isinstance(capacity, list) and capacity:
+            attributes[aws_attributes.AWS_DYNAMODB_CONSUMED_CAPACITY] = [_capacity_text(entry) for entry in capacity]
+    if "Count" in data:
+        value = data["Count"]
         if isinstance(value, int):
-            attributes[name] = value
+            attributes[aws_attributes.AWS_DYNAMODB_COUNT] = value
+    if "ScannedCount" in data:
+        value = data["ScannedCount"]
+        if isinstance(value, int):
+            attributes[aws_attributes.AWS_DYNAMODB_SCANNED_COUNT] = value
     meta = data.get("ResponseMetadata")
-    if isinstance(meta, _MAPPING) and meta.get("RequestId"):
-        attributes[aws_attributes.AWS_REQUEST_ID] = str(meta["RequestId"])
-    return attributes
+    if isinstance(meta, _MAPPING):
+        request_id = meta.get("RequestId")
+        if request_id:
+            attributes[aws_attributes.AWS_REQUEST_ID] = str(request_id)
+
+
+#: The text of the usual consumed capacity (``{"TableName": t, "CapacityUnits": u}``, what ``TOTAL`` returns for
+#: an item call) by ``(t, u)``: the same every call, where the JSON encoder costs a few Python frames.
+_CAPACITY_TEXTS: Final[dict[tuple[str, float], str]] = {}
+_MAX_CAPACITY_TEXTS: Final = 1024
+
+
+def _capacity_text(entry: Any) -> str:
+    """``json.dumps(entry, sort_keys=True, default=str)``: one ConsumedCapacity entry as the span lists it."""
+    if type(entry) is dict and len(entry) == 2:
+        table = entry.get("TableName")
+        units = entry.get("CapacityUnits")
+        # A positive float only: -0.0 == 0.0 (one dict key) but prints otherwise; 1 == 1.0 too.
+        if type(table) is str and type(units) is float and units > 0.0:
+            text = _CAPACITY_TEXTS.get((table, units))
+            if text is None:
+                text = _capacity_json(entry)
+                if len(_CAPACITY_TEXTS) < _MAX_CAPACITY_TEXTS:
+                    _CAPACITY_TEXTS[(table, units)] = text
+            return text
+    return _capacity_json(entry)
 
 
 def _describe_failure(op: Operation, error: BaseException) -> None:

@@ -19,7 +19,9 @@ def _boom(*_: Any, **__: Any) -> Any:
     raise RuntimeError("sigtrace bug")
 
 
-@pytest.mark.parametrize("target", ["_table_names", "_response_attributes", "_base_attributes", "_describe_failure"])
+@pytest.mark.parametrize(
+    "target", ["_key_of", "_response_attributes", "_capacity_text", "_base_attributes", "_describe_failure"]
+)
 def test_a_broken_source_step_never_reaches_the_application(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
     monkeypatch.setattr(source, target, _boom)
     key = new_id()
