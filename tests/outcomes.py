@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import wrapt
+
 from sigtrace import semconv
-from sigtrace.testing import Capture
+from sigtrace.testing import Capture, capture
 
 
 def events_of(cap: Capture, collection: str) -> list[dict[str, Any]]:
@@ -44,3 +47,21 @@ def run_in_threads(threads: int, work: Callable[[], None]) -> None:
     for worker in workers:
         worker.join()
     assert not errors, errors
+
+
+def _patched(owner: type, name: str) -> bool:
+    return isinstance(vars(owner)[name], wrapt.FunctionWrapper)
+
+
+@contextlib.contextmanager
+def spans_only(source: str, owner: type, *names: str) -> Iterator[Capture]:
+    """A capture of ``source`` with spans only (no audit log, no metrics: nothing waits for a commit,
+    ``Engine.holds_writes``), checked to leave the transaction methods ``owner.<names>`` unpatched that a full
+    installation patches; and to leave nothing in flight."""
+    with capture(sources=[source]):
+        assert [name for name in names if not _patched(owner, name)] == []  # what the check below would see
+    with capture(sources=[source], audit=False, metrics=False) as cap:
+        assert cap.installation is not None and not cap.installation.engine.holds_writes
+        assert [name for name in names if _patched(owner, name)] == []
+        yield cap
+        assert cap.installation.in_flight() == 0
