@@ -312,11 +312,8 @@ class EdgySource(Source):
             if id(signal) in self._watched:
                 return
             self._watched[id(signal)] = signal
-            # Connected as Source.connect does, strongly; the receivers are their own safety net
-            # (``source.edgy.<signal name>``): no second coroutine frame per signal.
-            receiver = self._receivers[signal_name]
-            signal.connect(receiver, weak=False)
-            self.on_detach(lambda: signal.disconnect(receiver))
+            # The receivers are their own safety net (``source.edgy.<signal name>``): no coroutine of the kit's.
+            self.connect(signal, self._receivers[signal_name], kind=signal_name, guard=False)
             self.on_detach(lambda: self._watched.pop(id(signal), None))
 
     def watch_model(self, model: Any) -> None:

@@ -151,13 +151,23 @@ class Source:
     # --- connecting and patching (undone by detach) ---
 
     def connect(
-        self, signal: Any, receiver: Callable[..., Any], sender: Any = None, *, kind: str | None = None, **options: Any
+        self,
+        signal: Any,
+        receiver: Callable[..., Any],
+        sender: Any = None,
+        *,
+        kind: str | None = None,
+        guard: bool = True,
+        **options: Any,
     ) -> Callable[..., Any]:
         """Connect ``receiver`` guarded (as ``kind``, default its name) and strongly; returns what was connected.
 
-        Strongly: blinker drops a weakly held receiver silently once nothing else holds it.
+        Strongly: blinker drops a weakly held receiver silently once nothing else holds it. ``guard=False``:
+        the receiver is its own safety net (it reports as ``source.<name>.<kind>``), connected as it is: no
+        second frame per signal (a coroutine receiver's wrapper is one more coroutine resumed per send).
         """
-        guarded = self.receiver(kind or getattr(receiver, "__name__", "receiver").lstrip("_"), receiver)
+        name = kind or getattr(receiver, "__name__", "receiver").lstrip("_")
+        guarded = self.receiver(name, receiver) if guard else receiver
         if sender is None:
             signal.connect(guarded, weak=False, **options)
             self._undo.append(lambda: signal.disconnect(guarded))
