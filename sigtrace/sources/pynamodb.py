@@ -369,9 +369,7 @@ class PynamoDBSource(Source):
         self, op: Operation, connection: Any, operation: str, table: str, params: Mapping[str, Any]
     ) -> None:
         """A one-table call: its key (``sigtrace.pk``, audit ``key``), changed attribute names, values."""
-        tables = getattr(connection, "_tables", None)
-        meta = tables.get(table) if isinstance(tables, _MAPPING) else None
-        names = () if meta is None else (_KEY_NAMES.cached(id(meta)) or _KEY_NAMES(meta))
+        names = _key_names(connection, table)
         item = params.get("Item")
         found = params.get("Key")
         key = None if found is None else _key_of(found, names, is_key=True)
