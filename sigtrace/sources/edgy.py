@@ -243,9 +243,10 @@ def _op_key(instance: Any, family: str, tag: int | None) -> Hashable:
     return identity_key(instance, SOURCE, family, tag)
 
 
-def _names(values: Any) -> list[str] | None:
+def _names(values: Any) -> tuple[str, ...] | None:
+    """The names of the fields a write sets, sorted; a tuple, which the audit sink clips once per tuple."""
     if isinstance(values, Mapping):
-        return sorted(map(str, values))
+        return tuple(sorted(map(str, values)))
     return None
 
 
@@ -536,9 +537,8 @@ class EdgySource(Source):
             return False
         if claimed is not own:
             return True  # another operation of this key in flight: begin() would have returned it as it is
-        pk = _pk_of(model_instance)
-        if pk is not None:
-            own.pk = pk
+        if own.pk is None:  # read by the wrapper already, from this same instance, where it had one
+            own.pk = _pk_of(model_instance)
         if family != "delete":
             values = kwargs.get("values")
             names = _names(values)
@@ -586,7 +586,9 @@ class EdgySource(Source):
                     counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
                     known = [c for c in counts if c is not None]
                     rows = sum(known) if known else None
-                pk = _pk_of(model_instance) if in_task else None
+                # The pk the pre signal read stands (a save gets a new one only where it had none).
+                claimed_pk = own is not None and own.key == key and own.pk is not None
+                pk = _pk_of(model_instance) if in_task and not claimed_pk else None
                 if rows is None:
                     op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
                 else:

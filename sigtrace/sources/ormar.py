@@ -494,6 +494,13 @@ class OrmarSource(Source):
             with self._signal_guard:
                 self._before_receivers(name, payload)
             return wrapped(*args, **kwargs)
+        if not getattr(signal, "_receivers", True) and name in BUILTIN_SIGNALS:
+            # A built-in post signal nobody else receives: no receiver can fail it, so it ends the operation
+            # here, where ormar makes the send it awaits at once, and the library's coroutine is returned
+            # (no coroutine of :meth:`_send` around an empty gather).
+            with self._signal_guard:
+                self._after_receivers(name, payload)
+            return wrapped(*args, **kwargs)
         return self._send(wrapped, args, kwargs, name, payload)
 
     async def _send(

@@ -12,9 +12,11 @@ from typing import Any
 
 import blinker
 import pytest
+from opentelemetry import trace
 
 from sigtrace import semconv
 from sigtrace.core import safety
+from sigtrace.core.context import current_scope
 from sigtrace.core.operation import Operation
 from sigtrace.sources.kit import (
     Declarations,
@@ -42,12 +44,14 @@ class Shelf:
         post_put.send(self, item=item)
         return item.upper()
 
-    async def aput(self, item: str, fail: bool = False) -> str:
-        await asyncio.sleep(0)
-        pre_put.send(self, item=item)
+    async def aput(self, item: str, fail: bool = False, pause: float = 0.0, signals: bool = True) -> str:
+        await asyncio.sleep(pause)
+        if signals:
+            pre_put.send(self, item=item)
         if fail:
             raise KeyError(item)
-        post_put.send(self, item=item)
+        if signals:
+            post_put.send(self, item=item)
         return item.upper()
 
     def touch(self) -> str:
@@ -72,7 +76,7 @@ class ShelfSource(Source):
         self.connect(pre_put, self._on_pre)
         self.connect(post_put, self._on_post)
         self.patch(__name__, "Shelf.put", self.entry("put", self._build, self._after))
-        self.patch(__name__, "Shelf.aput", self.async_entry("aput", self._build))
+        self.patch(__name__, "Shelf.aput", self.async_entry("aput", self._build, self._after))
 
     def _build(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Entry | None:
         if self.broken == "build":
@@ -83,6 +87,8 @@ class ShelfSource(Source):
         return FACTS.operation(self.name, "put", pk=pk_text(item)), (id(instance), "put")
 
     def _after(self, op: Operation, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+        if self.broken == "after":
+            raise RuntimeError("after broke")
         op.audit["result"] = result
 
     def _on_pre(self, sender: Any, **kwargs: Any) -> None:
@@ -200,6 +206,50 @@ def test_async_entry_builds_when_the_call_runs() -> None:
             source.detach()
         outcomes = sorted((e["pk"], e["outcome"]) for e in cap.audit_events)
         assert outcomes == [("fig", "ok"), ("kiwi", "error")]
+
+
+def test_async_entry_ends_as_entry_does_and_restores_the_context() -> None:
+    """The coroutine wrapper enters and exits the entry scope itself (not ``async with``): after each call, returned,
+    raised, cancelled or with a failing ``after`` hook, the caller's context has no span and no scope of it."""
+    left: list[tuple[bool, object]] = []
+
+    async def calls(source: ShelfSource) -> None:
+        def note() -> None:
+            left.append((trace.get_current_span().get_span_context().is_valid, current_scope()))
+
+        assert await Shelf().aput("fig", signals=False) == "FIG"  # no post signal: ``after`` ends it
+        note()
+        with pytest.raises(KeyError):
+            await Shelf().aput("kiwi", fail=True)
+        note()
+        task = asyncio.ensure_future(Shelf().aput("plum", pause=10.0))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        note()
+        source.broken = "after"
+        with safety.strict(False):
+            assert await Shelf().aput("lime", signals=False) == "LIME"
+        note()
+
+    before = safety.error_counts().get("source.shelf.aput.after", 0)
+    with capture(sources=["blinker"]) as cap:
+        source = _attached(cap)
+        try:
+            asyncio.run(calls(source))
+        finally:
+            source.detach()
+        assert cap.installation is not None and cap.installation.in_flight() == 0
+    assert left == [(False, None)] * 4
+    events = {e["pk"]: e for e in cap.audit_events}
+    assert [(pk, e["outcome"], e.get("result"), e.get("error_type")) for pk, e in sorted(events.items())] == [
+        ("fig", "ok", "FIG", None),
+        ("kiwi", "error", None, "KeyError"),
+        ("lime", "ok", None, None),
+        ("plum", "error", None, "CancelledError"),
+    ]
+    assert safety.error_counts()["source.shelf.aput.after"] == before + 1
 
 
 def test_current_entry_is_the_entry_calls_own_operation() -> None:

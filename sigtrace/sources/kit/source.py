@@ -284,11 +284,21 @@ class Source:
             if entry is None:
                 return await wrapped(*args, **kwargs)
             op, expect = entry
-            async with EntryScope(engine, op, expect) as scope:  # engine.entry(), without its frame
+            # engine.entry() entered and exited by hand, not ``async with``: its __aenter__ and __aexit__ are
+            # two more coroutines created and run per call, and they only call __enter__ and __exit__.
+            scope = EntryScope(engine, op, expect).__enter__()
+            try:
                 result = await wrapped(*args, **kwargs)
                 own = scope.op
                 if after is not None and own is not None and not own.done:
-                    _call_hook(after, where_after, own, instance, args, kwargs, result)
+                    try:  # _call_hook, without its frame: every call that returns
+                        after(own, instance, args, kwargs, result)
+                    except Exception as exc:  # noqa: BLE001 - the safety net
+                        report(where_after, exc)
+            except BaseException as error:
+                scope.__exit__(type(error), error, error.__traceback__)
+                raise
+            scope.__exit__(None, None, None)
             return result
 
         def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

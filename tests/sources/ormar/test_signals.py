@@ -223,6 +223,48 @@ async def test_user_receiver_raising_fails_the_operation(cap: Capture, make_mode
     assert cap.installation is not None and cap.installation.in_flight() == 0
 
 
+async def test_a_post_signal_without_receivers_reports_what_one_with_a_receiver_does(
+    cap: Capture, make_models: Any
+) -> None:
+    """Without receivers, a built-in post signal ends its operation as ormar sends it (no coroutine of sigtrace's
+    around an empty gather): the same spans and audit events as with a receiver that does nothing."""
+    m: Models = await make_models()
+
+    async def nothing(sender: Any, instance: Any, **kwargs: Any) -> None:
+        return None
+
+    async def writes() -> None:
+        tag = await m.Tag(name="a").save()
+        tag.name = "b"
+        await tag.update()
+        await tag.delete()
+
+    def shape(span: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        attributes = {k: v for k, v in attrs(span).items() if k != semconv.SIGTRACE_PK}
+        varying = ("timestamp", "duration_ms", "trace_id", "span_id", "pk", "seq", "stream")
+        event = {k: v for k, v in audit_of(cap, span).items() if k not in varying}
+        return span.name, attributes, event
+
+    await writes()
+    signals = [getattr(m.Tag.ormar_config.signals, name) for name in ("post_save", "post_update", "post_delete")]
+    for signal in signals:
+        signal.connect(nothing)
+    try:
+        await writes()
+    finally:
+        for signal in signals:
+            signal.disconnect(nothing)
+    spans = [shape(span) for span in spans_of(cap, "ormar")]
+    assert len(spans) == 6
+    assert spans[:3] == spans[3:]
+    assert [(name, a[semconv.SIGTRACE_SIGNAL], e["outcome"]) for name, a, e in spans[:3]] == [
+        ("save tags", "post_save", "ok"),
+        ("update tags", "post_update", "ok"),
+        ("delete tags", "post_delete", "ok"),
+    ]
+    assert cap.installation is not None and cap.installation.in_flight() == 0
+
+
 async def test_update_of_unsaved_model_fails_without_a_signal(cap: Capture, make_models: Any) -> None:
     m: Models = await make_models()
     with pytest.raises(ModelPersistenceError):
