@@ -59,6 +59,7 @@ from sigtrace.sources.kit import (
     database_of_url,
     pk_text,
 )
+from sigtrace.sources.kit.facts import PK_SEPARATOR
 from sigtrace.sources.kit.identity import WeakIdentityMap
 
 __all__ = ["EdgySource", "trace_model_signal", "trace_model_signals"]
@@ -586,8 +587,9 @@ class EdgySource(Source):
                     counts = [_rows(kwargs.get("row_count_create")), _rows(kwargs.get("row_count_update"))]
                     known = [c for c in counts if c is not None]
                     rows = sum(known) if known else None
-                # The pk the pre signal read stands (a save gets a new one only where it had none).
-                claimed_pk = own is not None and own.key == key and own.pk is not None
+                # The pk read before the write stands: a save gets one only where it had none (a composite key,
+                # whose parts an insert may fill in one by one, is read again).
+                claimed_pk = own is not None and own.key == key and own.pk is not None and PK_SEPARATOR not in own.pk
                 pk = _pk_of(model_instance) if in_task and not claimed_pk else None
                 if rows is None:
                     op = engine.end(key, obj=subject, outcome=outcome, signal=signal_name, pk=pk)
