@@ -1,0 +1,128 @@
+"""Instructions per operation with pieces of sigtrace knocked out: what each piece costs on one benchmark.
+
+    python benchmarks/knockouts.py edgy                      # full, spans only, no audit, no metrics, baseline
+    python benchmarks/knockouts.py edgy --repeat 3 --edgy-unconnected
+    python benchmarks/knockouts.py django --configs full "no metrics"
+
+Each configuration runs the baseline operation of ``bench_<source>.py`` in its own process under valgrind's
+callgrind (as ``instructions.py`` counts), with ``sigtrace.install()`` given that configuration's options. A
+piece's cost is the difference of two configurations' counts, e.g. the audit line is "full" minus "no audit".
+``--edgy-unconnected`` adds "spans only, receivers unconnected" (Edgy's lifecycle receivers not connected:
+what the two receivers cost). The differences include what a piece does to the library's own code (CPython's
+caches), which no profile of sigtrace's code shows: see docs/performance.md, "What is left".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _harness as h  # noqa: E402
+import instructions  # noqa: E402
+
+#: name -> the options of ``sigtrace.install()`` (``None``: not installed).
+CONFIGS: dict[str, dict[str, Any] | None] = {
+    "baseline": None,
+    "full": {"audit": True, "metrics": True},
+    "spans only": {"audit": False, "metrics": False},
+    "no audit": {"audit": False, "metrics": True},
+    "no metrics": {"audit": True, "metrics": False},
+}
+UNCONNECTED = "spans only, receivers unconnected"
+COUNTED = re.compile(r"Collected : (\d+)")
+
+
+def child(source: str, config: str, ops: int) -> None:
+    """In the process under callgrind: the baseline operation with sigtrace installed as ``config`` says."""
+    import sigtrace
+
+    options = CONFIGS.get(config, CONFIGS["spans only"])
+    if config == UNCONNECTED:
+        from sigtrace.sources.edgy import EdgySource
+
+        EdgySource._watch = lambda self, signal, signal_name: None  # type: ignore[method-assign]
+    module = __import__(f"bench_{source}")
+    prov = h.providers()
+    with tempfile.TemporaryDirectory(prefix="sigtrace-knockout-") as tmp:
+        suite: h.Suite = module.build(argparse.Namespace(rounds=1, per_round=ops, warmup=100), prov, tmp)
+        (base,) = [v for v in suite.variants if v.name == h.BASELINE]
+        if options is not None:
+            extra = {"audit_file": os.devnull} if options["audit"] else {}
+            sigtrace.install(
+                sources=[source],
+                tracer_provider=prov.tracer_provider,
+                meter_provider=prov.meter_provider,
+                **options,
+                **extra,
+            )
+        try:
+            if base.is_async:
+                assert suite.loop is not None
+                suite.loop.run_until_complete(instructions._run_async(base.op, ops, 100))
+            else:
+                for _ in range(100):
+                    base.op()
+                instructions._toggle(True)
+                for _ in range(ops):
+                    base.op()
+                instructions._toggle(False)
+        finally:
+            if options is not None:
+                sigtrace.uninstall()
+            if suite.cleanup is not None:
+                suite.cleanup()
+
+
+def count(source: str, config: str, ops: int) -> float:
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null"]
+    cmd += [sys.executable, __file__, "--child", source, config, "--ops", str(ops)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, cwd=h.ROOT)
+    found = COUNTED.findall(done.stderr)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"{source} / {config}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return int(found[-1]) / ops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", nargs="?", choices=sorted(instructions.OPS))
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="configurations to count")
+    parser.add_argument("--edgy-unconnected", action="store_true", help=f"also {UNCONNECTED!r} (Edgy)")
+    parser.add_argument("--repeat", type=int, default=1, help="counts per configuration (the median is shown)")
+    parser.add_argument("--ops", type=int, help="operations counted (default: instructions.py's per source)")
+    parser.add_argument("--child", nargs=2, metavar=("SOURCE", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.ops)
+        return
+    if args.source is None:
+        parser.error("name a source")
+    ops = args.ops or instructions.OPS[args.source]
+    configs = list(args.configs) + ([UNCONNECTED] if args.edgy_unconnected else [])
+    counts: dict[str, list[float]] = {config: [] for config in configs}
+    for _ in range(max(1, args.repeat)):  # interleaved: every configuration once, then again
+        for config in configs:
+            counts[config].append(count(args.source, config, ops))
+            print(f"  [{args.source}] {config}: {counts[config][-1]:,.0f}", file=sys.stderr, flush=True)
+    medians = {config: statistics.median(values) for config, values in counts.items()}
+    base = medians.get("baseline")
+    print(f"{args.source}: instructions per operation (median of {max(1, args.repeat)}), added over the baseline")
+    for config, value in medians.items():
+        added = "" if base is None or config == "baseline" else f"  added {(value - base) / 1000:,.1f}k"
+        print(f"  {config:34s} {value:>14,.0f}{added}")
+    print(json.dumps({"source": args.source, "ops": ops, "counts": counts}))
+
+
+if __name__ == "__main__":
+    main()
