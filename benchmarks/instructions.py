@@ -112,25 +112,19 @@ def variants_of(source: str, python: str) -> list[tuple[str, str]]:
 
 def count(source: str, variant: str, python: str, ops: int) -> float:
     """Instructions per operation of one variant (its own process under callgrind)."""
+    command = [python, __file__, "--child", source, variant, "--ops", str(ops)]
+    return callgrind_count(command, ops, f"{source} / {variant}")
+
+
+def callgrind_count(command: list[str], ops: int, what: str) -> float:
+    """Instructions per operation of ``command`` (a child that counts ``ops`` operations with ``_toggle``)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     with tempfile.TemporaryDirectory(prefix="sigtrace-callgrind-") as tmp:
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={tmp}/callgrind.out",
-            python,
-            __file__,
-            "--child",
-            source,
-            variant,
-            "--ops",
-            str(ops),
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=h.ROOT)
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={tmp}/callgrind.out"]
+        done = subprocess.run([*cmd, *command], capture_output=True, text=True, env=env, cwd=h.ROOT)
     found = COUNTED.findall(done.stderr)
     if done.returncode != 0 or not found:
-        raise RuntimeError(f"{source} / {variant}: exit {done.returncode}\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{what}: exit {done.returncode}\n{done.stderr[-2000:]}")
     return int(found[-1]) / ops
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,14 +38,13 @@ CONFIGS: dict[str, dict[str, Any] | None] = {
     "no metrics": {"audit": True, "metrics": False},
 }
 UNCONNECTED = "spans only, receivers unconnected"
-COUNTED = re.compile(r"Collected : (\d+)")
 
 
 def child(source: str, config: str, ops: int) -> None:
     """In the process under callgrind: the baseline operation with sigtrace installed as ``config`` says."""
     import sigtrace
 
-    options = CONFIGS.get(config, CONFIGS["spans only"])
+    options = CONFIGS["spans only"] if config == UNCONNECTED else CONFIGS[config]
     if config == UNCONNECTED:
         from sigtrace.sources.edgy import EdgySource
 
@@ -85,19 +82,14 @@ def child(source: str, config: str, ops: int) -> None:
 
 
 def count(source: str, config: str, ops: int) -> float:
-    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null"]
-    cmd += [sys.executable, __file__, "--child", source, config, "--ops", str(ops)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, cwd=h.ROOT)
-    found = COUNTED.findall(done.stderr)
-    if done.returncode != 0 or not found:
-        raise RuntimeError(f"{source} / {config}: exit {done.returncode}\n{done.stderr[-2000:]}")
-    return int(found[-1]) / ops
+    command = [sys.executable, __file__, "--child", source, config, "--ops", str(ops)]
+    return instructions.callgrind_count(command, ops, f"{source} / {config}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", choices=sorted(instructions.OPS))
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="configurations to count")
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS), help="what to count")
     parser.add_argument("--edgy-unconnected", action="store_true", help=f"also {UNCONNECTED!r} (Edgy)")
     parser.add_argument("--repeat", type=int, default=1, help="counts per configuration (the median is shown)")
     parser.add_argument("--ops", type=int, help="operations counted (default: instructions.py's per source)")
