@@ -54,8 +54,8 @@ def add_trace_context(_logger: object, _method: str, event_dict: MutableMapping[
     """structlog processor: add the current span's ``trace_id``/``span_id`` to an application's own log lines."""
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
-        event_dict.setdefault("trace_id", format(ctx.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(ctx.span_id, "016x"))
+        event_dict.setdefault("trace_id", ctx.trace_id.to_bytes(16, "big").hex())
+        event_dict.setdefault("span_id", ctx.span_id.to_bytes(8, "big").hex())
     return event_dict
 
 
@@ -622,8 +622,10 @@ class AuditSink:
         if op.span is not None:
             ctx = op.span.get_span_context()
             if ctx.is_valid:
-                event["trace_id"] = format(ctx.trace_id, "032x")
-                event["span_id"] = format(ctx.span_id, "016x")
+                # The W3C spelling (32 and 16 lowercase hex digits) through bytes.hex(): what
+                # format(id, "032x") writes for every id of 128 (64) bits, without parsing a format spec.
+                event["trace_id"] = ctx.trace_id.to_bytes(16, "big").hex()
+                event["span_id"] = ctx.span_id.to_bytes(8, "big").hex()
         if op.orphaned:
             event["orphaned"] = True
         if op.audit:

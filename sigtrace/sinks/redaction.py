@@ -31,6 +31,10 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 _MAX_DEPTH = 8
 _MAX_ITEMS = 100
+# Type tuples made once: ``isinstance(v, int | float)`` builds a union object at every call (hot per event).
+_AS_IS = (bool, int, float)
+_BYTES = (bytes, bytearray)
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
 class Redactor:
@@ -51,17 +55,17 @@ class Redactor:
 
     def value(self, value: Any, depth: int = 0) -> Any:
         """A JSON-safe, size-capped copy of ``value`` with secret keys masked at every level."""
-        if value is None or isinstance(value, bool | int | float):
+        if value is None or isinstance(value, _AS_IS):
             return value
         if isinstance(value, str):
             return self.clip(value)
-        if isinstance(value, bytes | bytearray):
+        if isinstance(value, _BYTES):
             return self.clip(bytes(value).decode("utf-8", "backslashreplace"))
         if depth >= _MAX_DEPTH:
             return "[...]"
         if isinstance(value, Mapping):
             return self.mapping(value, depth + 1)
-        if isinstance(value, list | tuple | set | frozenset):
+        if isinstance(value, _SEQUENCES):
             items = list(value)[:_MAX_ITEMS]
             return [self.value(item, depth + 1) for item in items]
         try:

@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import sigtrace
 from sigtrace.core.operation import Operation
 from sigtrace.sinks import audit
+from sigtrace.sinks.redaction import Redactor
 from sigtrace.testing import capture
 
 
@@ -60,3 +63,22 @@ def test_add_trace_context_puts_the_current_span_in_the_applications_own_log_lin
     outside, inside = logs
     assert "trace_id" not in outside
     assert inside["trace_id"] == format(ctx.trace_id, "032x") and inside["span_id"] == format(ctx.span_id, "016x")
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id"), [(1, 1), (2**128 - 1, 2**64 - 1), (0x0AF7651916CD43DD8448EB211C80319C, 0xB7)]
+)
+def test_trace_and_span_ids_are_written_as_w3c_hex_whatever_their_leading_zeros(trace_id: int, span_id: int) -> None:
+    # The audit sink spells the ids through bytes.hex() (no format spec parsed per event): the same text
+    # as format(id, "032x") / format(id, "016x") for every 128-bit / 64-bit id, leading zeros included.
+    span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1)))
+    op = Operation("blinker", "save", collection="orders", pk="1")
+    op.span, op.outcome = span, "ok"
+    sink = audit.AuditSink(
+        [], service_name=None, redactor=Redactor(), capture_values=False, audit_reads=False, actor=None
+    )
+    event = sink.make_event(op, 1_700_000_000_000_000_000, 0.001)
+    with trace.use_span(span):
+        logged = sigtrace.add_trace_context(None, "info", {})
+    for fields in (event, logged):
+        assert fields["trace_id"] == format(trace_id, "032x") and fields["span_id"] == format(span_id, "016x")
