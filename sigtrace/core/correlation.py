@@ -4,6 +4,11 @@ Keys are whatever correlates a pre with its post: a request UUID, or an instance
 (:func:`identity_key`: ``id()`` checked against a weak reference, never equality, because ORM
 models compare by value). Insertion order is start order, so the oldest entries are at the front
 and reaping is a walk from the front that stops at the first young entry: no thread per operation.
+
+The per-operation methods (``add``, ``pop``, ``discard``) take the lock with ``acquire()`` and
+``release()`` in ``try``/``finally`` rather than ``with``: the same release on every path, and about
+1,000 fewer instructions per block on CPython 3.11 (``with`` looks up and binds ``__enter__`` and
+``__exit__`` and calls the latter with three arguments; docs/performance.md, the sixth part).
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ class InFlightTable:
     def add(self, key: Hashable, op: Operation) -> Operation | None:
         """Register ``op``; returns the operation already in flight under ``key`` instead, if any."""
         evicted: Operation | None = None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # acquire/release, not ``with``: see the module docstring
+        try:
             existing = self._ops.get(key)
             if existing is not None:
                 if existing.ref is None or existing.ref() is not None:
@@ -63,13 +70,17 @@ class InFlightTable:
                 evicted = self._ops.pop(oldest)
             op.key = key
             self._ops[key] = op
+        finally:
+            lock.release()
         if evicted is not None:
             self._on_orphan(evicted, "overflow" if evicted.ref is None or evicted.ref() is not None else "collected")
         return None
 
     def pop(self, key: Hashable, obj: object = None) -> Operation | None:
         """Remove and return the operation under ``key`` (and, for identity keys, of this very ``obj``)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             op = self._ops.get(key)
             if op is None:
                 return None
@@ -77,17 +88,23 @@ class InFlightTable:
                 return None
             del self._ops[key]
             return op
+        finally:
+            lock.release()
 
     def get(self, key: Hashable) -> Operation | None:
         return self._ops.get(key)
 
     def discard(self, op: Operation) -> bool:
         """Remove ``op`` if it is still the entry under its key."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if op.key is not None and self._ops.get(op.key) is op:
                 del self._ops[op.key]
                 return True
             return False
+        finally:
+            lock.release()
 
     def reap(self, now: float | None = None) -> int:
         """End every operation older than ``timeout`` as an orphan; returns how many."""

@@ -241,7 +241,9 @@ class JsonLinesWriter:
             fields = {key: value for key, value in event.items() if key != "event"}
             fields["event"] = name
         body = self._encode(fields).encode("utf-8")
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # acquire/release, not ``with``: sigtrace/core/correlation.py says why
+        try:
             owned = self._owned
             if owned is not None:
                 rotated = owned.rotated()
@@ -270,6 +272,8 @@ class JsonLinesWriter:
                 if self._timer is None:
                     self._start_timer()
             stream_id = self.stream
+        finally:
+            lock.release()
         if type(event) is dict:
             event["seq"] = seq
             event["stream"] = stream_id

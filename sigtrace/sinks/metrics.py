@@ -202,8 +202,12 @@ class MetricSink:
     def started(self, op: Operation) -> None:
         labels = (op.source, op.db_system, op.name, op.collection)
         slot = self._slots.get(labels) or self._slot(labels)
-        with self._tally_lock:
+        lock = self._tally_lock
+        lock.acquire()  # acquire/release, not ``with``: core/correlation.py says why
+        try:
             slot.in_flight[0] += 1
+        finally:
+            lock.release()
 
     def described(self, op: Operation, before: Labels) -> None:
         """The in-flight count of ``op`` moves to its new attribute set."""
@@ -222,7 +226,9 @@ class MetricSink:
         labels = (source, db_system, name, collection)
         slot = self._slots.get(labels) or self._slot(labels)
         outcome = op.outcome
-        with self._tally_lock:  # both tallies under one acquisition
+        lock = self._tally_lock
+        lock.acquire()  # both tallies under one acquisition (acquire/release: core/correlation.py says why)
+        try:
             slot.in_flight[0] -= 1
             if not held:
                 if outcome == semconv.OUTCOME_OK and error_type is None:
@@ -232,6 +238,8 @@ class MetricSink:
                     ok[0] += 1
                 else:
                     self._operations._add((*labels, outcome, error_type), 1)
+        finally:
+            lock.release()
         # error.type on the duration metric if and only if the operation failed. The measurement's context
         # is the operation's own span (where the SDK keeps an exemplar, it links to that span): current
         # already where the span is (an entry scope, an activated span), made here where it is not (a span

@@ -14,7 +14,7 @@ import pytest
 import sigtrace
 from sigtrace import semconv
 from sigtrace.core import safety
-from sigtrace.core.correlation import identity_key
+from sigtrace.core.correlation import InFlightTable, identity_key
 from sigtrace.core.operation import Operation
 from sigtrace.sinks.redaction import MASK, Redactor
 from sigtrace.testing import Capture, capture
@@ -38,6 +38,28 @@ def test_orphan_flood_keeps_the_table_at_max_in_flight_and_counts_every_orphan()
         assert all(s.attributes and s.attributes[semconv.SIGTRACE_ORPHANED] for s in cap.spans)
     # uninstall ends the last 1,000 as orphans too: every orphan is counted.
     assert len(cap.spans) == 100_000
+
+
+def test_every_path_through_the_in_flight_table_releases_its_lock() -> None:
+    # The table takes its lock with acquire()/release() (not ``with``, see core/correlation.py): each
+    # early return inside the block must still release it, or the next operation of any thread hangs.
+    orphans: list[str] = []
+    table = InFlightTable(2, 60.0, lambda op, reason: orphans.append(reason))
+    first, second, third = (Operation("test", "save") for _ in range(3))
+
+    def released(result: object) -> object:
+        assert not table._lock.locked()
+        return result
+
+    assert released(table.add("a", first)) is None  # registered
+    assert released(table.add("a", second)) is first  # already in flight: returned from inside the block
+    assert released(table.add("b", second)) is None
+    assert released(table.add("c", third)) is None and orphans == ["overflow"]  # the oldest evicted
+    assert released(table.pop("missing")) is None
+    assert released(table.pop("b", obj=object())) is second  # no weak reference: any obj matches
+    assert released(table.discard(third)) is True
+    assert released(table.discard(third)) is False
+    assert len(table) == 0
 
 
 def test_duplicate_pre_makes_no_second_span(sigtrace_capture: Capture) -> None:

@@ -139,6 +139,7 @@ def test_a_failed_write_shows_as_a_gap(tmp_path: Path) -> None:
     kept, owned._file = owned._file, open("/dev/full", "ab", buffering=0)  # noqa: SIM115
     with pytest.raises(OSError):
         writer({"pk": "2", "event": "sigtrace.audit"})
+    assert not writer._lock.locked()  # released on the failing path too (acquire/release, not with)
     owned._file.close()
     owned._file = kept
     writer({"pk": "3", "event": "sigtrace.audit"})
