@@ -69,23 +69,28 @@ def child(source: str, variant_name: str, ops: int, warmup: int) -> None:
             (variant,) = [v for v in suite.variants if v.name == variant_name]
             teardown = variant.setup() if variant.setup is not None else None
             try:
-                if variant.is_async:
-                    assert suite.loop is not None
-                    suite.loop.run_until_complete(_run_async(variant.op, ops, warmup))
-                else:
-                    op = variant.op
-                    for _ in range(warmup):
-                        op()
-                    _toggle(True)
-                    for _ in range(ops):
-                        op()
-                    _toggle(False)
+                run_counted(suite, variant, ops, warmup)
             finally:
                 if teardown is not None:
                     teardown()
         finally:
             if suite.cleanup is not None:
                 suite.cleanup()
+
+
+def run_counted(suite: h.Suite, variant: h.Variant, ops: int, warmup: int) -> None:
+    """Run ``variant``'s operation ``warmup`` times uncounted, then ``ops`` times with counting on."""
+    if variant.is_async:
+        assert suite.loop is not None
+        suite.loop.run_until_complete(_run_async(variant.op, ops, warmup))
+        return
+    op = variant.op
+    for _ in range(warmup):
+        op()
+    _toggle(True)
+    for _ in range(ops):
+        op()
+    _toggle(False)
 
 
 async def _run_async(op: Any, ops: int, warmup: int) -> None:

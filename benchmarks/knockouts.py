@@ -88,7 +88,8 @@ def child(source: str, config: str, ops: int, exclude: list[str]) -> None:
     module = __import__(f"bench_{source}")
     prov = h.providers()
     with tempfile.TemporaryDirectory(prefix="sigtrace-knockout-") as tmp:
-        suite: h.Suite = module.build(argparse.Namespace(rounds=1, per_round=ops, warmup=100), prov, tmp)
+        args = argparse.Namespace(rounds=1, per_round=ops, warmup=instructions.WARMUP)
+        suite: h.Suite = module.build(args, prov, tmp)
         (base,) = [v for v in suite.variants if v.name == h.BASELINE]
         if options is not None:
             extra = {"audit_file": os.devnull} if options["audit"] else {}
@@ -101,16 +102,7 @@ def child(source: str, config: str, ops: int, exclude: list[str]) -> None:
                 **extra,
             )
         try:
-            if base.is_async:
-                assert suite.loop is not None
-                suite.loop.run_until_complete(instructions._run_async(base.op, ops, 100))
-            else:
-                for _ in range(100):
-                    base.op()
-                instructions._toggle(True)
-                for _ in range(ops):
-                    base.op()
-                instructions._toggle(False)
+            instructions.run_counted(suite, base, ops, instructions.WARMUP)
         finally:
             if options is not None:
                 sigtrace.uninstall()
@@ -142,15 +134,15 @@ def main() -> None:
         parser.error("name a source")
     ops = args.ops or instructions.OPS[args.source]
     configs = list(args.configs) + ([UNCONNECTED] if args.edgy_unconnected else [])
+    repeat = max(1, args.repeat)
     counts: dict[str, list[float]] = {config: [] for config in configs}
-    for _ in range(max(1, args.repeat)):  # interleaved: every configuration once, then again
+    for _ in range(repeat):  # interleaved: every configuration once, then again
         for config in configs:
             counts[config].append(count(args.source, config, ops, args.exclude))
             print(f"  [{args.source}] {config}: {counts[config][-1]:,.0f}", file=sys.stderr, flush=True)
     medians = {config: statistics.median(values) for config, values in counts.items()}
     base = medians.get("baseline")
     excluding = f", excluding {', '.join(args.exclude)}" if args.exclude else ""
-    repeat = max(1, args.repeat)
     print(f"{args.source}: instructions per operation (median of {repeat}){excluding}, added over the baseline")
     for config, value in medians.items():
         added = "" if base is None or config == "baseline" else f"  added {(value - base) / 1000:,.1f}k"
