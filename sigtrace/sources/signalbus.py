@@ -32,6 +32,7 @@ headers so that a consumer continues the trace.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import threading
@@ -113,6 +114,8 @@ _RUN: ContextVar[_Run | None] = ContextVar("sigtrace_signalbus_run", default=Non
 #: Set while a message or batch send is traced: a send nested in it (a batch implemented with
 #: per-message sends, an override calling ``super()``) is part of it, not a second operation.
 _SENDING: ContextVar[bool] = ContextVar("sigtrace_signalbus_sending", default=False)
+#: What an excluded autoflush runs in instead of an entry scope (``as`` gives ``None``).
+_UNTRACED: Final = contextlib.nullcontext()
 
 
 # --- trace context through the outbox -------------------------------------------------------------
@@ -464,15 +467,19 @@ class SignalBusSource(Source):
                 # One model (the usual commit): its bind is the one its sends use too, so they reuse it.
                 only = models[0] if len(models) == 1 else None
                 db = _db_of_bind(_bind_of(session, only))
-                op = self._run_op("autoflush", "after_commit", models, db)
-        if op is None or _RUN.get() is not None:
+                # Excluded (``operation:autoflush``, ``source:signalbus``, suppressed): no operation is built and
+                # no scope entered; the run still counts what a failed send leaves pending. A model exclusion is
+                # only known from the models: the entry scope checks that one.
+                if self.engine.enabled(SOURCE, None, "autoflush", "after_commit"):
+                    op = self._run_op("autoflush", "after_commit", models, db)
+        if not queued or _RUN.get() is not None:
             return wrapped(*args, **kwargs)
-        run = _Run("autoflush", op.db_system)
+        run = _Run("autoflush", db[0])
         if only is not None:
             run.dbs[only] = db
         token = _RUN.set(run)
         try:
-            with self.engine.entry(op) as scope:
+            with self.engine.entry(op) if op is not None else _UNTRACED as scope:
                 try:
                     result = wrapped(*args, **kwargs)
                 except BaseException as exc:
@@ -488,7 +495,8 @@ class SignalBusSource(Source):
                         run.left_pending = len(queued)
                         run.sent = 0
                         _set_counts(op, run)
-                        self.engine.end(op=scope.operation, error=run.error)
+                        if scope is not None:
+                            self.engine.end(op=scope.operation, error=run.error)
                     else:
                         run.sent = len(queued)
                         _set_counts(op, run)
@@ -671,7 +679,9 @@ def _bind_of(session: Any, model: type | None = None) -> Any:
         return None
 
 
-def _set_counts(op: Operation, run: _Run) -> None:
+def _set_counts(op: Operation | None, run: _Run) -> None:
+    if op is None:
+        return  # an excluded run: counted, not traced
     op.attributes[ATTR_SENT] = run.sent
     op.attributes[ATTR_LEFT_PENDING] = run.left_pending
 

@@ -312,6 +312,35 @@ def test_suppressed_instrumentation_traces_nothing(cap: Capture, harness: Harnes
     assert cap.spans == () and cap.audit_events == []
 
 
+def test_excluded_autoflush_traces_its_sends_and_counts_what_stays(harness: Harness) -> None:
+    """``operation:autoflush`` excluded: no run span (none is even built), each send still traced and audited,
+    and what a failed send leaves pending still counted under the run's name."""
+    with capture(sources=["signalbus"], exclude=["operation:autoflush"]) as cap:
+        tracer = cap.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("POST /orders", kind=SpanKind.SERVER) as request:
+            add(harness, harness.Outbox, "o1", "o2")
+        assert harness.pending(harness.Outbox) == 0
+        assert [s.name for s in cap.spans if s.name.startswith("autoflush")] == []
+        sends = cap.spans_named("send outbox")
+        assert len(sends) == 2
+        assert all(s.parent is not None and s.parent.span_id == span_id(request) for s in sends)
+        assert sorted((e["operation"], e["outcome"]) for e in cap.audit_events) == [("send", "ok"), ("send", "ok")]
+        cap.clear()
+        harness.fail_texts.add("o4")
+        add(harness, harness.Outbox, "o3", "o4")
+        assert harness.pending(harness.Outbox) == 2
+        assert [s.name for s in cap.spans if s.name.startswith("autoflush")] == []
+        assert [
+            attrs(s)[semconv.ERROR_TYPE]
+            for s in cap.spans_named("send outbox")
+            if s.status.status_code == StatusCode.ERROR
+        ] == ["BrokerDownError"]
+        assert (
+            cap.metric_total(METRIC_LEFT_PENDING, db__operation__name="autoflush", error__type="BrokerDownError") == 2
+        )
+        assert cap.metric_total(semconv.METRIC_INTERNAL_ERRORS) == 0
+
+
 def test_excluded_model_is_not_traced(harness: Harness) -> None:
     with capture(sources=["signalbus"], exclude=["model:Deferred"]) as cap:
         add(harness, harness.Deferred, "d1")
