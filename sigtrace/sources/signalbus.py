@@ -472,6 +472,9 @@ class SignalBusSource(Source):
                 # only known from the models: the entry scope checks that one.
                 if self.engine.enabled(SOURCE, None, "autoflush", "after_commit"):
                     op = self._run_op("autoflush", "after_commit", models, db)
+                else:
+                    for model in models:
+                        self._models(model)  # instruments a model first seen here, as _run_op does
         if not queued or _RUN.get() is not None:
             return wrapped(*args, **kwargs)
         run = _Run("autoflush", db[0])
