@@ -36,6 +36,7 @@ from opentelemetry.trace import StatusCode
 import sigtrace
 from sigtrace import demo as demo_package
 from sigtrace import semconv
+from sigtrace.core.text import trace_id_hex
 from sigtrace.sources import REGISTRY
 
 __all__ = ["main", "render_audit", "render_waterfall", "summarize_metrics"]
@@ -132,7 +133,7 @@ def render_waterfall(
     for trace_id, members, children in trees:
         start = min(s.start_time or 0 for s in members)
         total = max(max(s.end_time or 0 for s in members) - start, 1)
-        out.write(f"  trace {trace_id:032x}\n")
+        out.write(f"  trace {trace_id_hex(trace_id)}\n")
         _draw(children, None, 0, start, total, label_width, expected or {}, out)
 
 

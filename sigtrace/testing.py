@@ -30,6 +30,7 @@ import sigtrace._runtime
 from sigtrace import semconv
 from sigtrace._config import resolve_options
 from sigtrace._runtime import Installation
+from sigtrace.core.text import span_id_hex, trace_id_hex
 
 __all__ = ["Capture", "MetricPoint", "audit_file_events", "capture"]
 
@@ -119,7 +120,7 @@ class Capture:
         """The audit events that carry this span's ids."""
         ctx = span.get_span_context()
         assert ctx is not None
-        trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+        trace_id, span_id = trace_id_hex(ctx.trace_id), span_id_hex(ctx.span_id)
         return [e for e in self.audit_events if e.get("trace_id") == trace_id and e.get("span_id") == span_id]
 
     # --- metrics ---
@@ -179,8 +180,8 @@ class Capture:
 
 def _describe_span(span: ReadableSpan) -> str:
     ctx = span.get_span_context()
-    span_id = format(ctx.span_id, "016x") if ctx is not None else "?"
-    parent = format(span.parent.span_id, "016x") if span.parent is not None else None
+    span_id = span_id_hex(ctx.span_id) if ctx is not None else "?"
+    parent = span_id_hex(span.parent.span_id) if span.parent is not None else None
     attributes = dict(span.attributes or {})
     return f"{span.name!r} span_id={span_id} parent={parent} status={span.status.status_code.name} {attributes}"
 

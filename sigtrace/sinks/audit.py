@@ -35,6 +35,7 @@ from sigtrace import semconv
 from sigtrace.core import safety
 from sigtrace.core.operation import Operation
 from sigtrace.core.sinks import Labels
+from sigtrace.core.text import span_id_hex, trace_id_hex
 from sigtrace.sinks.chain import CHECKPOINT_EVENT, STREAM_EVENT, checkpoint_mac, event_prefix, line_hash
 from sigtrace.sinks.redaction import Redactor
 
@@ -54,8 +55,8 @@ def add_trace_context(_logger: object, _method: str, event_dict: MutableMapping[
     """structlog processor: add the current span's ``trace_id``/``span_id`` to an application's own log lines."""
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
-        event_dict.setdefault("trace_id", ctx.trace_id.to_bytes(16, "big").hex())
-        event_dict.setdefault("span_id", ctx.span_id.to_bytes(8, "big").hex())
+        event_dict.setdefault("trace_id", trace_id_hex(ctx.trace_id))
+        event_dict.setdefault("span_id", span_id_hex(ctx.span_id))
     return event_dict
 
 
@@ -626,8 +627,7 @@ class AuditSink:
         if op.span is not None:
             ctx = op.span.get_span_context()
             if ctx.is_valid:
-                # The W3C spelling (32 and 16 lowercase hex digits) through bytes.hex(): what
-                # format(id, "032x") writes for every id of 128 (64) bits, without parsing a format spec.
+                # trace_id_hex() and span_id_hex() (core/text.py) inlined: two calls fewer per event.
                 event["trace_id"] = ctx.trace_id.to_bytes(16, "big").hex()
                 event["span_id"] = ctx.span_id.to_bytes(8, "big").hex()
         if op.orphaned:

@@ -53,6 +53,7 @@ from sigtrace.core import safety
 from sigtrace.core.correlation import identity_key
 from sigtrace.core.engine import error_type_of
 from sigtrace.core.operation import Operation
+from sigtrace.core.text import trace_id_hex
 from sigtrace.sources.kit import FactsCache, ModelFacts, Source, database_of_url, pk_text
 from sigtrace.sources.kit.sa_session import TRACKER
 
@@ -193,7 +194,7 @@ def _origin_of(row: Any) -> SpanContext | None:
     except Exception:  # noqa: BLE001 - an expired, deleted row: the send itself will tell
         return None
     current = trace.get_current_span().get_span_context()
-    if current.is_valid and isinstance(traceparent, str) and traceparent[3:35] == format(current.trace_id, "032x"):
+    if current.is_valid and isinstance(traceparent, str) and traceparent[3:35] == trace_id_hex(current.trace_id):
         return None
     return trace_context_of(row)
 

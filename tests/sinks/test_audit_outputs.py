@@ -13,6 +13,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import sigtrace
 from sigtrace.core.operation import Operation
+from sigtrace.core.text import span_id_hex, trace_id_hex
 from sigtrace.sinks import audit
 from sigtrace.sinks.redaction import Redactor
 from sigtrace.testing import capture
@@ -69,8 +70,10 @@ def test_add_trace_context_puts_the_current_span_in_the_applications_own_log_lin
     ("trace_id", "span_id"), [(1, 1), (2**128 - 1, 2**64 - 1), (0x0AF7651916CD43DD8448EB211C80319C, 0xB7)]
 )
 def test_trace_and_span_ids_are_written_as_w3c_hex_whatever_their_leading_zeros(trace_id: int, span_id: int) -> None:
-    # The audit sink spells the ids through bytes.hex() (no format spec parsed per event): the same text
-    # as format(id, "032x") / format(id, "016x") for every 128-bit / 64-bit id, leading zeros included.
+    # The ids are spelled through bytes.hex() (no format spec parsed per event), by core/text.py's helpers
+    # and inline in make_event: the same text as format(id, "032x") / format(id, "016x") for every 128-bit /
+    # 64-bit id, leading zeros included.
+    assert trace_id_hex(trace_id) == format(trace_id, "032x") and span_id_hex(span_id) == format(span_id, "016x")
     span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1)))
     op = Operation("blinker", "save", collection="orders", pk="1")
     op.span, op.outcome = span, "ok"
