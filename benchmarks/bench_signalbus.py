@@ -88,6 +88,34 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
 
     variants.append(h.Variant(h.NAIVE, op, naive_setup))
     notes.append("naive bridge: around send_signalbus_message() (sigtrace: the autoflush run and the send)")
+    # The same bridge making sigtrace's two reports: also the autoflush run's span and duration, around the
+    # after-commit handler where it has messages to send (the run's audit event is its sends' lines).
+    from flask_signalbus import signalbus as signalbus_module
+
+    queue_key = signalbus_module._SIGNALS_TO_FLUSH_SESSION_INFO_KEY
+    original_handler = signalbus_module.SignalBus._after_commit_handler
+
+    def bridged_handler(self: Any, session: Any) -> Any:
+        if not session.info.get(queue_key):
+            return original_handler(self, session)
+        bridge.pre(("run", id(session)))
+        try:
+            return original_handler(self, session)
+        finally:
+            bridge.post(("run", id(session)), line=False)
+
+    def matched_setup() -> Any:
+        signalbus_module.SignalBus._after_commit_handler = bridged_handler
+        Outbox.send_signalbus_message = bridged_send
+
+        def teardown() -> None:
+            signalbus_module.SignalBus._after_commit_handler = original_handler
+            Outbox.send_signalbus_message = original_send
+
+        return teardown
+
+    variants.append(h.Variant(h.MATCHED, op, matched_setup))
+    notes.append("naive bridge, sigtrace's reports: also the autoflush run's span and duration (around the handler)")
     row = Outbox(text="floor")
 
     def dispatch() -> None:

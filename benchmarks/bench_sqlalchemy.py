@@ -72,6 +72,39 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
 
         return teardown
 
+    # The same bridge making sigtrace's two reports: the flush's span and duration, and its update batch's
+    # (Item's before_update / after_update, nested under the flush's), with the one audit line at the batch.
+    matched = h.NaiveBridge(prov)
+
+    def on_matched_before_flush(flushing: Any, _context: Any, _objects: Any) -> None:
+        matched.pre(("flush", id(flushing)))
+
+    def on_matched_after_flush(flushing: Any, _context: Any) -> None:
+        matched.post(("flush", id(flushing)), line=False)
+
+    def on_before_update(_mapper: Any, _connection: Any, target: Any) -> None:
+        matched.pre(("update", id(target)))
+
+    def on_after_update(_mapper: Any, _connection: Any, target: Any) -> None:
+        matched.post(("update", id(target)))
+
+    matched_listeners = (
+        (orm.Session, "before_flush", on_matched_before_flush),
+        (orm.Session, "after_flush_postexec", on_matched_after_flush),
+        (Item, "before_update", on_before_update),
+        (Item, "after_update", on_after_update),
+    )
+
+    def matched_setup() -> Any:
+        for target, name, listener in matched_listeners:
+            event.listen(target, name, listener)
+
+        def teardown() -> None:
+            for target, name, listener in matched_listeners:
+                event.remove(target, name, listener)
+
+        return teardown
+
     floor_session = orm.Session()
     event.listen(floor_session, "after_soft_rollback", lambda *_args: None)
     soft_rollback = floor_session.dispatch.after_soft_rollback
@@ -83,6 +116,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
     variants = h.sigtrace_variants("sqlalchemy", op, prov, tmp)
     variants.append(h.Variant(h.OTEL, op, otel_setup))
     variants.append(h.Variant(h.NAIVE, op, naive_setup))
+    variants.append(h.Variant(h.MATCHED, op, matched_setup))
     variants += h.floor_variants(prov, dispatch)
 
     def cleanup() -> None:
@@ -97,6 +131,7 @@ def build(args: argparse.Namespace, prov: h.Providers, tmp: str) -> h.Suite:
             "sigtrace: 2 operations per unit of work (flush + its update batch), audit held until the commit",
             "OTel: opentelemetry-instrumentation-sqlalchemy on the engine (UPDATE and COMMIT spans)",
             "naive bridge: before_flush / after_flush_postexec listeners",
+            "naive bridge, sigtrace's reports: also Item's before_update / after_update (the batch's span and line)",
         ],
         cleanup=cleanup,
     )
