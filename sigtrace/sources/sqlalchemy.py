@@ -434,25 +434,33 @@ class SQLAlchemySource(Source):
         if op is None or op.done:
             return
         facts = _facts.cached(id(mapper)) or _facts(mapper)
-        item: dict[str, Any] = {"pk": _pk_of(facts, state)}
+        pk = _pk_of(facts, state)
+        item: dict[str, Any] = {"pk": pk}
+        changed: tuple[str, ...] | None = None
+        values: dict[str, list[Any]] | None = None
         if operation != semconv.OPERATION_DELETE:
             capture = self.capture_values
             changed, values = _changes(facts, state, capture)
             item["changed_fields"] = list(changed)
             if capture:
                 item["values"] = values
-        batch.items.append(item)
+        items = batch.items
+        items.append(item)
         batch.done += 1
         if batch.done >= batch.started:
-            rows = len(batch.items)
-            op.audit_items = batch.items
+            rows = len(items)
             # Set here rather than passed to Engine.end (whose ``**updates`` go through Operation.update's loop).
             attributes = op.attributes
             attributes[semconv.SIGTRACE_ROWS_AFFECTED] = rows
             if rows > 1:
                 attributes[semconv.DB_OPERATION_BATCH_SIZE] = rows
+                op.audit_items = items  # one audit event per object
             else:
-                op.pk = item["pk"]
+                # One object (the usual flush): its fields are the operation's, and its one audit event is built
+                # as every source's (the fields in the same order; no per-item copy and merge of the event).
+                op.pk = pk
+                op.changed_fields = changed
+                op.values = values
             self.engine.end(op=op)
 
     # --- ORM statements through Session.execute ---

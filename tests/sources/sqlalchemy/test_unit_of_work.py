@@ -434,3 +434,35 @@ def test_actor_is_recorded(engine: sa.Engine, cap: Capture) -> None:
         session.add(Customer(id=31, name="acted"))
         session.commit()
     assert [e["actor"] for e in cap.audit_events] == ["alice"]
+
+
+def test_a_one_object_batch_is_one_event_in_the_common_field_order(engine: sa.Engine) -> None:
+    # A batch of one object takes the path of every source's event (its pk, fields and values are the
+    # operation's); a batch of two is one event per object. Both carry the same fields, in the same order.
+    seed(engine)
+    with capture(sources=["sqlalchemy"], capture_values=True) as cap:
+        with orm.Session(engine) as session:
+            alice = session.get(Customer, 1)
+            assert alice is not None
+            alice.name = "alicia"
+            session.commit()
+        (single,) = cap.audit_events
+        cap.clear()
+        with orm.Session(engine) as session:
+            customers = [session.get(Customer, 1), session.get(Customer, 2)]  # loaded first: no autoflush between
+            for customer, name in zip(customers, ("alice", "robert"), strict=True):
+                assert customer is not None
+                customer.name = name
+            session.commit()
+        pair = sorted(cap.audit_events, key=lambda e: e["pk"])
+    batches = [attrs(s) for s in cap.spans if s.name == "update sa_customers"]
+    assert [b[semconv.SIGTRACE_ROWS_AFFECTED] for b in batches] == [2]
+    assert batches[0][semconv.DB_OPERATION_BATCH_SIZE] == 2
+    assert [e["pk"] for e in pair] == ["1", "2"]
+    assert [e["values"]["name"] for e in pair] == [["alicia", "alice"], ["bob", "robert"]]
+    assert single["pk"] == "1" and single["changed_fields"] == ["name"]
+    assert single["values"] == {"name": ["alice", "alicia"]}
+    order = list(single)
+    assert order.index("duration_ms") < order.index("changed_fields") < order.index("span_id") < order.index("values")
+    assert order[-1] == "event"
+    assert set(pair[0]) == set(single)
