@@ -477,8 +477,17 @@ def plot(
     rows = [r for r in results["sources"] if "skipped" not in r]
     if not rows:
         return "plot: no source rows in these results"
-    names = [h.NAIVE, h.OTEL, h.SPANS_ONLY, h.FULL, h.AUDIT_FILE]
-    colors = ["#9e9e9e", "#1f77b4", "#8fd18f", "#2ca02c", "#ff7f0e"]
+    palette = {
+        h.NAIVE: "#9e9e9e",
+        h.MATCHED: "#d0d0d0",
+        h.OTEL: "#1f77b4",
+        h.SPANS_ONLY: "#8fd18f",
+        h.FULL: "#2ca02c",
+        h.AUDIT_FILE: "#ff7f0e",
+    }
+    # The bridge making sigtrace's reports exists for two sources only: no empty legend entry without it.
+    names = [name for name in palette if any(key in r["variants"].get(name, {}) for r in rows)]
+    colors = [palette[name] for name in names]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
     width = 0.8 / len(names)
     for i, (name, color) in enumerate(zip(names, colors, strict=True)):
@@ -488,13 +497,14 @@ def plot(
             if v is not None and key in v:
                 xs.append(x + (i - (len(names) - 1) / 2) * width)
                 ys.append(v[key] * scale)
-        ax.bar(xs, ys, width, label=name, color=color)
+        ax.bar(xs, ys, width, label=name, color=color, hatch="//" if name == h.MATCHED else None)
     ax.set_xticks(range(len(rows)), [_row_name(r) for r in rows], rotation=20, ha="right")
     ax.set_ylabel(ylabel)
     code = results.get("git", {}).get("code_head", "")[:7]
     ax.set_title(f"What each variant adds to the operation (sigtrace {code}; lower is better)")
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.legend(fontsize=8, ncols=len(names))
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.2)  # room for the legend above the tallest bar
+    ax.legend(fontsize=8, ncols=3, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
