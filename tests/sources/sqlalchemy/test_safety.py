@@ -42,6 +42,24 @@ def test_a_broken_source_never_breaks_the_application(engine: sa.Engine, monkeyp
         assert after.get(kind, 0) > before.get(kind, 0), kind
 
 
+def test_a_malformed_orm_execute_event_is_counted_and_sqlalchemy_goes_on(engine: sa.Engine) -> None:
+    """``do_orm_execute`` reads the statement before its entry scope: that read is under the net too."""
+    before = safety.error_counts().get("source.sqlalchemy.orm_execute", 0)
+    with safety.strict(False), capture(sources=["sqlalchemy"]), orm.Session(engine) as session:
+        session.dispatch.do_orm_execute(None)  # no ORMExecuteState: the net catches it, nothing is raised here
+        session.add(Customer(id=3, name="after"))
+        session.commit()
+        assert session.get(Customer, 3) is not None
+    assert safety.error_counts()["source.sqlalchemy.orm_execute"] == before + 1
+    with (
+        safety.strict(True),
+        capture(sources=["sqlalchemy"]),
+        orm.Session(engine) as session,
+        pytest.raises(AttributeError),
+    ):
+        session.dispatch.do_orm_execute(None)
+
+
 def test_strict_mode_raises_sigtraces_own_errors(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(source, "_filter_text", broken)
     with safety.strict(True), capture(sources=["sqlalchemy"]), orm.Session(engine) as session:
