@@ -157,7 +157,9 @@ def test_strict_mode_raises_what_the_net_catches() -> None:
 
 # --- PynamoDB --------------------------------------------------------------
 
-needs = {name: importlib.util.find_spec(name) is not None for name in ("pynamodb", "ormar", "edgy", "django")}
+needs = {
+    name: importlib.util.find_spec(name) is not None for name in ("pynamodb", "ormar", "edgy", "django", "sqlalchemy")
+}
 
 
 @pytest.mark.skipif(not needs["pynamodb"], reason="pynamodb is not installed")
@@ -272,3 +274,80 @@ def test_django_receivers(signal: str, sender: Any, instance: Any, kw: dict[str,
 
     with safety.strict(False), capture(sources=["django"]):
         getattr(signals, signal).send(sender=sender, instance=instance, **kw)
+
+
+# --- SQLAlchemy ORM --------------------------------------------------------
+
+SQLALCHEMY_MAPPER_EVENTS = [
+    "before_insert", "after_insert", "before_update", "after_update", "before_delete", "after_delete",
+]  # fmt: skip
+SQLALCHEMY_SESSION_EVENTS = {  # the session events sigtrace listens to, and their arguments after the session
+    "after_transaction_create": 1, "after_commit": 0, "after_rollback": 0, "after_transaction_end": 1,
+    "do_orm_execute": -1,  # its only argument is the ORMExecuteState (the session is not passed)
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sqlalchemy_model() -> Any:
+    """One mapped class on an in-memory SQLite engine (SQLAlchemy 1.4 to 2.1), made once for every example."""
+    if not needs["sqlalchemy"]:
+        pytest.skip("sqlalchemy is not installed")
+    import sqlalchemy as sa
+    from sqlalchemy import orm
+
+    registry = orm.registry()
+    table = sa.Table(
+        "fuzz_item", registry.metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("n", sa.Integer)
+    )
+
+    class FuzzItem:
+        pass
+
+    registry.map_imperatively(FuzzItem, table)
+    engine = sa.create_engine("sqlite://")
+    registry.metadata.create_all(engine)
+    return FuzzItem, engine
+
+
+@given(
+    events=st.lists(st.sampled_from(SQLALCHEMY_MAPPER_EVENTS), min_size=1, max_size=4),
+    session_events=st.lists(st.sampled_from(sorted(SQLALCHEMY_SESSION_EVENTS)), max_size=3),
+    args=st.tuples(payload, payload, payload),
+)
+@FUZZ
+def test_sqlalchemy_events(
+    sqlalchemy_model: Any, events: list[str], session_events: list[str], args: tuple[Any, ...]
+) -> None:
+    """Malformed mapper and session events, inside a real flush and outside one: the real write still lands.
+
+    SQLAlchemy dispatches them as its own (the listeners sigtrace added to ``Mapper`` and ``Session`` run on
+    every mapper and session), with any mapper, connection and target; a flush's events find the flush.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy import event, orm
+
+    cls, engine = sqlalchemy_model
+    mapper = orm.class_mapper(cls)
+
+    def fire(session: Any, *_: Any) -> None:
+        for name in events:
+            getattr(mapper.dispatch, name)(*args)
+        for name in session_events:
+            extra = SQLALCHEMY_SESSION_EVENTS[name]
+            if extra < 0:
+                getattr(session.dispatch, name)(args[0])
+            else:
+                getattr(session.dispatch, name)(args[0], *args[1 : 1 + extra])
+
+    with safety.strict(False), capture(sources=["sqlalchemy"]), orm.Session(engine) as session:
+        fire(session)  # outside any flush
+        event.listen(session, "before_flush", fire)  # inside the flush, before its batches
+        event.listen(session, "after_flush", fire)  # inside it, after them
+        row = cls()
+        row.n = len(events)
+        session.add(row)
+        session.commit()
+        written = session.execute(sa.select(cls.n).where(cls.id == row.id)).scalar()
+        assert written == len(events)
+        session.delete(row)
+        session.commit()
