@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,21 @@ def outcomes_of(cap: Capture, collection: str) -> dict[str, list[str]]:
 def counted(cap: Capture, outcome: str) -> float:
     """``sigtrace.operations`` under one outcome."""
     return cap.metric_total(semconv.METRIC_OPERATIONS, sigtrace__outcome=outcome)
+
+
+#: The orphan timeout of the held-writes tests: longer than any write takes on a loaded machine, so that
+#: only :func:`reap_past_timeout` ends what they hold (a write still running is never reaped as in flight).
+HELD_TIMEOUT = 60.0
+
+
+def reap_past_timeout(cap: Capture) -> None:
+    """Run the reaper's pass as it will run ``HELD_TIMEOUT`` from now: what is held is reported unknown.
+
+    The same ``InFlightTable.reap`` the reaper thread runs, with its clock moved on, instead of a real wait
+    that a slow write on a shared machine could outlast (and be reaped as in flight, not as held).
+    """
+    assert cap.installation is not None
+    cap.installation.engine.table.reap(time.monotonic() + HELD_TIMEOUT + 1.0)
 
 
 def run_in_threads(threads: int, work: Callable[[], None]) -> None:

@@ -8,7 +8,6 @@ finds afterwards.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ from django.test import Client, override_settings
 
 from sigtrace import semconv
 from sigtrace.testing import Capture, capture
-from tests.outcomes import spans_only
+from tests.outcomes import HELD_TIMEOUT, reap_past_timeout, spans_only
 from tests.sources.django.conftest import run_threads, skip_without
 from tests.sources.django.routers import CountingRouter
 from tests.sources.django.testapp.models import Article, Author, Tag
@@ -293,13 +292,12 @@ def test_a_connection_closed_in_a_transaction_leaves_its_writes_unknown(cap: Cap
 
 
 def test_a_transaction_that_never_ends_is_unknown_after_orphan_timeout(alias: str) -> None:
-    with capture(sources=["django"], orphan_timeout=0.2) as cap:
+    with capture(sources=["django"], orphan_timeout=HELD_TIMEOUT) as cap:
         transaction.set_autocommit(False, using=alias)
         try:
             author = create(alias, "author")
-            deadline = time.monotonic() + 10.0
-            while not cap.audit_events and time.monotonic() < deadline:
-                time.sleep(0.05)
+            assert cap.audit_events == []  # held for the transaction
+            reap_past_timeout(cap)
             (event,) = cap.audit_events
             assert event["pk"] == str(author.pk) and event["outcome"] == UNKNOWN
             assert event["orphan_reason"] == "transaction_timeout"

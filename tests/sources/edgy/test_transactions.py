@@ -25,7 +25,7 @@ from edgy.core import signals as edgy_signals
 
 from sigtrace.sinks.redaction import MASK
 from sigtrace.testing import Capture, capture
-from tests.outcomes import counted, events_of, outcomes_of, spans_only
+from tests.outcomes import HELD_TIMEOUT, counted, events_of, outcomes_of, reap_past_timeout, spans_only
 from tests.sources.edgy.conftest import backend_url
 from tests.sources.edgy.helpers import pg_lock
 
@@ -349,15 +349,13 @@ async def test_updates_carry_old_and_new_values_where_the_instance_knows_the_old
 
 async def test_a_transaction_that_never_ends_is_reported_unknown_after_orphan_timeout(bank: Bank) -> None:
     """Held writes are bounded: a transaction left open (a lost connection, a forgotten commit)."""
-    with capture(sources=["edgy"], orphan_timeout=0.2) as cap:
+    with capture(sources=["edgy"], orphan_timeout=HELD_TIMEOUT) as cap:
         transaction = await bank.database.transaction()
         try:
             await bank.Account.query.filter(id="nobody").delete()  # SQLite's BEGIN (module docstring)
             await bank.Account.query.create(id="lost")
-            for _ in range(100):
-                if len(events(cap)) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            assert events(cap) == []  # held for the transaction
+            reap_past_timeout(cap)
             assert [(e["outcome"], e["orphan_reason"]) for e in events(cap)] == [("unknown", "transaction_timeout")] * 2
         finally:
             await transaction.commit()  # reported once, already

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy
 
 from sigtrace.testing import Capture, capture
-from tests.outcomes import counted, events_of, outcomes_of, spans_only
+from tests.outcomes import HELD_TIMEOUT, counted, events_of, outcomes_of, reap_past_timeout, spans_only
 from tests.sources.async_orm import drop_tables, recreate_tables
 
 TABLE = "tx_ormar_accounts"
@@ -220,15 +220,13 @@ async def test_force_rollback_database_reports_top_level_writes_as_they_return(b
 
 async def test_a_transaction_that_never_ends_is_reported_unknown_after_orphan_timeout(bank: Bank) -> None:
     """Held writes are bounded: a transaction left open (a lost connection, a forgotten commit)."""
-    with capture(sources=["ormar"], orphan_timeout=0.2) as cap:
+    with capture(sources=["ormar"], orphan_timeout=HELD_TIMEOUT) as cap:
         transaction = bank.database.transaction()
         await transaction.__aenter__()
         try:
             await bank.Account(id="lost").save()
-            for _ in range(100):
-                if events(cap):
-                    break
-                await asyncio.sleep(0.05)
+            assert events(cap) == []  # held for the transaction
+            reap_past_timeout(cap)
             (event,) = events(cap)
             assert event["outcome"] == "unknown" and event["orphan_reason"] == "transaction_timeout"
         finally:
