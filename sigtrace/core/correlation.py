@@ -47,10 +47,15 @@ class InFlightTable:
         self._ops: dict[Hashable, Operation] = {}
         self._lock = threading.Lock()
         self._reporting = 0
+        #: Taken out by :meth:`pop` or :meth:`discard` (under the lock, with their removal) and not yet
+        #: reported: ``id(op) -> op`` until the engine has run its sinks and calls ``ending.pop(id(op))``.
+        #: What :meth:`wait_ended` waits for, so that uninstall closes no output under an operation's feet.
+        self.ending: dict[int, Operation] = {}
 
     def __len__(self) -> int:
-        # Operations being reported as orphans still count: in flight until their span has ended.
-        return len(self._ops) + self._reporting
+        # Operations being reported (as orphans, or ended and still in their sinks) still count: in flight
+        # until their span has ended.
+        return len(self._ops) + self._reporting + len(self.ending)
 
     def add(self, key: Hashable, op: Operation) -> Operation | None:
         """Register ``op``; returns the operation already in flight under ``key`` instead, if any."""
@@ -87,6 +92,7 @@ class InFlightTable:
             if obj is not None and op.ref is not None and op.ref() is not obj:
                 return None
             del self._ops[key]
+            self.ending[id(op)] = op
             return op
         finally:
             lock.release()
@@ -101,6 +107,7 @@ class InFlightTable:
         try:
             if op.key is not None and self._ops.get(op.key) is op:
                 del self._ops[op.key]
+                self.ending[id(op)] = op
                 return True
             return False
         finally:
@@ -125,6 +132,15 @@ class InFlightTable:
             with self._lock:
                 self._reporting -= len(expired)
         return len(expired)
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Wait (up to ``timeout`` seconds) until every operation taken out has been reported; True if so."""
+        deadline = time.monotonic() + timeout
+        while self.ending:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
 
     def drain(self) -> list[Operation]:
         """Remove and return everything (uninstall)."""

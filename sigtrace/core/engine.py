@@ -98,6 +98,9 @@ class Engine:
         self.exclude = exclude or Exclusions()
         self._excluding = bool(self.exclude)
         self.table = InFlightTable(max_in_flight, orphan_timeout, self._orphaned)
+        #: The table's operations taken out and not yet reported (``InFlightTable.ending``): each is popped
+        #: from it once its sinks ran, here, without a call of the table's.
+        self._ending = self.table.ending
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self._excluded = lru_cache(maxsize=4096)(self._compute_excluded)
@@ -124,14 +127,16 @@ class Engine:
         self._reaper = threading.Thread(target=run, name="sigtrace-reaper", daemon=True)
         self._reaper.start()
 
-    def close(self) -> None:
-        """Stop the reaper and end what is still in flight as orphans (reason ``uninstall``)."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the reaper, end what is still in flight as orphans (reason ``uninstall``), and wait (up to
+        ``timeout``) for the operations other threads are ending: their sinks run before the outputs close."""
         self._stop.set()
         if self._reaper is not None:
             self._reaper.join(timeout=5.0)
             self._reaper = None
         for op in self.table.drain():
             self._orphaned(op, "uninstall")
+        self.table.wait_ended(timeout)
         self._stale.close()
 
     # --- what sources call ---
@@ -244,7 +249,10 @@ class Engine:
             op = self.table.pop(key, obj)
         elif op.key is not None:
             self.table.discard(op)
-        if op is None or op.done:
+        if op is None:
+            return None
+        if op.done:
+            self._ending.pop(id(op), None)
             return None
         if pk is not None:
             op.pk = pk
@@ -330,47 +338,51 @@ class Engine:
         an entry scope). A write inside an open transaction is held: its span and duration now, its
         audit event and count when the transaction ends (:meth:`_resolve`).
         """
-        # try/except rather than ``with safety.guard``: the same net, without two calls per block.
+        # Whatever the path, ``op`` is no longer being ended when this returns (InFlightTable.ending).
         try:
-            if op.done:
-                return
-            if untrack and op.key is not None:
-                self.table.discard(op)
-            op.done = True
-            op.outcome = outcome
-            if error is not None:
-                op.error = error
-                # A source may have named the failure more precisely (a service's error code).
-                op.error_type = op.error_type or error_type_of(error)
-            end_ns = time.time_ns()
-            duration = time.monotonic() - op.start_monotonic
-            if duration < 0.0:
-                duration = 0.0
-            txn = op.transaction
-            held = txn is not None and outcome == semconv.OUTCOME_OK
-            op.held = held
-        except Exception as exc:  # noqa: BLE001 - the safety net
-            safety.report("engine.finish", exc)
-            return
-        # Each sink on its own: one that fails never keeps the others from reporting. An activated span is
-        # still current while they run (the duration's exemplar is the operation's own span, as inside an
-        # entry scope; see MetricSink.finished).
-        for kind, sink in self._finishing:
+            # try/except rather than ``with safety.guard``: the same net, without two calls per block.
             try:
-                sink.finished(op, end_ns, duration, held)
-            except Exception as exc:  # noqa: BLE001
-                safety.report(f"sink.{kind}", exc)
-        if op.token is not None:
-            try:
-                if not detach(op.token):
-                    self._remember_stale(op)  # covered by a newer one, or in another context
-                elif self._stale_spans:
-                    self._stale.detach_current()  # an older one that ended first is now on top
-                op.token = None
+                if op.done:
+                    return
+                if untrack and op.key is not None:
+                    self.table.discard(op)
+                op.done = True
+                op.outcome = outcome
+                if error is not None:
+                    op.error = error
+                    # A source may have named the failure more precisely (a service's error code).
+                    op.error_type = op.error_type or error_type_of(error)
+                end_ns = time.time_ns()
+                duration = time.monotonic() - op.start_monotonic
+                if duration < 0.0:
+                    duration = 0.0
+                txn = op.transaction
+                held = txn is not None and outcome == semconv.OUTCOME_OK
+                op.held = held
             except Exception as exc:  # noqa: BLE001 - the safety net
                 safety.report("engine.finish", exc)
-        if held:
-            self._hold(op)
+                return
+            # Each sink on its own: one that fails never keeps the others from reporting. An activated span is
+            # still current while they run (the duration's exemplar is the operation's own span, as inside an
+            # entry scope; see MetricSink.finished).
+            for kind, sink in self._finishing:
+                try:
+                    sink.finished(op, end_ns, duration, held)
+                except Exception as exc:  # noqa: BLE001
+                    safety.report(f"sink.{kind}", exc)
+            if op.token is not None:
+                try:
+                    if not detach(op.token):
+                        self._remember_stale(op)  # covered by a newer one, or in another context
+                    elif self._stale_spans:
+                        self._stale.detach_current()  # an older one that ended first is now on top
+                    op.token = None
+                except Exception as exc:  # noqa: BLE001 - the safety net
+                    safety.report("engine.finish", exc)
+            if held:
+                self._hold(op)
+        finally:
+            self._ending.pop(id(op), None)
 
     # --- internals ---
 
@@ -396,16 +408,19 @@ class Engine:
             if not op.held:
                 return  # resolved already (the reaper and a late commit may race)
             op.held = False
-        self.table.discard(op)
-        op.outcome = outcome
-        if orphan_reason is not None:
-            op.orphaned = True
-            op.audit["orphan_reason"] = orphan_reason
-        for kind, sink in self._finishing:
-            try:
-                sink.resolved(op)
-            except Exception as exc:  # noqa: BLE001
-                safety.report(f"sink.{kind}", exc)
+        self.table.discard(op)  # into InFlightTable.ending until its sinks ran (uninstall waits for them)
+        try:
+            op.outcome = outcome
+            if orphan_reason is not None:
+                op.orphaned = True
+                op.audit["orphan_reason"] = orphan_reason
+            for kind, sink in self._finishing:
+                try:
+                    sink.resolved(op)
+                except Exception as exc:  # noqa: BLE001
+                    safety.report(f"sink.{kind}", exc)
+        finally:
+            self._ending.pop(id(op), None)
 
     def _discard_started(self, op: Operation) -> None:
         """Undo :meth:`start` of a duplicate without reporting it."""

@@ -106,6 +106,34 @@ def test_uninstall_while_operations_are_in_flight() -> None:
     assert safety.error_counts() == before
 
 
+def test_uninstall_waits_for_an_operation_another_thread_is_ending() -> None:
+    """Taken out of the in-flight table and not yet reported: uninstall closes no output under it.
+
+    The worker's place between ``InFlightTable.pop`` and the end of ``Engine.finish`` is held open by hand
+    (the same calls ``Engine.end`` makes), so that uninstall meets it every time, not only when a race
+    happens to (as ``test_uninstall_while_operations_are_in_flight`` once did, with one span and no audit
+    event: the audit output was closed first).
+    """
+    from sigtrace.core.operation import Operation
+
+    with capture(sources=["blinker"]) as cap:
+        assert cap.installation is not None
+        engine = cap.installation.engine
+        engine.begin(Operation("blinker", "save", collection="jobs"), "k")
+        op = engine.table.pop("k")  # what end("k") does first
+        assert op is not None and cap.installation.in_flight() == 1
+        closing = threading.Thread(target=sigtrace.uninstall)
+        closing.start()
+        closing.join(timeout=0.2)
+        assert closing.is_alive()  # waiting for the operation being ended
+        engine.finish(op, semconv.OUTCOME_OK)  # what end("k") does next
+        closing.join(timeout=10)
+        assert not closing.is_alive()
+    (event,) = cap.audit_events
+    assert event["outcome"] == semconv.OUTCOME_OK and event["collection"] == "jobs"
+    assert len(cap.spans_named("save jobs")) == 1
+
+
 def test_install_and_uninstall_racing_from_8_threads() -> None:
     """8 threads install, work and uninstall 40 times each: never two installations, nothing left attached."""
     installations: set[int] = set()
