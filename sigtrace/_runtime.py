@@ -394,7 +394,11 @@ def _destinations(installation: Installation) -> str:
 
 
 def uninstall() -> None:
-    """Disconnect every receiver, restore every patch, end what is still in flight. No-op if not installed."""
+    """Disconnect every receiver, restore every patch, end what is still in flight. No-op if not installed.
+
+    Operations other threads are ending are waited for (up to a second: ``Engine.close``) before the audit
+    outputs close, so that none loses its audit event.
+    """
     global _installation
     with _lock:
         installation = _installation
