@@ -92,10 +92,7 @@ async def test_thousand_concurrent_operations_pair_and_parent_exactly(db: Models
     assert {e["span_id"] for e in audit} == {hex_id(s) for s in spans}
     assert len({span_id(s) for s in spans}) == OPERATIONS
     if backend == "sqlite":
-        # None on an idle machine. On a loaded one (a CI run beside valgrind) one of the 1,000 writes failed
-        # once; its type was not printed, and SQLite's lock ("database is locked", sqlite3.OperationalError,
-        # after its busy timeout) is what 1,000 concurrent writers on one file meet. That one is the
-        # application's own error, checked above as one ERROR span and one error event; no other is allowed.
-        errors = [error for _kind, _caller, error in results if error is not None]
-        assert all(error == "OperationalError" for error in errors), errors
+        # What failed, by kind and error type, where one did: one of the 1,000 failed once in a CI run beside
+        # valgrind, and the bare count did not say which or why.
+        assert failures == 0, [(kind, error) for kind, _caller, error in results if error is not None]
     assert failures < OPERATIONS // 10, failures
