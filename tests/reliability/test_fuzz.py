@@ -281,9 +281,9 @@ def test_django_receivers(signal: str, sender: Any, instance: Any, kw: dict[str,
 SQLALCHEMY_MAPPER_EVENTS = [
     "before_insert", "after_insert", "before_update", "after_update", "before_delete", "after_delete",
 ]  # fmt: skip
-SQLALCHEMY_SESSION_EVENTS = {  # the session events sigtrace listens to, and their arguments after the session
-    "after_transaction_create": 1, "after_commit": 0, "after_rollback": 0, "after_transaction_end": 1,
-    "do_orm_execute": -1,  # its only argument is the ORMExecuteState (the session is not passed)
+SQLALCHEMY_SESSION_EVENTS = {  # the session events sigtrace listens to, and how many arguments each is sent
+    "after_transaction_create": 2, "after_commit": 1, "after_rollback": 1, "after_transaction_end": 2,
+    "do_orm_execute": 1,  # the ORMExecuteState
 }  # fmt: skip
 
 
@@ -333,11 +333,7 @@ def test_sqlalchemy_events(
         for name in events:
             getattr(mapper.dispatch, name)(*args)
         for name in session_events:
-            extra = SQLALCHEMY_SESSION_EVENTS[name]
-            if extra < 0:
-                getattr(session.dispatch, name)(args[0])
-            else:
-                getattr(session.dispatch, name)(args[0], *args[1 : 1 + extra])
+            getattr(session.dispatch, name)(*args[: SQLALCHEMY_SESSION_EVENTS[name]])
 
     with safety.strict(False), capture(sources=["sqlalchemy"]), orm.Session(engine) as session:
         fire(session)  # outside any flush
