@@ -396,8 +396,8 @@ def _destinations(installation: Installation) -> str:
 def uninstall() -> None:
     """Disconnect every receiver, restore every patch, end what is still in flight. No-op if not installed.
 
-    Operations other threads are ending are waited for (up to a second: ``Engine.close``) before the audit
-    outputs close, so that none loses its audit event.
+    Operations other threads are ending are waited for (up to a second, within ``shutdown_timeout``:
+    ``Engine.close``) before the audit outputs close, so that none loses its audit event.
     """
     global _installation
     with _lock:
@@ -407,12 +407,13 @@ def uninstall() -> None:
         _installation = None
         for source in reversed(list(installation.sources.values())):
             source.detach()
-        installation.engine.close()
         budget = installation.options.shutdown_timeout
         deadline = time.monotonic() + budget
+        # Its wait for operations other threads are ending is part of the same budget.
+        installation.engine.close(min(1.0, budget))
         if installation.audit is not None:
             with safety.guard("installation.flush"):
-                installation.audit.close(budget)
+                installation.audit.close(max(0.0, deadline - time.monotonic()))
         # Bounded: a collector that is down or hangs must not hold uninstall() (nor the exit after it).
         installation.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000.0))
         if installation._writer is not None:
