@@ -487,17 +487,16 @@ def plot(
     }
     # The bridge making sigtrace's reports exists for two sources only: no empty legend entry without it.
     names = [name for name in palette if any(key in r["variants"].get(name, {}) for r in rows)]
-    colors = [palette[name] for name in names]
     fig, ax = plt.subplots(figsize=(11, 4.8), dpi=110)
     width = 0.8 / len(names)
-    for i, (name, color) in enumerate(zip(names, colors, strict=True)):
+    for i, name in enumerate(names):
         xs, ys = [], []
         for x, r in enumerate(rows):
             v = r["variants"].get(name)
             if v is not None and key in v:
                 xs.append(x + (i - (len(names) - 1) / 2) * width)
                 ys.append(v[key] * scale)
-        ax.bar(xs, ys, width, label=name, color=color, hatch="//" if name == h.MATCHED else None)
+        ax.bar(xs, ys, width, label=name, color=palette[name], hatch="//" if name == h.MATCHED else None)
     ax.set_xticks(range(len(rows)), [_row_name(r) for r in rows], rotation=20, ha="right")
     ax.set_ylabel(ylabel)
     code = results.get("git", {}).get("code_head", "")[:7]
